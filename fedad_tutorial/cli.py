@@ -1,0 +1,293 @@
+"""The ``fedad`` command line: generate data, train a federation, score new rows.
+
+Every subcommand is a thin shell over the package: ``run`` and ``simulate`` share one code path
+(:func:`train_and_report`). A user's mistake (missing file, bad cell, bad flag value) prints one
+line on stderr and exits with code 2; outputs are written to temporary paths and renamed only when
+complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedad_tutorial import __version__
+from fedad_tutorial.atomic import atomic_path
+from fedad_tutorial.csvio import find_node_csvs, read_node_csv, write_node_csv
+from fedad_tutorial.data import NodeData, make_cloud_federation, train_test_split
+from fedad_tutorial.detector import Detector
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.federated import ENGINES, FederatedConfig, run_federated
+from fedad_tutorial.metrics import detection_metrics
+from fedad_tutorial.plots import plot_f1_per_round, save_figure
+from fedad_tutorial.runs import MODEL_FILE, write_run
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage dump) and exit with code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"fedad {self.prog.split()[-1]}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _percentile(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100 (exclusive), got {text}")
+    return value
+
+
+def _client_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _training_flags(rounds: int) -> argparse.ArgumentParser:
+    """Flags shared by ``run`` and ``simulate`` (and the Flower server)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("model and training")
+    g.add_argument("--model", choices=["ae", "vae"], default="ae", help="autoencoder or VAE")
+    g.add_argument("--rounds", "--num-rounds", type=_positive_int, default=rounds, help="federated rounds")
+    g.add_argument("--local-epochs", type=_positive_int, default=5, help="local epochs per round")
+    g.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size")
+    g.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--latent-dim", type=_positive_int, default=10, help="size of the latent code")
+    g.add_argument("--beta", type=_positive_float, default=1.0, help="VAE: weight of the KL term")
+    g.add_argument("--fraction", type=_client_fraction, default=1.0,
+                   help="share of clients sampled each round")
+    g.add_argument("--threshold-percentile", type=_percentile, default=95.0,
+                   help="flag rows above this percentile of training scores")
+    g.add_argument("--threshold", choices=["local", "global"], default="local",
+                   help="per-round evaluation: each client's own percentile, or the federated one")
+    g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
+    g.add_argument("--engine", choices=list(ENGINES), default=ENGINES[-1], help="training engine")
+    g.add_argument("--seed", type=int, default=42, help="random seed (same seed, same numbers)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = _Parser(prog="fedad", description="Federated anomaly detection with autoencoders.",
+                     formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"fedad-tutorial {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    gen = sub.add_parser("generate-data", help="write synthetic cloud-activity CSVs, one per node",
+                         formatter_class=fmt)
+    gen.add_argument("--num-nodes", "--num_nodes", type=_positive_int, default=10, help="number of nodes")
+    gen.add_argument("--samples-per-node", "--samples_per_node", type=_positive_int, default=None,
+                     help="rows per node (default: a different size per node, 300-1200)")
+    gen.add_argument("--num-features", "--num_features", type=_positive_int, default=30,
+                     help="metrics per row")
+    gen.add_argument("--anomaly-rate", "--anomaly_rate", type=_rate, default=0.05, help="share of anomalous rows")
+    gen.add_argument("--output-dir", "--output_dir", type=Path, default=Path("data"), help="folder for node_*.csv")
+    gen.add_argument("--seed", type=int, default=42, help="random seed")
+
+    train_flags = _training_flags(rounds=10)
+    sim = sub.add_parser("simulate", parents=[train_flags], formatter_class=fmt,
+                         help="federated training over every node_*.csv of a folder (one client each)")
+    sim.add_argument("--data-dir", "--data_dir", type=Path, default=Path("data"), help="folder with node_*.csv")
+    sim.add_argument("--output-dir", "--output_dir", type=Path, default=Path("runs/simulate"),
+                     help="run folder to write")
+
+    run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
+                         help="the default demo: generated federation, FedAvg, metrics and plots")
+    run.add_argument("--num-nodes", type=_positive_int, default=10, help="number of generated nodes")
+    run.add_argument("--output-dir", type=Path, default=Path("runs/default"), help="run folder to write")
+    run.add_argument("--figures-dir", type=Path, default=Path("figures"), help="where f1_per_round.png goes")
+
+    score = sub.add_parser("score", help="score rows with a trained model", formatter_class=fmt)
+    score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
+    score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
+    score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> FederatedConfig:
+    return FederatedConfig(
+        model=args.model, rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size,
+        lr=args.lr, latent_dim=args.latent_dim, beta=args.beta, fraction=args.fraction,
+        threshold_percentile=args.threshold_percentile, threshold=args.threshold, seed=args.seed,
+        engine=args.engine,
+    )
+
+
+_COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
+            ("f1", "F1", 7, ".3f"), ("roc_auc", "ROC-AUC", 8, ".3f"))
+
+
+def _format_row(first: str, values: dict, width: int = 8) -> str:
+    cells = [f"{first:>{width}}"]
+    for key, _, w, spec in _COLUMNS:
+        value = values.get(key, np.nan)
+        cells.append(f"{'-':>{w}}" if pd.isna(value) else f"{value:>{w}{spec}}")
+    return " ".join(cells)
+
+
+def _header(first: str, width: int = 8) -> str:
+    return " ".join([f"{first:>{width}}"] + [f"{title:>{w}}" for _, title, w, _ in _COLUMNS])
+
+
+def train_and_report(splits, feature_names: list[str], config: FederatedConfig, output_dir: Path,
+                     data_description: dict, quiet: bool):
+    """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
+    from tqdm.auto import tqdm
+
+    def on_round(rnd: int, frame: pd.DataFrame) -> None:
+        if not quiet:
+            tqdm.write(_format_row(str(rnd), frame.mean(numeric_only=True).to_dict()))
+
+    if not quiet:
+        labelled = all(s.test_labels is not None for s in splits)
+        print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
+              f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
+              f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
+        print(_header("round"))
+    result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
+    final = result.final_round()
+    summary = {
+        "config": config.to_dict(),
+        "data": data_description,
+        "global_threshold": result.detector.threshold,
+        "score_method": result.detector.score_method,
+        "final_round_mean": result.summary(),
+        "final_round_per_client": final.drop(columns=["round"]).to_dict(orient="records"),
+    }
+    write_run(output_dir, result.detector, result.history, summary)
+    if not quiet:
+        print(f"\nFinal round, per client (held-out rows, {config.threshold} "
+              f"{config.threshold_percentile:g}th-percentile threshold):")
+        print(_header("client", 10))
+        for record in final.to_dict(orient="records"):
+            print(_format_row(record["client"], record, 10))
+        print(_format_row("mean", result.summary(), 10))
+    return result
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    sizes = args.samples_per_node if args.samples_per_node is not None else (300, 1200)
+    nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
+                                  num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
+    for node in nodes:
+        write_node_csv(args.output_dir / f"{node.name}.csv", node)
+    total = sum(n.num_rows for n in nodes)
+    anomalies = sum(int(n.labels.sum()) for n in nodes)
+    print(f"Wrote {len(nodes)} node CSVs to {args.output_dir}/ ({total} rows, {anomalies} labelled anomalies, "
+          f"{args.num_features} features)")
+    return 0
+
+
+def _read_federation(data_dir: Path) -> list[NodeData]:
+    nodes = [read_node_csv(path) for path in find_node_csvs(data_dir)]
+    reference = nodes[0]
+    for node in nodes[1:]:
+        if node.feature_names != reference.feature_names:
+            raise UserError(
+                f"{data_dir / (node.name + '.csv')}: feature columns differ from {reference.name}.csv "
+                f"({len(node.feature_names)} vs {len(reference.feature_names)} columns; every node needs the same)")
+    labelled = {n.labels is not None for n in nodes}
+    if len(labelled) > 1:
+        raise UserError(f"{data_dir}: some node CSVs have a 'label' column and some do not")
+    return nodes
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    config = _config(args)
+    nodes = _read_federation(args.data_dir)
+    splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
+    description = {"source": str(args.data_dir), "clients": [n.name for n in nodes],
+                   "rows": [n.num_rows for n in nodes], "features": nodes[0].feature_names,
+                   "test_fraction": args.test_fraction}
+    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
+    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
+    splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
+    description = {"source": "make_cloud_federation (generated in memory)", "clients": [n.name for n in nodes],
+                   "rows": [n.num_rows for n in nodes], "features": nodes[0].feature_names,
+                   "test_fraction": args.test_fraction}
+    result = train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
+    figure = save_figure(plot_f1_per_round(result.history), args.figures_dir / "f1_per_round.png")
+    print(f"\nWrote {args.output_dir}/ and {figure}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    detector = Detector.load(args.model)
+    node = read_node_csv(args.data)
+    detector.check_features(node.feature_names, source=str(args.data))
+    scores = detector.score_samples(node.features)
+    flags = (scores > detector.threshold).astype(int)
+    with atomic_path(args.output) as tmp:
+        pd.DataFrame({"score": scores, "is_anomaly": flags}).to_csv(tmp, index=False, float_format="%.6g")
+    print(f"Scored {len(scores)} rows of {args.data}: {flags.sum()} flagged (threshold {detector.threshold:.4g}); "
+          f"wrote {args.output}")
+    if node.labels is not None:
+        m = detection_metrics(node.labels, scores, detector.threshold)
+        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
+              f"ROC-AUC {m['roc_auc']:.3f}")
+    return 0
+
+
+_COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
+        return int(exc.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("fedad: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Federated training with FedAvg, and the centralized and local-only baselines, through one API.
+
+A round of :func:`run_federated`:
+
+1. the server samples a fraction of the clients (seeded);
+2. each sampled client copies the global weights and trains locally (:func:`~fedad_tutorial.
+   training.train_local`); only weights and a row count leave the client;
+3. the server averages the weights, weighted by row counts (:func:`fedavg`);
+4. every client scores its own training rows (for the threshold) and its held-out test rows
+   (for the metrics); a global threshold is set from score histograms, never raw scores.
+
+Feature scaling uses a global scaler built from client summary statistics (or, as an option for
+comparison, each client's own). Labels are read only in step 4, on held-out rows.
+
+>>> from fedad_tutorial.data import make_cloud_federation, train_test_split
+>>> splits = [train_test_split(n, 0.3, seed=0) for n in make_cloud_federation(3, 200, 8, seed=0)]
+>>> result = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1), progress=False)
+>>> sorted(result.history["round"].unique().tolist())
+[1, 2]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fedad_tutorial.data import Split
+from fedad_tutorial.detector import Detector
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.metrics import detection_metrics
+from fedad_tutorial.models import ModelSpec
+from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
+from fedad_tutorial.training import LocalTraining, client_generator, score_rows, train_local
+from fedad_tutorial.vectorized import vectorized_engine
+
+MODES = ("federated", "centralized", "local")
+ENGINES = ("loop", "vectorized")
+
+
+@dataclass(frozen=True)
+class FederatedConfig:
+    """Every setting of a run; the defaults are the course's reference configuration."""
+
+    model: str = "ae"
+    rounds: int = 30
+    local_epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (64, 32)
+    latent_dim: int = 10
+    beta: float = 1.0
+    fraction: float = 1.0  # share of clients sampled each round
+    threshold_percentile: float = 95.0
+    threshold: str = "global"  # "global": federated percentile; "local": each client's own
+    scaling: str = "global"  # "global": from aggregated statistics; "local": each client's own
+    score_method: str | None = None  # None: the model's default
+    seed: int = 42
+    engine: str = "loop"
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise UserError(f"rounds must be at least 1, got {self.rounds}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise UserError(f"client fraction must be in (0, 1], got {self.fraction}")
+        if not 0.0 < self.threshold_percentile < 100.0:
+            raise UserError(f"threshold percentile must be in (0, 100), got {self.threshold_percentile}")
+        for name, value, allowed in (("threshold", self.threshold, ("global", "local")),
+                                     ("scaling", self.scaling, ("global", "local")),
+                                     ("engine", self.engine, ENGINES)):
+            if value not in allowed:
+                raise UserError(f"{name} must be one of {allowed}, got {value!r}")
+        self.local_training()  # validates epochs, batch size, learning rate
+        self.model_spec(1)  # validates the model kind and sizes
+
+    def local_training(self) -> LocalTraining:
+        return LocalTraining(self.local_epochs, self.batch_size, self.lr)
+
+    def model_spec(self, input_dim: int) -> ModelSpec:
+        return ModelSpec(self.model, input_dim, tuple(self.hidden), self.latent_dim, self.beta)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+
+@dataclass
+class FederationResult:
+    """What a run returns: the tidy per-round, per-client history and the trained detector(s)."""
+
+    history: pd.DataFrame
+    detector: Detector | None  # the global model with the global scaler and threshold
+    client_detectors: dict[str, Detector] = field(default_factory=dict)  # as each client applies it
+    config: FederatedConfig | None = None
+
+    def final_round(self) -> pd.DataFrame:
+        return self.history[self.history["round"] == self.history["round"].max()]
+
+    def summary(self) -> dict:
+        """Mean over clients of the final round's metrics (NaN-aware)."""
+        last = self.final_round()
+        cols = ["loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr"]
+        return {c: _nanmean(last[c]) for c in cols if c in last}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else math.nan
+
+
+def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Average model weights, each client weighted by ``weights`` (its number of training rows)."""
+    if not states:
+        raise UserError("FedAvg needs at least one client update")
+    w = torch.tensor(weights, dtype=torch.float64)
+    w = w / w.sum()
+    return {k: sum(wi * s[k].double() for wi, s in zip(w, states, strict=False)).to(states[0][k].dtype)
+            for k in states[0]}
+
+
+# An engine trains the sampled clients of one round from the same global weights and returns,
+# per client, its new weights and mean training loss.
+Engine = Callable[[nn.Module, list[torch.Tensor], list[int], int, FederatedConfig],
+                  list[tuple[dict[str, torch.Tensor], float]]]
+
+
+def loop_engine(global_model: nn.Module, client_rows: list[torch.Tensor], client_ids: list[int],
+                round_idx: int, config: FederatedConfig) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """Train clients one after another on a copy of the global model (the readable engine)."""
+    updates = []
+    for rows, cid in zip(client_rows, client_ids, strict=False):
+        local = copy.deepcopy(global_model)
+        loss = train_local(local, rows, config.local_training(), client_generator(config.seed, round_idx, cid))
+        updates.append((local.state_dict(), loss))
+    return updates
+
+
+def get_engine(name: str) -> Engine:
+    if name == "loop":
+        return loop_engine
+    if name == "vectorized":
+        return vectorized_engine
+    raise UserError(f"engine must be one of {ENGINES}, got {name!r}")
+
+
+def sample_clients(num_clients: int, fraction: float, seed: int, round_idx: int) -> list[int]:
+    """The sorted client indices that train in a round: ``max(1, round(fraction * K))`` of them."""
+    k = max(1, int(round(fraction * num_clients)))
+    if k >= num_clients:
+        return list(range(num_clients))
+    rng = np.random.default_rng([int(seed), int(round_idx), 7919])
+    return sorted(int(i) for i in rng.choice(num_clients, size=k, replace=False))
+
+
+def _check_splits(splits: Sequence[Split]) -> int:
+    if not splits:
+        raise UserError("no clients: the federation needs at least one")
+    dims = {s.train.shape[1] for s in splits} | {s.test.shape[1] for s in splits}
+    if len(dims) != 1:
+        raise UserError(f"clients disagree on the number of features: {sorted(dims)}")
+    for s in splits:
+        if s.train.shape[0] < 1:
+            raise UserError(f"{s.name}: no training rows")
+        for part, rows in (("training", s.train), ("test", s.test)):
+            if not np.isfinite(rows).all():
+                raise UserError(f"{s.name}: {part} rows contain NaN or infinite values")
+    return dims.pop()
+
+
+def _scalers(splits: Sequence[Split], scaling: str) -> tuple[Scaler, list[Scaler]]:
+    """The global scaler (from client statistics) and the scaler each client applies."""
+    global_scaler = federated_scaler([FeatureStats.of(s.train) for s in splits])
+    if scaling == "local":
+        return global_scaler, [Scaler.fit(s.train) for s in splits]
+    return global_scaler, [global_scaler] * len(splits)
+
+
+def run_federated(
+    splits: Sequence[Split],
+    config: FederatedConfig = FederatedConfig(),
+    *,
+    mode: str = "federated",
+    feature_names: list[str] | None = None,
+    progress: bool = True,
+    on_round: Callable[[int, pd.DataFrame], None] | None = None,
+) -> FederationResult:
+    """Train a detector over ``splits`` (one per client) and evaluate every round on held-out rows.
+
+    Args:
+        splits: each client's training rows and held-out test rows (labels optional).
+        config: model, training and threshold settings.
+        mode: ``"federated"`` (FedAvg), ``"centralized"`` (all training rows pooled in one place,
+            same rounds and epochs, i.e. the same number of passes over every row) or ``"local"``
+            (each client trains alone). All three are evaluated on the same held-out rows.
+        feature_names: column names stored in the detector (default ``x1..xd``).
+        progress: show a progress bar over rounds.
+        on_round: called after each round with ``(round, that round's records)``.
+
+    Returns:
+        A :class:`FederationResult` whose ``history`` has one row per round and client.
+    """
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    dim = _check_splits(splits)
+    names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(dim)]
+    if len(names) != dim:
+        raise UserError(f"{len(names)} feature names given for {dim} features")
+    global_scaler, scalers = _scalers(splits, config.scaling)
+    if mode == "local":
+        return _run_local_only(splits, config, names, scalers, progress, on_round)
+    train_rows = [torch.from_numpy(sc.transform(s.train)) for s, sc in zip(splits, scalers, strict=False)]
+    if mode == "centralized":
+        train_rows = [torch.cat(train_rows)]
+    models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round,
+                             desc=mode)
+    model = models[0]
+    thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
+    global_threshold = _global_threshold(model, splits, [global_scaler] * len(splits), config)
+    detector = Detector(model, global_scaler, global_threshold, names, config.score_method)
+    client_detectors = {
+        s.name: Detector(model, sc, float(thresholds[s.name]), names, config.score_method)
+        for s, sc in zip(splits, scalers, strict=False)
+    }
+    return FederationResult(history, detector, client_detectors, config)
+
+
+def _run_local_only(splits, config, names, scalers, progress, on_round) -> FederationResult:
+    frames, detectors = [], {}
+    local_cfg = replace(config, threshold="local", fraction=1.0)
+    for k, (split, scaler) in enumerate(zip(splits, scalers, strict=False)):
+        rows = [torch.from_numpy(scaler.transform(split.train))]
+        models, hist = _train(rows, [split], [scaler], local_cfg, split.train.shape[1], progress,
+                              on_round, desc=f"local {split.name}", seed_offset=k)
+        frames.append(hist)
+        detectors[split.name] = Detector(models[0], scaler, float(hist["threshold"].iloc[-1]), names,
+                                         config.score_method)
+    history = pd.concat(frames, ignore_index=True).sort_values(["round", "client"], kind="stable")
+    return FederationResult(history.reset_index(drop=True), None, detectors, config)
+
+
+def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
+           config: FederatedConfig, dim: int, progress: bool, on_round, desc: str,
+           seed_offset: int = 0) -> tuple[list[nn.Module], pd.DataFrame]:
+    """The round loop shared by every mode: sample, train locally, FedAvg, evaluate."""
+    torch.manual_seed(config.seed + seed_offset)
+    model = config.model_spec(dim).build().eval()
+    engine = get_engine(config.engine)
+    sizes = [int(r.shape[0]) for r in train_rows]
+    records: list[dict] = []
+    bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
+    for rnd in bar:
+        chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
+        updates = engine(model, [train_rows[i] for i in chosen], [i + seed_offset for i in chosen],
+                         rnd, config)
+        model.load_state_dict(fedavg([u[0] for u in updates], [sizes[i] for i in chosen]))
+        losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
+        round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
+        records.extend(round_records)
+        frame = pd.DataFrame(round_records)
+        postfix = {"loss": f"{_nanmean(frame['loss']):.4f}"}
+        if "f1" in frame:
+            postfix["f1"] = f"{_nanmean(frame['f1']):.3f}"
+        bar.set_postfix(postfix)
+        if on_round is not None:
+            on_round(rnd, frame)
+    return [model], pd.DataFrame(records)
+
+
+_SCORE_ROWS = 16384  # rows per scoring pass: fewer passes for many small clients, bounded memory
+
+
+def _client_scores(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
+                   method: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each client's (training, test) scores. Clients that share one scaler are scored together,
+    in passes of up to ``_SCORE_ROWS`` concatenated rows: scores are per row, so splitting them
+    back is exact."""
+    if all(sc is scalers[0] for sc in scalers):
+        parts = [rows for split in splits for rows in (split.train, split.test)]
+        rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
+        scores = torch.cat([score_rows(model, chunk, method) for chunk in rows.split(_SCORE_ROWS)]).numpy()
+        pieces = np.split(scores, np.cumsum([len(p) for p in parts])[:-1])
+        return list(zip(pieces[0::2], pieces[1::2]))
+    out = []
+    for split, scaler in zip(splits, scalers, strict=False):
+        train = score_rows(model, torch.from_numpy(scaler.transform(split.train)), method).numpy()
+        test = score_rows(model, torch.from_numpy(scaler.transform(split.test)), method).numpy()
+        out.append((train, test))
+    return out
+
+
+def _global_threshold(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
+                      config: FederatedConfig) -> float:
+    scores = _client_scores(model, splits, scalers, config.score_method)
+    return federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
+
+
+def _evaluate(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler], config: FederatedConfig,
+              rnd: int, losses: dict[int, float], num_trainers: int) -> list[dict]:
+    """Per-client records for one round: threshold from training scores, metrics on test rows."""
+    scores = _client_scores(model, splits, scalers, config.score_method)
+    if config.threshold == "global":
+        shared = federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
+        thresholds = [shared] * len(splits)
+    else:
+        thresholds = [percentile_threshold(tr, config.threshold_percentile) for tr, _ in scores]
+    records = []
+    for k, (split, (_train_scores, test_scores), thr) in enumerate(zip(splits, scores, thresholds, strict=False)):
+        trainer = k if num_trainers == len(splits) else 0
+        record = {
+            "round": rnd, "client": split.name, "n_train": int(split.train.shape[0]),
+            "n_test": int(split.test.shape[0]), "selected": trainer in losses,
+            "loss": losses.get(trainer, math.nan), "threshold": float(thr),
+            "alarm_rate": float((test_scores > thr).mean()),
+        }
+        if split.test_labels is not None:
+            record.update(detection_metrics(split.test_labels, test_scores, thr))
+        records.append(record)
+    return records

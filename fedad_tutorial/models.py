@@ -1,0 +1,150 @@
+"""Autoencoder-family anomaly detectors: a plain autoencoder and a VAE trained with an ELBO.
+
+Both models share one interface so training, federation and scoring never branch on the type:
+
+- ``loss(x, noise=None)`` the training objective for a batch (a scalar);
+- ``score(x, method=None)`` one anomaly score per row, higher = more anomalous.
+
+For the VAE, ``noise`` is the standard-normal draw of the reparameterisation trick; passing it
+in (instead of sampling inside) lets every training engine reproduce the same run exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from fedad_tutorial.errors import UserError
+
+MODEL_KINDS = ("ae", "vae")
+SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo")}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model's architecture (saved with the weights)."""
+
+    kind: str = "ae"
+    input_dim: int = 30
+    hidden: tuple[int, ...] = (64, 32)
+    latent_dim: int = 10
+    beta: float = 1.0  # VAE only: weight of the KL term in the ELBO
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise UserError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.input_dim < 1 or self.latent_dim < 1 or any(h < 1 for h in self.hidden):
+            raise UserError(f"layer sizes must be positive, got {self}")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        return cls(**{**data, "hidden": tuple(data["hidden"])})
+
+    def build(self) -> Autoencoder | VAE:
+        return Autoencoder(self) if self.kind == "ae" else VAE(self)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Autoencoder(nn.Module):
+    """Encoder ``input-64-32-latent`` and a mirrored decoder; scored by reconstruction MSE.
+
+    >>> model = ModelSpec(kind="ae", input_dim=5, latent_dim=2).build()
+    >>> model.score(torch.zeros(3, 5)).shape
+    torch.Size([3])
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = _mlp([spec.input_dim, *spec.hidden, spec.latent_dim])
+        self.decoder = _mlp([spec.latent_dim, *reversed(spec.hidden), spec.input_dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return ((self(x) - x) ** 2).mean()
+
+    def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        _check_method("ae", method)
+        return ((self(x) - x) ** 2).mean(dim=1)
+
+
+class VAE(nn.Module):
+    """Variational autoencoder with a Gaussian encoder, trained by maximising the ELBO.
+
+    Loss per row: ``||x - decoder(z)||^2 / 2 + beta * KL(q(z|x) || N(0, I))`` with
+    ``z = mu + sigma * noise`` (a unit-variance Gaussian likelihood, constants dropped), averaged
+    over the batch. Scores: ``"elbo"`` (default) the negative ELBO of a row with ``z = mu``;
+    ``"reconstruction"`` the MSE of ``decoder(mu)``, comparable to the autoencoder's.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = _mlp([spec.input_dim, *spec.hidden])
+        self.encoder.append(nn.ReLU())
+        self.to_mu = nn.Linear(spec.hidden[-1] if spec.hidden else spec.input_dim, spec.latent_dim)
+        self.to_logvar = nn.Linear(spec.hidden[-1] if spec.hidden else spec.input_dim, spec.latent_dim)
+        self.decoder = _mlp([spec.latent_dim, *reversed(spec.hidden), spec.input_dim])
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of the latent mean (deterministic)."""
+        mu, _ = self.encode(x)
+        return self.decoder(mu)
+
+    def _terms(self, x: torch.Tensor, noise: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu if noise is None else mu + torch.exp(0.5 * logvar) * noise
+        recon = 0.5 * ((self.decoder(z) - x) ** 2).sum(dim=1)
+        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(dim=1)
+        return recon, kl
+
+    def loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            noise = torch.randn(x.shape[0], self.spec.latent_dim)
+        recon, kl = self._terms(x, noise)
+        return (recon + self.spec.beta * kl).mean()
+
+    def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        method = _check_method("vae", method)
+        if method == "reconstruction":
+            return ((self(x) - x) ** 2).mean(dim=1)
+        recon, kl = self._terms(x, None)
+        return recon + self.spec.beta * kl
+
+
+def _check_method(kind: str, method: str | None) -> str:
+    allowed = SCORE_METHODS[kind]
+    if method is None:
+        return allowed[-1]
+    if method not in allowed:
+        raise UserError(f"score method for {kind!r} must be one of {allowed}, got {method!r}")
+    return method
+
+
+def default_score_method(kind: str) -> str:
+    """The scoring a model uses unless told otherwise (AE: reconstruction, VAE: negative ELBO)."""
+    return SCORE_METHODS[kind][-1]

@@ -1,0 +1,43 @@
+"""A run folder: the artefacts of one training run, written all at once or not at all.
+
+Layout: ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
+round and client), ``summary.json`` (configuration, data description, final metrics) and
+``figures/f1_per_round.png``. ``fedad simulate``, ``fedad run`` and the Flower server all write it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fedad_tutorial import __version__
+from fedad_tutorial.atomic import atomic_dir
+from fedad_tutorial.detector import Detector
+from fedad_tutorial.plots import plot_f1_per_round, save_figure
+
+MODEL_FILE = "model.pt"
+
+
+def _clean(value):
+    """JSON-safe values: NaN becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_run(output_dir: str | Path, detector: Detector, history, summary: dict) -> Path:
+    """Write a complete run folder to ``output_dir`` (replacing an older one only on success)."""
+    output_dir = Path(output_dir)
+    with atomic_dir(output_dir) as tmp:
+        detector.save(tmp / MODEL_FILE)
+        history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
+        payload = {"fedad_tutorial_version": __version__, **summary}
+        (tmp / "summary.json").write_text(json.dumps(_clean(payload), indent=2) + "\n")
+        if "f1" in history and history["f1"].notna().any():
+            save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
+    return output_dir

@@ -1,0 +1,85 @@
+"""Turning anomaly scores into alarms: where to put the threshold.
+
+- :func:`percentile_threshold`: flag the top ``100 - q`` % of a client's own training scores
+  (a *local* threshold, PyOD's "contamination" setting).
+- :class:`ScoreHistogram` and :func:`federated_percentile`: the same percentile over *all*
+  clients' training scores, computed from histograms on fixed, shared bin edges, so no client
+  reveals a single score. With geometric bins the result is within about 0.1 % of the exact
+  pooled percentile.
+- :func:`fpr_threshold`: the threshold that gives a target false-positive rate on rows known (or
+  assumed) to be normal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedad_tutorial.errors import UserError
+
+# Shared bin edges: 0, then geometric from 1e-6 to 1e6 (scores are non-negative errors).
+_EDGES = np.concatenate([[0.0], np.geomspace(1e-6, 1e6, 8192)])
+
+
+def _check_percentile(q: float) -> None:
+    if not 0.0 < q < 100.0:
+        raise UserError(f"threshold percentile must be between 0 and 100 (exclusive), got {q}")
+
+
+def percentile_threshold(scores: np.ndarray, q: float = 95.0) -> float:
+    """The ``q``-th percentile of ``scores``: rows above it are flagged."""
+    _check_percentile(q)
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.size == 0:
+        raise UserError("cannot compute a threshold from zero scores")
+    return float(np.percentile(scores, q))
+
+
+@dataclass(frozen=True)
+class ScoreHistogram:
+    """Counts of scores on fixed bin edges; clients share these instead of their scores."""
+
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, scores: np.ndarray) -> ScoreHistogram:
+        clipped = np.clip(np.asarray(scores, dtype=np.float64), 0.0, _EDGES[-1])
+        counts, _ = np.histogram(clipped, bins=_EDGES)
+        return cls(counts.astype(np.int64))
+
+    def __add__(self, other: ScoreHistogram) -> ScoreHistogram:
+        return ScoreHistogram(self.counts + other.counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def quantile(self, q: float) -> float:
+        """The ``q``-th percentile, interpolated linearly inside the bin that contains it."""
+        _check_percentile(q)
+        if self.total == 0:
+            raise UserError("cannot compute a threshold from an empty histogram")
+        target = q / 100.0 * self.total
+        cum = np.cumsum(self.counts)
+        b = int(np.searchsorted(cum, target, side="left"))
+        below = cum[b - 1] if b > 0 else 0
+        inside = (target - below) / max(self.counts[b], 1)
+        return float(_EDGES[b] + inside * (_EDGES[b + 1] - _EDGES[b]))
+
+
+def federated_percentile(client_scores: list[np.ndarray], q: float = 95.0) -> float:
+    """The global ``q``-th percentile from each client's histogram (what a server would compute)."""
+    if not client_scores:
+        raise UserError("no client scores to aggregate")
+    total = ScoreHistogram.of(client_scores[0])
+    for scores in client_scores[1:]:
+        total = total + ScoreHistogram.of(scores)
+    return total.quantile(q)
+
+
+def fpr_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:
+    """The threshold at which a share ``fpr`` of known-normal rows would raise an alarm."""
+    if not 0.0 < fpr < 1.0:
+        raise UserError(f"target false-positive rate must be between 0 and 1, got {fpr}")
+    return percentile_threshold(normal_scores, 100.0 * (1.0 - fpr))

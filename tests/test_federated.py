@@ -1,0 +1,108 @@
+"""Federated training: FedAvg mechanics, reproducibility, and the quality targets of the course."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import default_splits
+from sklearn.metrics import roc_auc_score
+
+from fedad_tutorial.data import isotropic_blobs, make_cloud_federation, train_test_split
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.federated import FederatedConfig, fedavg, run_federated, sample_clients
+
+
+def test_fedavg_weights_by_sample_count():
+    a = {"w": torch.tensor([0.0, 2.0])}
+    b = {"w": torch.tensor([4.0, 6.0])}
+    out = fedavg([a, b], [1, 3])
+    assert torch.allclose(out["w"], torch.tensor([3.0, 5.0]))
+
+
+def test_client_sampling_is_seeded_and_sized():
+    chosen = sample_clients(10, 0.3, seed=1, round_idx=2)
+    assert chosen == sample_clients(10, 0.3, seed=1, round_idx=2)
+    assert len(chosen) == 3 and chosen == sorted(chosen)
+    assert sample_clients(10, 1.0, 1, 2) == list(range(10))
+    assert len(sample_clients(3, 0.01, 1, 2)) == 1
+
+
+def _small_splits(seed=0, **kw):
+    nodes = make_cloud_federation(num_nodes=4, samples_per_node=(80, 160), num_features=10, seed=seed, **kw)
+    return [train_test_split(n, 0.3, seed=seed + k) for k, n in enumerate(nodes)]
+
+
+def test_same_seed_gives_identical_history():
+    config = FederatedConfig(rounds=3, local_epochs=2, fraction=0.5, model="vae")
+    a = run_federated(_small_splits(), config, progress=False).history
+    b = run_federated(_small_splits(), config, progress=False).history
+    assert a.equals(b)
+    assert a["selected"].sum() == 3 * 2  # half of the 4 clients each round
+
+
+def test_history_is_tidy_per_round_and_client():
+    result = run_federated(_small_splits(), FederatedConfig(rounds=2, local_epochs=1), progress=False)
+    h = result.history
+    assert len(h) == 2 * 4
+    for column in ["round", "client", "loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc"]:
+        assert column in h
+    assert result.detector.threshold > 0
+
+
+def test_unlabelled_clients_train_without_metrics():
+    splits = _small_splits()
+    for s in splits:
+        s.test_labels = None
+    h = run_federated(splits, FederatedConfig(rounds=1, local_epochs=1), progress=False).history
+    assert "f1" not in h and h["loss"].notna().all()
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(UserError):
+        FederatedConfig(rounds=0)
+    with pytest.raises(UserError):
+        FederatedConfig(fraction=0)
+    with pytest.raises(UserError):
+        FederatedConfig(model="gan")
+
+
+def _mean_final(result, metric):
+    return float(result.final_round()[metric].mean())
+
+
+def test_federated_ae_meets_quality_targets(reference_runs):
+    """Default federation, reference config, seed 42: ROC-AUC >= 0.97 and F1 >= 0.85 on held-out rows."""
+    fed = reference_runs["federated"]
+    assert _mean_final(fed, "roc_auc") >= 0.97
+    assert _mean_final(fed, "f1") >= 0.85
+
+
+def test_federated_matches_centralized_at_the_same_budget(reference_runs):
+    fed, cen = reference_runs["federated"], reference_runs["centralized"]
+    assert abs(_mean_final(fed, "roc_auc") - _mean_final(cen, "roc_auc")) <= 0.01
+
+
+def test_local_only_is_worse_for_small_clients(reference_runs):
+    fed, loc = reference_runs["federated"].final_round(), reference_runs["local"].final_round()
+    small = fed.nsmallest(3, "n_train")["client"]
+    fed_small = fed.set_index("client").loc[small]
+    loc_small = loc.set_index("client").loc[small]
+    assert loc_small["f1"].mean() < fed_small["f1"].mean() - 0.05
+    assert loc_small["roc_auc"].mean() <= fed_small["roc_auc"].mean()
+
+
+def test_isotropic_data_is_unlearnable_but_structured_data_is_not(reference_runs):
+    """The seed tutorial's data: AE reconstruction error ranks anomalies at chance, the norm perfectly."""
+    nodes = isotropic_blobs(seed=42)
+    splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
+    iso = run_federated(splits, FederatedConfig(threshold="local"), progress=False)
+    assert abs(_mean_final(iso, "roc_auc") - 0.5) < 0.1
+    norm_auc = np.mean([roc_auc_score(s.test_labels, np.linalg.norm(s.test, axis=1)) for s in splits])
+    assert norm_auc > 0.99
+    assert _mean_final(reference_runs["federated"], "roc_auc") > 0.97
+
+
+def test_default_splits_hold_out_thirty_percent():
+    splits = default_splits()
+    assert len(splits) == 10
+    for s in splits:
+        assert abs(s.test.shape[0] / (s.test.shape[0] + s.train.shape[0]) - 0.3) < 0.01
