@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fedad_tutorial.data import Split
 from fedad_tutorial.detector import Detector
@@ -57,7 +57,7 @@ class FederatedConfig:
     lr: float = 1e-3
     hidden: tuple[int, ...] = (64, 32)
     latent_dim: int = 10
-    beta: float = 1.0
+    beta: float = 0.1
     fraction: float = 1.0  # share of clients sampled each round
     threshold_percentile: float = 95.0
     threshold: str = "global"  # "global": federated percentile; "local": each client's own
@@ -65,6 +65,7 @@ class FederatedConfig:
     score_method: str | None = None  # None: the model's default
     seed: int = 42
     engine: str = "loop"
+    trim: float = 0.0  # share of each batch's highest-loss rows left out of a step (robust training)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -78,11 +79,11 @@ class FederatedConfig:
                                      ("engine", self.engine, ENGINES)):
             if value not in allowed:
                 raise UserError(f"{name} must be one of {allowed}, got {value!r}")
-        self.local_training()  # validates epochs, batch size, learning rate
+        self.local_training()  # validates epochs, batch size, learning rate, trim
         self.model_spec(1)  # validates the model kind and sizes
 
     def local_training(self) -> LocalTraining:
-        return LocalTraining(self.local_epochs, self.batch_size, self.lr)
+        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.trim)
 
     def model_spec(self, input_dim: int) -> ModelSpec:
         return ModelSpec(self.model, input_dim, tuple(self.hidden), self.latent_dim, self.beta)
@@ -286,7 +287,7 @@ def _client_scores(model: nn.Module, splits: Sequence[Split], scalers: list[Scal
         rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
         scores = torch.cat([score_rows(model, chunk, method) for chunk in rows.split(_SCORE_ROWS)]).numpy()
         pieces = np.split(scores, np.cumsum([len(p) for p in parts])[:-1])
-        return list(zip(pieces[0::2], pieces[1::2]))
+        return list(zip(pieces[0::2], pieces[1::2], strict=True))
     out = []
     for split, scaler in zip(splits, scalers, strict=False):
         train = score_rows(model, torch.from_numpy(scaler.transform(split.train)), method).numpy()
@@ -313,13 +314,23 @@ def _evaluate(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler], 
     records = []
     for k, (split, (_train_scores, test_scores), thr) in enumerate(zip(splits, scores, thresholds, strict=False)):
         trainer = k if num_trainers == len(splits) else 0
-        record = {
-            "round": rnd, "client": split.name, "n_train": int(split.train.shape[0]),
-            "n_test": int(split.test.shape[0]), "selected": trainer in losses,
-            "loss": losses.get(trainer, math.nan), "threshold": float(thr),
-            "alarm_rate": float((test_scores > thr).mean()),
-        }
-        if split.test_labels is not None:
-            record.update(detection_metrics(split.test_labels, test_scores, thr))
-        records.append(record)
+        records.append(client_record(split, test_scores, thr, rnd, trainer in losses,
+                                     losses.get(trainer, math.nan)))
     return records
+
+
+def client_record(split: Split, test_scores: np.ndarray, threshold: float, rnd: int, selected: bool,
+                  loss: float) -> dict:
+    """One client's history row for a round: the threshold, alarm rate and metrics on its held-out rows.
+
+    Shared by :func:`run_federated` and the Flower ``ClientApp`` (which evaluates on its own node).
+    """
+    record = {
+        "round": rnd, "client": split.name, "n_train": int(split.train.shape[0]),
+        "n_test": int(split.test.shape[0]), "selected": bool(selected),
+        "loss": loss, "threshold": float(threshold),
+        "alarm_rate": float((test_scores > threshold).mean()),
+    }
+    if split.test_labels is not None:
+        record.update(detection_metrics(split.test_labels, test_scores, threshold))
+    return record

@@ -25,8 +25,11 @@ class LocalTraining:
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
+    trim: float = 0.0  # share of each batch's highest-loss rows left out of the step (0: plain training)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.trim < 0.5:
+            raise UserError(f"trim must be in [0, 0.5), got {self.trim}")
         if self.epochs < 1:
             raise UserError(f"local epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -77,6 +80,7 @@ def train_local(model: nn.Module, rows: torch.Tensor, config: LocalTraining,
     """Train ``model`` in place on ``rows`` with Adam; return the mean training loss of the round.
 
     A fresh optimizer per call: in FedAvg a client's optimizer state does not outlive its round.
+    With ``config.trim > 0`` each step uses a trimmed loss (:func:`batch_loss`).
     """
     plan = round_plan(rows.shape[0], config.epochs, needs_noise(model), gen)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -84,13 +88,36 @@ def train_local(model: nn.Module, rows: torch.Tensor, config: LocalTraining,
     total, steps = 0.0, 0
     for idx, noise in plan.batches(config.batch_size):
         optimizer.zero_grad()
-        loss = model.loss(rows[idx], noise)
+        loss = batch_loss(model, rows[idx], noise, config.trim)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
         steps += 1
     model.eval()
     return total / max(steps, 1)
+
+
+def batch_loss(model: nn.Module, batch: torch.Tensor, noise: torch.Tensor | None, trim: float = 0.0) -> torch.Tensor:
+    """The loss of one training step: ``model.loss``, or with ``trim > 0`` a trimmed mean.
+
+    Trimming drops the ``floor(trim * rows)`` rows with the highest loss in the batch (a least-trimmed-
+    squares step). Training rows are unlabelled and may hold a few anomalies; left in, the model
+    learns to reconstruct them too. Rows the model currently fits worst are the likeliest anomalies,
+    so leaving them out of the gradient keeps them unlearned. ``trim`` should be at least the
+    expected contamination; on a clean batch it only costs the hardest few normal rows.
+
+    >>> from fedad_tutorial.models import ModelSpec
+    >>> _ = torch.manual_seed(0)
+    >>> model = ModelSpec(input_dim=3, latent_dim=1).build()
+    >>> x = torch.cat([torch.zeros(9, 3), torch.full((1, 3), 100.0)])  # one far-away row
+    >>> bool(batch_loss(model, x, None, trim=0.1) < 1.0 < batch_loss(model, x, None))
+    True
+    """
+    if trim <= 0.0:
+        return model.loss(batch, noise)
+    per_row = model.row_loss(batch, noise)
+    keep = per_row.numel() - int(trim * per_row.numel())
+    return torch.topk(per_row, keep, largest=False, sorted=False).values.mean()
 
 
 @torch.no_grad()

@@ -5,7 +5,10 @@ from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import (
-    ScoreHistogram, federated_percentile, fpr_threshold, percentile_threshold,
+    ScoreHistogram,
+    federated_percentile,
+    fpr_threshold,
+    percentile_threshold,
 )
 
 rng = np.random.default_rng(0)
@@ -57,3 +60,19 @@ def test_detection_metrics_against_hand_counts():
 def test_ranking_metrics_are_nan_with_one_class():
     m = detection_metrics(np.zeros(4), np.arange(4.0), threshold=10)
     assert np.isnan(m["roc_auc"]) and m["f1"] == 0.0
+
+
+def test_metrics_equal_scikit_learn_with_ties():
+    from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
+
+    gen = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(gen.integers(5, 300))
+        y = (gen.random(n) < 0.1).astype(int)
+        y[0], y[1] = 0, 1
+        s = np.round(gen.random(n) + y * gen.random(), int(gen.integers(1, 4)))  # rounding makes ties
+        m = detection_metrics(y, s, 0.5)
+        tn, fp, fn, tp = confusion_matrix(y, (s > 0.5).astype(int), labels=[0, 1]).ravel()
+        assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (tn, fp, fn, tp)
+        assert m["roc_auc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert m["pr_auc"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
