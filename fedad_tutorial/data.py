@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from fedad_tutorial.errors import UserError
 
@@ -67,6 +68,25 @@ _METRICS: tuple[tuple[str, tuple[float, float, float, float], str, float], ...] 
 
 #: Names of the built-in metrics, in column order (beyond these, ``metric_31``, ...).
 METRIC_NAMES: tuple[str, ...] = tuple(m[0] for m in _METRICS)
+
+#: What each named metric measures.
+METRIC_MEANINGS: dict[str, str] = {
+    "cpu_util_pct": "CPU utilisation (%)", "mem_util_pct": "memory in use (%)",
+    "disk_read_mbps": "disk read throughput (MB/s)", "disk_write_mbps": "disk write throughput (MB/s)",
+    "net_in_mbps": "network ingress (Mbit/s)", "net_out_mbps": "network egress (Mbit/s)",
+    "request_rate": "requests served per second", "latency_p50_ms": "median request latency (ms)",
+    "latency_p99_ms": "tail (99th percentile) request latency (ms)", "error_rate_pct": "failed requests (%)",
+    "active_connections": "open client connections", "thread_count": "worker threads",
+    "gc_pause_ms": "garbage-collection pause time (ms)", "cache_hit_pct": "cache hit ratio (%)",
+    "queue_depth": "requests waiting in the work queue", "db_query_rate": "database queries per second",
+    "db_latency_ms": "database query latency (ms)", "iowait_pct": "CPU time waiting for disk I/O (%)",
+    "load_avg_1m": "1-minute load average", "context_switches_k": "context switches per second (thousands)",
+    "page_faults_k": "page faults per second (thousands)", "swap_used_mb": "swap in use (MB)",
+    "open_files": "open file descriptors", "tcp_retransmits": "TCP retransmissions per second",
+    "http_5xx_rate": "server errors (5xx) per second", "http_4xx_rate": "client errors (4xx) per second",
+    "cpu_steal_pct": "CPU time taken by the hypervisor (%)", "heap_used_mb": "application heap in use (MB)",
+    "batch_jobs_running": "batch jobs running", "page_cache_mb": "OS page cache (MB)",
+}
 
 #: The anomaly types :func:`make_cloud_federation` injects, with what each one means.
 ANOMALY_TYPES: dict[str, str] = {
@@ -121,6 +141,21 @@ def _metric_table(num_features: int) -> list[tuple[str, np.ndarray, str, float]]
         loadings = extra_rng.dirichlet(np.full(len(FACTORS), 0.7))
         table.append((f"metric_{j + 1}", loadings, transforms[j % 4], float(extra_rng.uniform(1, 50))))
     return table
+
+
+def metric_catalog(num_features: int = 30) -> pd.DataFrame:
+    """One row per metric: what it measures, its main drivers, its shape and its factor loadings.
+
+    >>> metric_catalog(3)["main drivers"].tolist()
+    ['batch_compute, web_traffic', 'memory_pressure', 'storage_io']
+    """
+    rows = []
+    for name, loadings, transform, _ in _metric_table(num_features):
+        weights = pd.Series(loadings, index=FACTORS)
+        main = weights[weights >= 0.5].sort_values(ascending=False).index.tolist() or [weights.idxmax()]
+        rows.append({"metric": name, "meaning": METRIC_MEANINGS.get(name, "generic metric"),
+                     "main drivers": ", ".join(main), "shape": transform, **weights.round(2).to_dict()})
+    return pd.DataFrame(rows).set_index("metric")
 
 
 def _apply_metric(loadings: np.ndarray, transform: str, scale: float, factors: np.ndarray) -> np.ndarray:

@@ -17,6 +17,12 @@ from matplotlib.figure import Figure
 from fedad_tutorial.atomic import atomic_path
 
 
+def figures_dir() -> Path:
+    """The repository's ``figures/`` folder when run from a checkout, else ``./figures``."""
+    repo = Path(__file__).resolve().parents[1]
+    return repo / "figures" if (repo / "pyproject.toml").exists() else Path("figures")
+
+
 def new_axes(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Axes]:
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.add_subplot()
@@ -72,3 +78,43 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[Axes, Axes] | None = None) -> Figure:
+    """ROC and precision-recall curves of one or more scorers on the same labelled rows."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    if axes is None:
+        fig = Figure(figsize=(10, 4), layout="constrained")
+        axes = tuple(fig.subplots(1, 2))
+    fig = axes[0].figure
+    roc_ax, pr_ax = axes
+    for name, s in scores.items():
+        fpr, tpr, _ = roc_curve(labels, s)
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(labels, s):.3f})")
+        precision, recall, _ = precision_recall_curve(labels, s)
+        pr_ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(labels, s):.3f})")
+    roc_ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
+    roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate (recall)", title="ROC curve")
+    pr_ax.axhline(float(np.mean(labels)), color="grey", ls=":", lw=1)
+    pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall curve", ylim=(0, 1.02))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_feature_errors(errors: np.ndarray, feature_names: list[str], ax: Axes | None = None,
+                        top: int = 10, title: str | None = None) -> Figure:
+    """Horizontal bars of one row's per-feature reconstruction errors, the ``top`` largest first:
+    which metrics made the row anomalous."""
+    fig, ax = new_axes(5.0, 3.5) if ax is None else (ax.figure, ax)
+    errors = np.asarray(errors, dtype=float)
+    order = np.argsort(errors)[::-1][:top]
+    ax.barh(np.arange(order.size), errors[order], color="tab:red", alpha=0.75)
+    ax.set_yticks(np.arange(order.size), [feature_names[i] for i in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("squared error (scaled units)")
+    ax.set_title(title or f"top {order.size} features by reconstruction error")
+    ax.grid(axis="x", alpha=0.3)
+    return fig

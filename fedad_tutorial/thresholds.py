@@ -83,3 +83,70 @@ def fpr_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:
     if not 0.0 < fpr < 1.0:
         raise UserError(f"target false-positive rate must be between 0 and 1, got {fpr}")
     return percentile_threshold(normal_scores, 100.0 * (1.0 - fpr))
+
+
+# --- Helpers for notebook 05: inspect the bins, sweep thresholds, price mistakes. -----------------
+
+
+def bin_edges() -> np.ndarray:
+    """A copy of the fixed bin edges every :class:`ScoreHistogram` uses (shared by all clients).
+
+    >>> edges = bin_edges()
+    >>> float(edges[0]), float(edges[1]), len(edges)
+    (0.0, 1e-06, 8193)
+    """
+    return _EDGES.copy()
+
+
+def threshold_sweep(labels: np.ndarray, scores: np.ndarray, percentiles: np.ndarray,
+                    reference_scores: np.ndarray | None = None) -> pd.DataFrame:  # noqa: F821
+    """Detection metrics at a range of percentile thresholds: one row per percentile.
+
+    Args:
+        labels: 0/1 labels of the rows in ``scores`` (held-out rows; evaluation only).
+        scores: anomaly scores of those rows.
+        percentiles: the percentiles (in (0, 100)) at which to put the threshold.
+        reference_scores: the (unlabelled) scores the threshold is computed from, e.g. training
+            rows; default ``scores`` themselves.
+
+    Returns:
+        A DataFrame with columns ``percentile, threshold, alarm_rate, precision, recall, f1, fpr,
+        tp, fp, tn, fn``.
+
+    >>> sweep = threshold_sweep(np.array([0, 0, 0, 1]), np.array([0.1, 0.2, 0.3, 0.9]), [50, 80])
+    >>> sweep[["percentile", "recall", "fpr"]].round(3).values.tolist()
+    [[50.0, 1.0, 0.333], [80.0, 1.0, 0.0]]
+    """
+    import pandas as pd
+
+    from fedad_tutorial.metrics import detection_metrics
+
+    scores = np.asarray(scores, dtype=np.float64)
+    reference = scores if reference_scores is None else np.asarray(reference_scores, dtype=np.float64)
+    rows = []
+    for q in np.asarray(percentiles, dtype=np.float64):
+        thr = percentile_threshold(reference, float(q))
+        m = detection_metrics(labels, scores, thr)
+        rows.append({"percentile": float(q), "threshold": thr, "alarm_rate": float((scores > thr).mean()),
+                     **{k: m[k] for k in ("precision", "recall", "f1", "fpr", "tp", "fp", "tn", "fn")}})
+    return pd.DataFrame(rows)
+
+
+def expected_cost(labels: np.ndarray, scores: np.ndarray, threshold: float,
+                  cost_false_alarm: float = 1.0, cost_missed: float = 20.0) -> float:
+    """Mean cost per row of flagging rows above ``threshold``.
+
+    Every false alarm (a normal row flagged) costs ``cost_false_alarm`` (someone looks at it for
+    nothing); every missed anomaly costs ``cost_missed`` (an incident nobody saw). Correct
+    decisions cost nothing.
+
+    >>> expected_cost(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.9, 0.2]), 0.5, 1.0, 10.0)
+    2.75
+    """
+    y = np.asarray(labels).astype(int)
+    flagged = np.asarray(scores, dtype=np.float64) > threshold
+    if y.size == 0:
+        raise UserError("cannot compute a cost on zero rows")
+    false_alarms = int((flagged & (y == 0)).sum())
+    missed = int((~flagged & (y == 1)).sum())
+    return float((cost_false_alarm * false_alarms + cost_missed * missed) / y.size)

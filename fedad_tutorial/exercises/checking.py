@@ -1,0 +1,63 @@
+"""The machinery shared by every exercise check: outcomes, messages and the placeholder rule."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class Mismatch(AssertionError):
+    """Raised inside a check when the learner's answer is wrong; its message is the hint shown."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of a check: ``status`` is "correct", "wrong" or "not implemented"."""
+
+    name: str
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == "correct"
+
+    def __str__(self) -> str:
+        symbol = {"correct": "✅", "wrong": "❌", "not implemented": "⏳"}[self.status]
+        return f"{symbol} {self.name}: {self.message}"
+
+
+def exercise(name: str, success: str = "Correct, well done.") -> Callable:
+    """Turn a check function into one that prints and returns an :class:`Outcome`.
+
+    The decorated check raises :class:`Mismatch` with a helpful hint when an answer is wrong. A
+    ``NotImplementedError`` from the learner's code (the placeholder) becomes "not implemented yet";
+    any other exception from the learner's code is reported as wrong, with its type and message.
+    """
+
+    def decorate(check: Callable[..., None]) -> Callable[..., Outcome]:
+        @functools.wraps(check)
+        def run(*args, **kwargs) -> Outcome:
+            try:
+                check(*args, **kwargs)
+            except NotImplementedError:
+                outcome = Outcome(name, "not implemented",
+                                  "not implemented yet: replace `raise NotImplementedError` with your code.")
+            except Mismatch as exc:
+                outcome = Outcome(name, "wrong", str(exc))
+            except Exception as exc:  # the learner's code crashed: say how, do not crash the notebook
+                outcome = Outcome(name, "wrong", f"your code raised {type(exc).__name__}: {exc}")
+            else:
+                outcome = Outcome(name, "correct", success)
+            print(outcome)
+            return outcome
+
+        return run
+
+    return decorate
+
+
+def expect(condition: bool, hint: str) -> None:
+    """Raise :class:`Mismatch` with ``hint`` unless ``condition`` holds."""
+    if not condition:
+        raise Mismatch(hint)
