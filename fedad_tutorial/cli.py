@@ -51,32 +51,25 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
+def _interval(low: float, high: float, *, closed_low: bool = False, closed_high: bool = False):
+    """An argparse type: a float in the interval from ``low`` to ``high`` (open ends unless closed)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        above = value >= low if closed_low else value > low
+        below = value <= high if closed_high else value < high
+        if not (above and below):
+            interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
+            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+        return value
+
+    return parse
 
 
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _percentile(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 100:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100 (exclusive), got {text}")
-    return value
-
-
-def _client_fraction(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
+_fraction = _interval(0, 1)
+_rate = _interval(0, 1, closed_low=True)
+_percentile = _interval(0, 100)
+_trim = _interval(0, 0.5, closed_low=True)
+_client_fraction = _interval(0, 1, closed_high=True)
 
 
 def _training_flags(rounds: int) -> argparse.ArgumentParser:
@@ -89,7 +82,10 @@ def _training_flags(rounds: int) -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size")
     g.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     g.add_argument("--latent-dim", type=_positive_int, default=10, help="size of the latent code")
-    g.add_argument("--beta", type=_positive_float, default=1.0, help="VAE: weight of the KL term")
+    g.add_argument("--beta", type=_positive_float, default=0.1, help="VAE: weight of the KL term")
+    g.add_argument("--trim", type=_trim, default=0.0,
+                   help="share of each batch's highest-loss rows left out of each step "
+                        "(robust to unlabelled anomalies in training)")
     g.add_argument("--fraction", type=_client_fraction, default=1.0,
                    help="share of clients sampled each round")
     g.add_argument("--threshold-percentile", type=_percentile, default=95.0,
@@ -138,7 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
     score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    _add_flower_commands(sub, fmt)
     return parser
+
+
+def _add_flower_commands(sub, fmt) -> None:
+    """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
+    server = sub.add_parser("server", parents=[_training_flags(rounds=10)], formatter_class=fmt,
+                            help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
+    server.add_argument("--min-clients", "--min_clients", type=_positive_int, default=2,
+                        help="clients that must connect before training starts and keep answering")
+    server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
+    server.add_argument("--output-dir", "--output_dir", type=Path, default=Path("runs/flower"),
+                        help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/)")
+    server.add_argument("--wait-timeout", "--wait_timeout", type=_positive_float, default=120.0,
+                        help="seconds to wait for --min-clients clients to connect")
+    server.add_argument("--round-timeout", "--round_timeout", type=_positive_float, default=300.0,
+                        help="seconds to wait for the clients' replies to one message; silent clients are dropped")
+    server.add_argument("--certificates", type=Path, default=None,
+                        help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
+    server.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    client = sub.add_parser("client", formatter_class=fmt,
+                            help="Flower client: serve one node's CSV to a fedad server until training ends")
+    client.add_argument("--node-id", "--node_id", type=_positive_int, required=True,
+                        help="this node's number (1, 2, ...): node k uses the seeds of the k-th CSV in simulate")
+    client.add_argument("--data-path", "--data_path", type=Path, required=True, help="this node's CSV")
+    client.add_argument("--server-address", "--server_address", default="127.0.0.1:8000",
+                        help="HOST:PORT of the fedad server")
+    client.add_argument("--root-certificates", "--root_certificates", type=Path, default=None,
+                        help="the CA certificate (ca.crt) that signed the server's certificate (TLS)")
+    client.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    client.add_argument("--wait-timeout", "--wait_timeout", type=_positive_float, default=120.0,
+                        help="seconds to keep trying to reach the server before giving up")
 
 
 def _config(args: argparse.Namespace) -> FederatedConfig:
@@ -146,7 +173,7 @@ def _config(args: argparse.Namespace) -> FederatedConfig:
         model=args.model, rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size,
         lr=args.lr, latent_dim=args.latent_dim, beta=args.beta, fraction=args.fraction,
         threshold_percentile=args.threshold_percentile, threshold=args.threshold, seed=args.seed,
-        engine=args.engine,
+        engine=args.engine, trim=args.trim,
     )
 
 
@@ -271,7 +298,61 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score}
+def _on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so the Flower processes a command started are stopped."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.deploy import serve, tls_args
+    from fedad_tutorial.flower.settings import FlowerSettings
+
+    tls_args(args.certificates, args.insecure, server=True)  # a flag mistake fails before anything starts
+    settings = FlowerSettings(config=_config(args), test_fraction=args.test_fraction, min_clients=args.min_clients,
+                              wait_timeout=args.wait_timeout, round_timeout=args.round_timeout,
+                              output_dir=str(args.output_dir))
+    _on_sigterm()
+    if not args.quiet:
+        print(f"Flower server on {args.address} ({'TLS' if args.certificates else 'no TLS'}): waiting for "
+              f"{args.min_clients} clients (at most {args.wait_timeout:g} s), then {args.rounds} rounds")
+        print(_header("round"))
+
+    def on_round(means: dict) -> None:
+        if not args.quiet:
+            print(_format_row(str(means["round"]), means), flush=True)
+
+    try:
+        status = serve(settings, args.address, args.certificates, args.insecure, on_round)
+    except RuntimeError as exc:
+        print(f"fedad server: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(_format_row("final", status.get("summary", {})))
+    print(f"Wrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, flower/)")
+    return 0
+
+
+def _cmd_client(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.deploy import join, tls_args
+
+    tls_args(args.root_certificates, args.insecure, server=False)
+    node = read_node_csv(args.data_path)  # a bad CSV fails here, before any process starts
+    _on_sigterm()
+    print(f"Flower client {args.node_id}: {args.data_path} ({node.num_rows} rows, {len(node.feature_names)} "
+          f"features) -> {args.server_address}", flush=True)
+    try:
+        print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
+                   args.wait_timeout))
+    except RuntimeError as exc:
+        print(f"fedad client: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
+             "server": _cmd_server, "client": _cmd_client}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -108,7 +108,19 @@ def test_bad_flag_values_exit_2_in_one_line(tmp_path, capsys):
     _expect_user_error(capsys, ["generate-data", "--num-nodes", "0", "--output-dir", str(tmp_path / "g")],
                        tmp_path / "g", "must be a positive integer")
     _expect_user_error(capsys, ["simulate", "--threshold-percentile", "120", "--output-dir", str(tmp_path / "o")],
-                       tmp_path / "o", "between 0 and 100")
+                       tmp_path / "o", "must be in (0, 100), got 120")
+
+
+def test_simulate_with_trim(flow, tmp_path, capsys):
+    """``--trim`` reaches the run's config (default engine: vectorized); out of [0, 0.5) it exits 2."""
+    _, data, _ = flow
+    run = tmp_path / "trimmed"
+    assert main(["simulate", "--data-dir", str(data), "--trim", "0.1", "--rounds", "1", "--local-epochs", "1",
+                 "--output-dir", str(run), "--quiet"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["config"]["trim"] == 0.1 and summary["config"]["rounds"] == 1
+    _expect_user_error(capsys, ["simulate", "--data-dir", str(data), "--trim", "0.6", "--output-dir",
+                                str(tmp_path / "o")], tmp_path / "o", "must be in [0, 0.5), got 0.6")
 
 
 def test_version_and_help_via_the_console_script():

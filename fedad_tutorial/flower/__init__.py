@@ -1,0 +1,12 @@
+"""The course's detector trained by Flower: a ``ServerApp`` and a ``ClientApp`` on the Message API.
+
+- :mod:`~fedad_tutorial.flower.client_app`: a node's side (statistics, local training, histograms,
+  evaluation on its held-out rows), calling the package's training, scaling and metric code;
+- :mod:`~fedad_tutorial.flower.server_app`: FedAvg over the nodes with the package's global scaler,
+  federated threshold and run folder;
+- :mod:`~fedad_tutorial.flower.deploy`: the SuperLink / SuperNode processes behind ``fedad server``
+  and ``fedad client``;
+- :mod:`~fedad_tutorial.flower.certs`: a local test CA and server certificate for TLS.
+
+Flower is imported only by this subpackage, so the rest of the package works without it.
+"""

@@ -1,0 +1,131 @@
+"""The Flower ``ClientApp``: one node's side of the federation, on Flower's Message API.
+
+Each handler receives a :class:`~flwr.app.Message` (a ``RecordDict`` of ``ArrayRecord`` weights
+and a ``ConfigRecord`` of settings) and returns a reply. The node's rows never leave it: replies
+carry weights, a row count, summary statistics, a score histogram or metrics on held-out rows.
+
+Where the node's data comes from (``Context.node_config``):
+
+- a deployed SuperNode (``fedad client``): ``data-path`` (its CSV) and ``node-id`` (1, 2, ...;
+  node ``k`` uses the same split and training seeds as the ``k``-th CSV in ``fedad simulate``);
+- a simulation: ``partition-id`` (0, 1, ...) indexes the list of CSV paths given to
+  :func:`make_client_app`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedad_tutorial.csvio import read_node_csv
+from fedad_tutorial.data import Split, train_test_split
+from fedad_tutorial.federated import client_record
+from fedad_tutorial.flower.settings import MessageConfig, config_from_message
+from fedad_tutorial.scaling import FeatureStats
+from fedad_tutorial.thresholds import ScoreHistogram, percentile_threshold
+from fedad_tutorial.training import client_generator, score_rows, train_local
+
+
+@functools.lru_cache(maxsize=16)
+def _load(path: str, mtime: float, node_index: int, test_fraction: float, seed: int) -> tuple[Split, list[str]]:
+    node = read_node_csv(path)
+    return train_test_split(node, test_fraction, seed=seed + node_index), node.feature_names
+
+
+def _node(context: Context, data_paths: tuple[str, ...] | None) -> tuple[str, int]:
+    """The node's CSV path and its 0-based index (which seeds its split and its training)."""
+    cfg = context.node_config
+    if "data-path" in cfg:
+        return str(cfg["data-path"]), int(cfg.get("node-id", 1)) - 1
+    if data_paths is not None and "partition-id" in cfg:
+        k = int(cfg["partition-id"])
+        return data_paths[k], k
+    raise ValueError("this SuperNode has no data: start it with --node-config 'data-path=\"FILE.csv\" node-id=N'")
+
+
+def _split(context: Context, data_paths, mc: MessageConfig) -> tuple[Split, list[str], int]:
+    path, k = _node(context, data_paths)
+    split, names = _load(path, os.path.getmtime(path), k, mc.test_fraction, mc.seed)
+    return split, names, k
+
+
+def _model(msg: Message, mc: MessageConfig, dim: int) -> torch.nn.Module:
+    model = mc.spec(dim).build()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return model.eval()
+
+
+def _scores(model, rows: np.ndarray, mc: MessageConfig) -> np.ndarray:
+    return score_rows(model, torch.from_numpy(mc.scaler.transform(rows)), mc.score_method).numpy()
+
+
+def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
+    """A ``ClientApp``; ``data_paths`` (one CSV per simulated node) is only needed in a simulation."""
+    paths = tuple(str(p) for p in data_paths) if data_paths is not None else None
+    app = ClientApp()
+
+    @app.query("stats")
+    def stats(msg: Message, context: Context) -> Message:
+        """Round 0: sufficient statistics of the training rows, for the global scaler."""
+        mc = config_from_message(msg.content["config"])
+        split, names, k = _split(context, paths, mc)
+        s = FeatureStats.of(split.train)
+        metrics = MetricRecord({"num-examples": s.count, "count": s.count, "total": s.total.tolist(),
+                                "total-sq": s.total_sq.tolist(), "n-test": int(split.test.shape[0])})
+        info = ConfigRecord({"client": split.name, "features": list(names), "node-index": k,
+                             "labelled": split.test_labels is not None})
+        return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        """FedAvg's local step: start from the global weights, train on the node's training rows."""
+        mc = config_from_message(msg.content["config"])
+        split, _, k = _split(context, paths, mc)
+        model = _model(msg, mc, split.train.shape[1])
+        rows = torch.from_numpy(mc.scaler.transform(split.train))
+        loss = train_local(model, rows, mc.training, client_generator(mc.seed, mc.server_round, k))
+        metrics = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
+        return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)
+
+    @app.query("histogram")
+    def histogram(msg: Message, context: Context) -> Message:
+        """Counts of the training rows' scores on the shared bins (never the scores themselves)."""
+        mc = config_from_message(msg.content["config"])
+        split, _, _ = _split(context, paths, mc)
+        counts = ScoreHistogram.of(_scores(_model(msg, mc, split.train.shape[1]), split.train, mc)).counts
+        return Message(RecordDict({"histogram": ArrayRecord({"counts": Array(counts)}),
+                                   "metrics": MetricRecord({"num-examples": int(split.train.shape[0])})}),
+                       reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        """Threshold (the federation's, or the node's own percentile) and metrics on held-out rows,
+        plus the training scores' histogram (the server's final threshold comes from the last round's)."""
+        mc = config_from_message(msg.content["config"])
+        split, _, _ = _split(context, paths, mc)
+        model = _model(msg, mc, split.train.shape[1])
+        train_scores = _scores(model, split.train, mc)
+        threshold = mc.threshold
+        if threshold is None:
+            threshold = percentile_threshold(train_scores, mc.threshold_percentile)
+        record = client_record(split, _scores(model, split.test, mc), threshold, mc.server_round, False, float("nan"))
+        numbers = {k: v for k, v in record.items() if k not in ("round", "client", "selected", "loss")}
+        reply = RecordDict({"metrics": MetricRecord({"num-examples": int(split.test.shape[0]), **numbers}),
+                            "histogram": ArrayRecord({"counts": Array(ScoreHistogram.of(train_scores).counts)}),
+                            "info": ConfigRecord({"client": split.name})})
+        done = context.node_config.get("done-file")
+        if msg.content["config"].get("last", False) and done:
+            Path(str(done)).write_text("done\n")  # tells `fedad client` that its part is over
+        return Message(reply, reply_to=msg)
+
+    return app
+
+
+#: The ClientApp a deployed SuperNode runs (``fedad_tutorial.flower.client_app:app``).
+app = make_client_app()

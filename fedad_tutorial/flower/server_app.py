@@ -1,0 +1,327 @@
+"""The Flower ``ServerApp``: FedAvg over SuperNodes, with the package's scaler, threshold and metrics.
+
+A run, message by message (every arrow is a :class:`~flwr.app.Message` through the ``Grid``):
+
+1. wait until ``min_clients`` nodes are connected (at most ``wait_timeout`` seconds);
+2. ``query.stats`` -> each node's row count, sum and sum of squares -> the global scaler
+   (:func:`~fedad_tutorial.scaling.federated_scaler`);
+3. per round (Flower's :class:`~flwr.serverapp.strategy.FedAvg` loop, ``Strategy.start``):
+   ``train`` -> new weights and row counts -> :func:`~fedad_tutorial.federated.fedavg`;
+   with a global threshold, ``query.histogram`` -> score histograms -> one threshold;
+   ``evaluate`` -> each node's metrics on its held-out rows (one history row per node);
+4. the saved detector's threshold: the federation's percentile from the last round's histograms
+   (the ``evaluate`` replies carry each node's training-score histogram; its config marks the last
+   round, so a deployed node knows it is done).
+
+A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
+``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, replace
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from fedad_tutorial.detector import Detector
+from fedad_tutorial.federated import FederationResult, fedavg, sample_clients
+from fedad_tutorial.flower.settings import (
+    EVALUATE,
+    HISTOGRAM,
+    STATS,
+    TRAIN,
+    FlowerRunError,
+    FlowerSettings,
+    message_config,
+)
+from fedad_tutorial.runs import write_run
+from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.thresholds import ScoreHistogram
+
+_FIRST = ["round", "client", "n_train", "n_test", "selected", "loss", "threshold", "alarm_rate"]
+
+
+@dataclass
+class Node:
+    """What the server knows about a connected node after ``query.stats``."""
+
+    node_id: int
+    index: int  # 0-based position in the federation (seeds its split and training)
+    name: str
+    n_train: int
+    n_test: int
+    features: list[str]
+    labelled: bool
+    stats: FeatureStats
+
+    def label(self) -> str:
+        return f"{self.name} (node {self.index + 1}, Flower node id {self.node_id})"
+
+
+def _replies(grid: Grid, messages: list[Message], timeout: float) -> dict[int, Message]:
+    """Send, wait at most ``timeout`` s, and return the successful replies by node id."""
+    if not messages:
+        return {}
+    out = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        src = reply.metadata.src_node_id
+        if reply.has_error():
+            log(WARNING, "node %s replied with an error: %s", src, reply.error.reason)
+        else:
+            out[src] = reply
+    return out
+
+
+def wait_for_nodes(grid: Grid, min_clients: int, timeout: float) -> list[int]:
+    """The ids of the connected nodes once at least ``min_clients`` are there (error after ``timeout`` s)."""
+    start = time.monotonic()
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= min_clients:  # nodes that start together: wait until none joined for 3 s
+            while True:
+                time.sleep(3.0)
+                now = sorted(grid.get_node_ids())
+                if now == nodes:
+                    return nodes
+                nodes = now
+        if time.monotonic() - start > timeout:
+            raise FlowerRunError(f"only {len(nodes)} of the {min_clients} required clients connected "
+                                 f"within {timeout:g} s (--wait-timeout)")
+        time.sleep(0.5)
+
+
+class DetectorFedAvg(FedAvg):
+    """Flower's FedAvg with the package's client sampling and averaging, and per-node history rows."""
+
+    def __init__(self, settings: FlowerSettings, nodes: list[Node], scaler: Scaler,
+                 progress=None) -> None:
+        super().__init__(fraction_train=settings.config.fraction, min_available_nodes=settings.min_clients,
+                         min_train_nodes=1, min_evaluate_nodes=1)
+        self.settings = settings
+        self.nodes = sorted(nodes, key=lambda n: n.index)
+        self.alive = {n.node_id for n in self.nodes}
+        self.missing: list[str] = []
+        self.scaler = scaler
+        self.records: list[dict] = []
+        self.losses: dict[int, float] = {}
+        self.histograms: dict[int, ScoreHistogram] = {}
+        self.progress = progress
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _by_id(self) -> dict[int, Node]:
+        return {n.node_id: n for n in self.nodes}
+
+    def _config(self, rnd: int, threshold: float | None = None) -> ConfigRecord:
+        return message_config(self.settings, rnd, self.scaler, threshold)
+
+    def _messages(self, node_ids, record: RecordDict, message_type: str) -> list[Message]:
+        return [Message(content=record, message_type=message_type, dst_node_id=i) for i in node_ids]
+
+    def _collect(self, sent: list[int], replies: dict[int, Message], what: str) -> list[int]:
+        """Drop the nodes that did not answer; stop the run if fewer than ``min_clients`` are left."""
+        by_id = self._by_id()
+        lost = [i for i in sent if i not in replies]
+        if lost:
+            names = ", ".join(by_id[i].label() for i in lost)
+            log(WARNING, "no %s reply within %g s from %s: continuing without them", what,
+                self.settings.round_timeout, names)
+            self.alive -= set(lost)
+            self.missing += [by_id[i].name for i in lost]
+        if len(self.alive) < self.settings.min_clients:
+            raise FlowerRunError(
+                f"only {len(self.alive)} client(s) still answer, fewer than --min-clients "
+                f"{self.settings.min_clients}; missing: {', '.join(self.missing)} "
+                f"(no reply within --round-timeout {self.settings.round_timeout:g} s)")
+        return [i for i in sent if i in replies]
+
+    def _quantile(self, replies: dict[int, Message], ok: list[int]) -> float:
+        """The federation's percentile from the nodes' score histograms (never raw scores)."""
+        total = None
+        for i in ok:  # in node order, like federated_percentile
+            h = ScoreHistogram(replies[i].content["histogram"]["counts"].numpy().astype(np.int64))
+            total = h if total is None else total + h
+        return total.quantile(self.settings.config.threshold_percentile)
+
+    def global_threshold(self, grid: Grid, arrays: ArrayRecord, rnd: int) -> float:
+        """Ask the nodes for their training-score histograms under ``arrays``; return the percentile."""
+        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
+        record = RecordDict({"arrays": arrays, "config": self._config(rnd)})
+        replies = _replies(grid, self._messages(ids, record, HISTOGRAM), self.settings.round_timeout)
+        return self._quantile(replies, self._collect(ids, replies, "histogram"))
+
+    # -- the Strategy interface ------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        chosen = sample_clients(len(self.nodes), self.settings.config.fraction, self.settings.config.seed,
+                                server_round)
+        ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        self._sent = ids
+        log(INFO, "configure_train: %d of %d nodes", len(ids), len(self.alive))
+        record = RecordDict({"arrays": arrays, "config": self._config(server_round)})
+        return self._messages(ids, record, TRAIN)
+
+    def aggregate_train(self, server_round: int, replies):
+        got = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+        ok = self._collect(self._sent, got, "train")
+        if not ok:
+            raise FlowerRunError(f"round {server_round}: no training replies")
+        states = [got[i].content["arrays"].to_torch_state_dict() for i in ok]  # node order
+        weights = [int(got[i].content["metrics"]["num-examples"]) for i in ok]
+        self.losses = {i: float(got[i].content["metrics"]["loss"]) for i in ok}
+        averaged = fedavg(states, weights)
+        mean_loss = float(np.average(list(self.losses.values()), weights=weights))
+        return ArrayRecord(averaged), MetricRecord({"loss": mean_loss})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        threshold = None
+        if self.settings.config.threshold == "global":
+            threshold = self.global_threshold(grid, arrays, server_round)
+        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
+        self._sent = ids
+        config = self._config(server_round, threshold)
+        config["last"] = server_round == self.settings.config.rounds
+        return self._messages(ids, RecordDict({"arrays": arrays, "config": config}), EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies):
+        got = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+        ok = self._collect(self._sent, got, "evaluate")
+        by_id = self._by_id()
+        rows = []
+        for i in ok:
+            numbers = dict(got[i].content["metrics"])
+            numbers.pop("num-examples", None)
+            row = {"round": server_round, "client": by_id[i].name, "selected": i in self.losses,
+                   "loss": self.losses.get(i, math.nan), **numbers}
+            rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
+        self.records += rows
+        self.final_threshold = self._quantile(got, ok)
+        frame = pd.DataFrame(rows)
+        means = {c: float(np.nanmean(frame[c])) if frame[c].notna().any() else math.nan
+                 for c in ("loss", "threshold", "precision", "recall", "f1", "roc_auc") if c in frame}
+        if self.progress is not None:
+            self.progress(server_round, means)
+        return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
+
+
+def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int]) -> list[Node]:
+    record = RecordDict({"config": message_config(settings, 0)})
+    messages = [Message(content=record, message_type=STATS, dst_node_id=i) for i in node_ids]
+    replies = _replies(grid, messages, settings.round_timeout)
+    silent = [i for i in node_ids if i not in replies]
+    if len(replies) < settings.min_clients:
+        raise FlowerRunError(f"only {len(replies)} of {len(node_ids)} connected nodes answered the first "
+                             f"message within {settings.round_timeout:g} s; silent Flower node ids: {silent}")
+    nodes = []
+    for i, reply in replies.items():
+        m, info = reply.content["metrics"], reply.content["info"]
+        nodes.append(Node(i, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
+                          [str(f) for f in info["features"]], bool(info["labelled"]),
+                          FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
+                                       np.asarray(m["total-sq"], dtype=np.float64))))
+    nodes.sort(key=lambda n: n.index)
+    indices = [n.index for n in nodes]
+    if len(set(indices)) != len(indices):
+        dup = sorted({k + 1 for k in indices if indices.count(k) > 1})
+        raise FlowerRunError(f"two clients were started with the same --node-id {dup}: give each a different one")
+    for n in nodes[1:]:
+        if n.features != nodes[0].features:
+            raise FlowerRunError(f"{n.name}: feature columns differ from {nodes[0].name} "
+                                 f"({len(n.features)} vs {len(nodes[0].features)} columns; every node needs the same)")
+    if len({n.labelled for n in nodes}) > 1:
+        raise FlowerRunError("some node CSVs have a 'label' column and some do not")
+    return nodes
+
+
+def run_server(grid: Grid, settings: FlowerSettings, progress=None) -> FederationResult:
+    """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set."""
+    config = replace(settings.config, engine="loop", scaling="global")
+    settings = replace(settings, config=config)
+    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout)
+    nodes = _query_stats(grid, settings, node_ids)
+    scaler = federated_scaler([n.stats for n in nodes])
+    features = nodes[0].features
+    torch.manual_seed(config.seed)  # the same initial weights as run_federated
+    model = config.model_spec(len(features)).build().eval()
+    strategy = DetectorFedAvg(settings, nodes, scaler, progress)
+    result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=config.rounds,
+                            timeout=settings.round_timeout)
+    model.load_state_dict(result.arrays.to_torch_state_dict())
+    threshold = strategy.final_threshold  # from the last round's evaluate replies
+    detector = Detector(model.eval(), scaler, threshold, features, config.score_method)
+    history = pd.DataFrame(strategy.records)
+    fed = FederationResult(history, detector, {}, config)
+    if settings.output_dir:
+        final = fed.final_round()
+        summary = {
+            "config": config.to_dict(),
+            "data": {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
+                     "rows": [n.n_train + n.n_test for n in nodes], "features": features,
+                     "test_fraction": settings.test_fraction},
+            "global_threshold": detector.threshold,
+            "score_method": detector.score_method,
+            "final_round_mean": fed.summary(),
+            "final_round_per_client": final.drop(columns=["round"]).to_dict(orient="records"),
+            "flower": {"min_clients": settings.min_clients, "missing_clients": strategy.missing,
+                       "round_timeout": settings.round_timeout, "flower_node_ids": {n.name: n.node_id for n in nodes}},
+        }
+        write_run(settings.output_dir, detector, history, summary)
+    return fed
+
+
+def make_server_app(settings: FlowerSettings | None = None, results: list | None = None) -> ServerApp:
+    """A ``ServerApp``. ``settings=None`` reads them from the run config (a deployment); finished
+    runs' :class:`~fedad_tutorial.federated.FederationResult` are appended to ``results``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        s = settings if settings is not None else FlowerSettings.from_run_config(dict(context.run_config))
+        progress = _progress_writer(s.progress_file) if s.progress_file else None
+        if s.status_file:  # a deployment: keep the ServerApp's log next to the status file
+            handler = logging.FileHandler(Path(s.status_file).with_name("serverapp.log"))
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger("flwr").addHandler(handler)
+        try:
+            fed = run_server(grid, s, progress)
+        except Exception as exc:
+            log(ERROR, "the run failed:\n%s", traceback.format_exc())
+            if s.status_file:
+                msg = str(exc) if isinstance(exc, FlowerRunError) else f"{type(exc).__name__}: {exc}"
+                _write_json(s.status_file, {"ok": False, "error": msg})
+            raise
+        if s.status_file:
+            _write_json(s.status_file, {"ok": True, "summary": fed.summary()})
+        if results is not None:
+            results.append(fed)
+
+    return app
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(payload, default=float))
+    os.replace(tmp, path)
+
+
+def _progress_writer(path: str):
+    def write(rnd: int, means: dict) -> None:
+        with open(path, "a") as handle:
+            handle.write(json.dumps({"round": rnd, **means}) + "\n")
+    return write
+
+
+#: The ServerApp a deployed SuperLink runs (``fedad_tutorial.flower.server_app:app``).
+app = make_server_app()

@@ -1,0 +1,34 @@
+"""The same ServerApp and ClientApp in one process: a Flower simulation (Ray backend)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+from fedad_tutorial.federated import FederationResult
+from fedad_tutorial.flower.client_app import make_client_app
+from fedad_tutorial.flower.server_app import make_server_app
+from fedad_tutorial.flower.settings import FlowerSettings
+
+
+def backend_config(num_clients: int) -> dict:
+    """One CPU per simulated client (and no GPU); Ray is told there are as many CPUs as clients."""
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": num_clients, "logging_level": "error", "log_to_driver": False}}
+
+
+def run_flower_simulation(data_paths: Sequence[str], settings: FlowerSettings, quiet: bool = True) -> FederationResult:
+    """Train with ``flwr.simulation.run_simulation``: one simulated SuperNode per CSV in ``data_paths``
+    (node ``k`` gets the seeds of the ``k``-th client of ``run_federated``)."""
+    from flwr.simulation import run_simulation
+
+    if quiet:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    settings = replace(settings, min_clients=min(settings.min_clients, len(data_paths)))
+    results: list[FederationResult] = []
+    run_simulation(make_server_app(settings, results), make_client_app([str(p) for p in data_paths]),
+                   num_supernodes=len(data_paths), backend_config=backend_config(len(data_paths)))
+    if not results:
+        raise RuntimeError("the Flower simulation ended without a result (see the log above)")
+    return results[0]
