@@ -3,7 +3,12 @@ import pytest
 
 from fedad_tutorial.csvio import read_node_csv, write_node_csv
 from fedad_tutorial.data import (
-    ANOMALY_TYPES, METRIC_NAMES, NodeData, isotropic_blobs, make_cloud_federation, train_test_split,
+    ANOMALY_TYPES,
+    METRIC_NAMES,
+    NodeData,
+    isotropic_blobs,
+    make_cloud_federation,
+    train_test_split,
 )
 from fedad_tutorial.errors import UserError
 
