@@ -91,7 +91,7 @@ class Autoencoder(nn.Module):
 
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
         _check_method("ae", method)
-        return ((self(x) - x) ** 2).mean(dim=1)
+        return self.row_loss(x)
 
 
 class VAE(nn.Module):
