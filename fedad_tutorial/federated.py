@@ -132,6 +132,22 @@ Engine = Callable[[nn.Module, list[torch.Tensor], list[int], int, FederatedConfi
                   list[tuple[dict[str, torch.Tensor], float]]]
 
 
+# A server-side aggregation rule: (global weights before the round, the clients' new weights, their
+# row counts, round) -> the new global weights. FedAvg by default; robust rules and differentially
+# private aggregation plug in here (see the advanced chapters).
+Aggregator = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[float], int],
+                      dict[str, torch.Tensor]]
+# A hook on what a client sends: (client index, its new weights, the global weights, round) -> the
+# weights that reach the server. Used to simulate misbehaving clients (model poisoning).
+UpdateHook = Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+def fedavg_aggregator(global_state: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]],
+                      weights: list[float], round_idx: int) -> dict[str, torch.Tensor]:
+    """FedAvg as an :data:`Aggregator` (the default of :func:`run_federated`)."""
+    return fedavg(states, weights)
+
+
 def loop_engine(global_model: nn.Module, client_rows: list[torch.Tensor], client_ids: list[int],
                 round_idx: int, config: FederatedConfig) -> list[tuple[dict[str, torch.Tensor], float]]:
     """Train clients one after another on a copy of the global model (the readable engine)."""
@@ -191,6 +207,8 @@ def run_federated(
     feature_names: list[str] | None = None,
     progress: bool = True,
     on_round: Callable[[int, pd.DataFrame], None] | None = None,
+    aggregator: Aggregator = fedavg_aggregator,
+    update_hook: UpdateHook | None = None,
 ) -> FederationResult:
     """Train a detector over ``splits`` (one per client) and evaluate every round on held-out rows.
 
@@ -203,6 +221,8 @@ def run_federated(
         feature_names: column names stored in the detector (default ``x1..xd``).
         progress: show a progress bar over rounds.
         on_round: called after each round with ``(round, that round's records)``.
+        aggregator: the server's rule to combine client weights (default FedAvg).
+        update_hook: applied to each client's weights before they reach the server (e.g. an attack).
 
     Returns:
         A :class:`FederationResult` whose ``history`` has one row per round and client.
@@ -214,12 +234,13 @@ def run_federated(
     if len(names) != dim:
         raise UserError(f"{len(names)} feature names given for {dim} features")
     global_scaler, scalers = _scalers(splits, config.scaling)
+    hooks = (aggregator, update_hook)
     if mode == "local":
-        return _run_local_only(splits, config, names, scalers, progress, on_round)
+        return _run_local_only(splits, config, names, scalers, progress, on_round, hooks)
     train_rows = [torch.from_numpy(sc.transform(s.train)) for s, sc in zip(splits, scalers, strict=False)]
     if mode == "centralized":
         train_rows = [torch.cat(train_rows)]
-    models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round,
+    models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round, hooks,
                              desc=mode)
     model = models[0]
     thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
@@ -232,13 +253,13 @@ def run_federated(
     return FederationResult(history, detector, client_detectors, config)
 
 
-def _run_local_only(splits, config, names, scalers, progress, on_round) -> FederationResult:
+def _run_local_only(splits, config, names, scalers, progress, on_round, hooks) -> FederationResult:
     frames, detectors = [], {}
     local_cfg = replace(config, threshold="local", fraction=1.0)
     for k, (split, scaler) in enumerate(zip(splits, scalers, strict=False)):
         rows = [torch.from_numpy(scaler.transform(split.train))]
         models, hist = _train(rows, [split], [scaler], local_cfg, split.train.shape[1], progress,
-                              on_round, desc=f"local {split.name}", seed_offset=k)
+                              on_round, hooks, desc=f"local {split.name}", seed_offset=k)
         frames.append(hist)
         detectors[split.name] = Detector(models[0], scaler, float(hist["threshold"].iloc[-1]), names,
                                          config.score_method)
@@ -247,9 +268,11 @@ def _run_local_only(splits, config, names, scalers, progress, on_round) -> Feder
 
 
 def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
-           config: FederatedConfig, dim: int, progress: bool, on_round, desc: str,
+           config: FederatedConfig, dim: int, progress: bool, on_round,
+           hooks: tuple[Aggregator, UpdateHook | None], desc: str,
            seed_offset: int = 0) -> tuple[list[nn.Module], pd.DataFrame]:
-    """The round loop shared by every mode: sample, train locally, FedAvg, evaluate."""
+    """The round loop shared by every mode: sample, train locally, aggregate (FedAvg), evaluate."""
+    aggregator, update_hook = hooks
     torch.manual_seed(config.seed + seed_offset)
     model = config.model_spec(dim).build().eval()
     engine = get_engine(config.engine)
@@ -260,7 +283,11 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
         updates = engine(model, [train_rows[i] for i in chosen], [i + seed_offset for i in chosen],
                          rnd, config)
-        model.load_state_dict(fedavg([u[0] for u in updates], [sizes[i] for i in chosen]))
+        global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        states = [u[0] for u in updates]
+        if update_hook is not None:
+            states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
+        model.load_state_dict(aggregator(global_state, states, [sizes[i] for i in chosen], rnd))
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
         round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
         records.extend(round_records)

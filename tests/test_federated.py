@@ -106,3 +106,28 @@ def test_default_splits_hold_out_thirty_percent():
     assert len(splits) == 10
     for s in splits:
         assert abs(s.test.shape[0] / (s.test.shape[0] + s.train.shape[0]) - 0.3) < 0.01
+
+
+def test_aggregator_and_update_hook_plug_into_the_round():
+    """A custom aggregator sees the global and client weights; a hook changes what clients send."""
+    seen = []
+
+    def keep_global(global_state, states, weights, rnd):
+        seen.append((rnd, len(states), sum(weights)))
+        return global_state
+
+    splits = _small_splits()
+    config = FederatedConfig(rounds=2, local_epochs=1)
+    frozen = run_federated(splits, config, progress=False, aggregator=keep_global)
+    torch.manual_seed(config.seed)
+    untrained = config.model_spec(10).build()
+    assert all(torch.equal(a, b) for a, b in zip(frozen.detector.model.state_dict().values(),
+                                                 untrained.state_dict().values(), strict=True))
+    assert seen == [(1, 4, sum(s.train.shape[0] for s in splits)), (2, 4, sum(s.train.shape[0] for s in splits))]
+
+    def send_global(i, state, global_state, rnd):
+        return global_state
+
+    hooked = run_federated(splits, config, progress=False, update_hook=send_global)
+    assert all(torch.equal(a, b) for a, b in zip(hooked.detector.model.state_dict().values(),
+                                                 untrained.state_dict().values(), strict=True))
