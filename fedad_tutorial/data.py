@@ -100,7 +100,8 @@ ANOMALY_TYPES: dict[str, str] = {
 }
 
 _COMPUTE_FACTOR, _TRAFFIC_FACTOR = 1, 0
-_LEVEL_SHIFT_GROUP = ("latency_p50_ms", "latency_p99_ms", "db_latency_ms", "iowait_pct", "queue_depth")
+#: The metrics a `level_shift` anomaly moves.
+LEVEL_SHIFT_METRICS = ("latency_p50_ms", "latency_p99_ms", "db_latency_ms", "iowait_pct", "queue_depth")
 
 
 @dataclass
@@ -226,7 +227,7 @@ def _inject(
             compute_side = ~compute_side
         row = np.where(compute_side, busy_row, idle_row)
     elif kind == "level_shift":
-        cols = np.array([i for i, n in enumerate(names) if n in _LEVEL_SHIFT_GROUP])
+        cols = np.array([i for i, n in enumerate(names) if n in LEVEL_SHIFT_METRICS])
         if cols.size == 0:  # fewer features than the named group: shift the last third
             cols = np.arange(d - max(1, d // 3), d)
         row[cols] += rng.uniform(6.0, 10.0) * normal_std[cols]
