@@ -209,6 +209,7 @@ def run_federated(
     on_round: Callable[[int, pd.DataFrame], None] | None = None,
     aggregator: Aggregator = fedavg_aggregator,
     update_hook: UpdateHook | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
 ) -> FederationResult:
     """Train a detector over ``splits`` (one per client) and evaluate every round on held-out rows.
 
@@ -223,6 +224,8 @@ def run_federated(
         on_round: called after each round with ``(round, that round's records)``.
         aggregator: the server's rule to combine client weights (default FedAvg).
         update_hook: applied to each client's weights before they reach the server (e.g. an attack).
+        initial_state: start from these weights (e.g. an earlier global model's ``state_dict()``, to
+            continue training on new data) instead of a fresh initialisation; same architecture.
 
     Returns:
         A :class:`FederationResult` whose ``history`` has one row per round and client.
@@ -234,7 +237,7 @@ def run_federated(
     if len(names) != dim:
         raise UserError(f"{len(names)} feature names given for {dim} features")
     global_scaler, scalers = _scalers(splits, config.scaling)
-    hooks = (aggregator, update_hook)
+    hooks = (aggregator, update_hook, initial_state)
     if mode == "local":
         return _run_local_only(splits, config, names, scalers, progress, on_round, hooks)
     train_rows = [torch.from_numpy(sc.transform(s.train)) for s, sc in zip(splits, scalers, strict=False)]
@@ -269,12 +272,17 @@ def _run_local_only(splits, config, names, scalers, progress, on_round, hooks) -
 
 def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
            config: FederatedConfig, dim: int, progress: bool, on_round,
-           hooks: tuple[Aggregator, UpdateHook | None], desc: str,
+           hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None], desc: str,
            seed_offset: int = 0) -> tuple[list[nn.Module], pd.DataFrame]:
     """The round loop shared by every mode: sample, train locally, aggregate (FedAvg), evaluate."""
-    aggregator, update_hook = hooks
+    aggregator, update_hook, initial_state = hooks
     torch.manual_seed(config.seed + seed_offset)
     model = config.model_spec(dim).build().eval()
+    if initial_state is not None:
+        try:
+            model.load_state_dict(initial_state)
+        except RuntimeError as exc:
+            raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
     engine = get_engine(config.engine)
     sizes = [int(r.shape[0]) for r in train_rows]
     records: list[dict] = []

@@ -131,3 +131,22 @@ def test_aggregator_and_update_hook_plug_into_the_round():
     hooked = run_federated(splits, config, progress=False, update_hook=send_global)
     assert all(torch.equal(a, b) for a, b in zip(hooked.detector.model.state_dict().values(),
                                                  untrained.state_dict().values(), strict=True))
+
+
+def test_initial_state_continues_from_given_weights():
+    splits = _small_splits()
+    first = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1), progress=False)
+    state = first.detector.model.state_dict()
+
+    def keep_global(global_state, states, weights, rnd):
+        return global_state
+
+    kept = run_federated(splits, FederatedConfig(rounds=1, local_epochs=1, seed=1), progress=False,
+                         aggregator=keep_global, initial_state=state)
+    assert all(torch.equal(v, state[k]) for k, v in kept.detector.model.state_dict().items())
+    more = run_federated(splits, FederatedConfig(rounds=1, local_epochs=1, seed=1), progress=False,
+                         initial_state=state)
+    cold = run_federated(splits, FederatedConfig(rounds=1, local_epochs=1, seed=1), progress=False)
+    assert more.final_round()["loss"].mean() < cold.final_round()["loss"].mean()
+    with pytest.raises(UserError, match="initial_state does not fit"):
+        run_federated(splits, FederatedConfig(rounds=1, latent_dim=3), progress=False, initial_state=state)
