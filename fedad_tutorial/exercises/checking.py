@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+import torch
 
 
 class Mismatch(AssertionError):
@@ -61,3 +63,14 @@ def expect(condition: bool, hint: str) -> None:
     """Raise :class:`Mismatch` with ``hint`` unless ``condition`` holds."""
     if not condition:
         raise Mismatch(hint)
+
+
+def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Check that ``got`` is a state dict with ``want``'s keys and shapes; return it as tensors."""
+    expect(isinstance(got, dict), f"return a dict like a state_dict, got {type(got).__name__}")
+    expect(set(got) == set(want), f"keys differ: expected {sorted(want)}, got {sorted(got)}")
+    tensors = {key: torch.as_tensor(got[key]) for key in want}
+    for key, value in want.items():
+        expect(tuple(tensors[key].shape) == tuple(value.shape),
+               f"{key}: expected shape {tuple(value.shape)}, got {tuple(tensors[key].shape)}")
+    return tensors

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, expect_state_dict
 from fedad_tutorial.federated import fedavg
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import FeatureStats, federated_scaler
@@ -48,12 +48,9 @@ def check_fedavg(learner_fn: Callable[[Sequence[StateDict], Sequence[float]], St
         frozen = [{k: t.clone() for k, t in s.items()} for s in states]
         got = learner_fn(states, list(weights))
         want = fedavg(frozen, weights)
-        expect(isinstance(got, dict), f"return a dict like a state_dict, got {type(got).__name__}")
-        expect(set(got) == set(want), f"keys differ: expected {sorted(want)}, got {sorted(got)}")
+        got_tensors = expect_state_dict(got, want)
         for key, value in want.items():
-            mine = torch.as_tensor(got[key])
-            expect(tuple(mine.shape) == tuple(value.shape),
-                   f"{key}: expected shape {tuple(value.shape)}, got {tuple(mine.shape)}")
+            mine = got_tensors[key]
             plain = sum(s[key] for s in frozen) / num
             if not torch.allclose(mine.double(), value.double(), atol=1e-5):
                 hint = ("you took the plain mean; weight each client by its row count"

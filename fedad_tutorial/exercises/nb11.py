@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, expect_state_dict
 from fedad_tutorial.federated import fedavg
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.robust import median_aggregator, norm_clipping_aggregator, scaled_update_attack, update_norm
@@ -41,12 +41,9 @@ def _copy(state: StateDict) -> StateDict:
 
 
 def _compare(got: StateDict, want: StateDict, hint: str, atol: float = 1e-5) -> None:
-    expect(isinstance(got, dict), f"return a dict like a state_dict, got {type(got).__name__}")
-    expect(set(got) == set(want), f"keys differ: expected {sorted(want)}, got {sorted(got)}")
+    got_tensors = expect_state_dict(got, want)
     for key, value in want.items():
-        mine = torch.as_tensor(got[key])
-        expect(tuple(mine.shape) == tuple(value.shape),
-               f"{key}: expected shape {tuple(value.shape)}, got {tuple(mine.shape)}")
+        mine = got_tensors[key]
         gap = float((mine.double() - value.double()).abs().max())
         expect(gap <= atol, f"{key} differs from the expected result by up to {gap:.2e}: {hint}")
 
