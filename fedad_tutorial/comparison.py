@@ -23,12 +23,12 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from fedad_tutorial.baselines import isolation_forest_scores, pca_scores
 from fedad_tutorial.data import Split
 from fedad_tutorial.datasets import wdbc_federation
 from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.metrics import roc_auc
 
 #: Trimmed share used by the ``trimmed`` variants (above the expected ~3-5 % contamination).
 TRIM = 0.1
@@ -89,7 +89,7 @@ def compare(seeds: Sequence[int], methods: Sequence[str] | None = None, **federa
         labels = np.concatenate([s.test_labels for s in splits])
         for name in methods or METHODS:
             rows.append({"seed": seed, "method": name,
-                         "roc_auc": float(roc_auc_score(labels, METHODS[name](splits, seed)))})
+                         "roc_auc": roc_auc(labels, METHODS[name](splits, seed))})
     return pd.DataFrame(rows)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.federated import FederationResult, fedavg, sample_clients
 from fedad_tutorial.flower.settings import (
@@ -311,9 +311,8 @@ def make_server_app(settings: FlowerSettings | None = None, results: list | None
 
 
 def _write_json(path: str, payload: dict) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(payload, default=float))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, default=float))
 
 
 def _progress_writer(path: str):
