@@ -8,6 +8,10 @@ test row, higher = more anomalous.
   subspace (the linear autoencoder); ``"latent"``: Mahalanobis distance of the ``q``-dimensional
   code (Hotelling's T^2), i.e. how far *along* the normal directions a row lies.
 - :func:`isolation_forest_scores`: scikit-learn's :class:`~sklearn.ensemble.IsolationForest`.
+- :func:`norm_scores`: the squared distance to the training mean in standardised units, no model
+  at all. A detector that cannot beat it has learned nothing about the normal rows' structure
+  (the seed tutorial's pitfall, chapter 01); on data where anomalies are simply *large* (WDBC)
+  it is a strong baseline.
 
 >>> rng = np.random.default_rng(0)
 >>> train = rng.normal(size=(200, 5)).astype("float32")
@@ -40,6 +44,11 @@ def pca_scores(train: np.ndarray, test: np.ndarray, components: int = 3,
     if method == "reconstruction":
         return ((pca.inverse_transform(codes) - x_test) ** 2).mean(axis=1).astype(np.float64)
     return ((codes**2) / pca.explained_variance_).sum(axis=1).astype(np.float64)
+
+
+def norm_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Squared norm of the test rows standardised with the training rows' mean and std."""
+    return (Scaler.fit(train).transform(test).astype(np.float64) ** 2).sum(axis=1)
 
 
 def isolation_forest_scores(train: np.ndarray, test: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ from fedad_tutorial.csvio import find_node_csvs, read_node_csv, write_node_csv
 from fedad_tutorial.data import NodeData, make_cloud_federation, train_test_split
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import ENGINES, FederatedConfig, run_federated
+from fedad_tutorial.federated import ENGINES, RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.plots import plot_f1_per_round, save_figure
 from fedad_tutorial.runs import MODEL_FILE, write_run
@@ -73,28 +73,29 @@ _client_fraction = _interval(0, 1, closed_high=True)
 
 
 def _training_flags(rounds: int) -> argparse.ArgumentParser:
-    """Flags shared by ``run`` and ``simulate`` (and the Flower server)."""
+    """Flags shared by ``run`` and ``simulate`` (and the Flower server); defaults from ``RECOMMENDED``."""
+    d = RECOMMENDED
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
-    g.add_argument("--model", choices=["ae", "vae"], default="ae", help="autoencoder or VAE")
+    g.add_argument("--model", choices=["ae", "vae"], default=d.model, help="autoencoder or VAE")
     g.add_argument("--rounds", "--num-rounds", type=_positive_int, default=rounds, help="federated rounds")
-    g.add_argument("--local-epochs", type=_positive_int, default=5, help="local epochs per round")
-    g.add_argument("--batch-size", type=_positive_int, default=64, help="mini-batch size")
-    g.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--latent-dim", type=_positive_int, default=10, help="size of the latent code")
-    g.add_argument("--beta", type=_positive_float, default=0.1, help="VAE: weight of the KL term")
-    g.add_argument("--trim", type=_trim, default=0.0,
+    g.add_argument("--local-epochs", type=_positive_int, default=d.local_epochs, help="local epochs per round")
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="mini-batch size")
+    g.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
+    g.add_argument("--latent-dim", type=_positive_int, default=d.latent_dim, help="size of the latent code")
+    g.add_argument("--beta", type=_positive_float, default=d.beta, help="VAE: weight of the KL term")
+    g.add_argument("--trim", type=_trim, default=d.trim,
                    help="share of each batch's highest-loss rows left out of each step "
-                        "(robust to unlabelled anomalies in training)")
-    g.add_argument("--fraction", type=_client_fraction, default=1.0,
+                        "(robust to unlabelled anomalies in training; 0 = plain training)")
+    g.add_argument("--fraction", type=_client_fraction, default=d.fraction,
                    help="share of clients sampled each round")
-    g.add_argument("--threshold-percentile", type=_percentile, default=95.0,
+    g.add_argument("--threshold-percentile", type=_percentile, default=d.threshold_percentile,
                    help="flag rows above this percentile of training scores")
-    g.add_argument("--threshold", choices=["local", "global"], default="local",
+    g.add_argument("--threshold", choices=["local", "global"], default=d.threshold,
                    help="per-round evaluation: each client's own percentile, or the federated one")
     g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
-    g.add_argument("--engine", choices=list(ENGINES), default=ENGINES[-1], help="training engine")
-    g.add_argument("--seed", type=int, default=42, help="random seed (same seed, same numbers)")
+    g.add_argument("--engine", choices=list(ENGINES), default=d.engine, help="training engine")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same numbers)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
     return p
 
@@ -168,7 +169,8 @@ def _add_flower_commands(sub, fmt) -> None:
                         help="seconds to keep trying to reach the server before giving up")
 
 
-def _config(args: argparse.Namespace) -> FederatedConfig:
+def config_from_args(args: argparse.Namespace) -> FederatedConfig:
+    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line."""
     return FederatedConfig(
         model=args.model, rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size,
         lr=args.lr, latent_dim=args.latent_dim, beta=args.beta, fraction=args.fraction,
@@ -257,7 +259,7 @@ def _read_federation(data_dir: Path) -> list[NodeData]:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     nodes = _read_federation(args.data_dir)
     splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
     description = {"source": str(args.data_dir), "clients": [n.name for n in nodes],
@@ -269,7 +271,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_from_args(args)
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
     description = {"source": "make_cloud_federation (generated in memory)", "clients": [n.name for n in nodes],
@@ -310,9 +312,9 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from fedad_tutorial.flower.settings import FlowerSettings
 
     tls_args(args.certificates, args.insecure, server=True)  # a flag mistake fails before anything starts
-    settings = FlowerSettings(config=_config(args), test_fraction=args.test_fraction, min_clients=args.min_clients,
-                              wait_timeout=args.wait_timeout, round_timeout=args.round_timeout,
-                              output_dir=str(args.output_dir))
+    settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
+                              min_clients=args.min_clients, wait_timeout=args.wait_timeout,
+                              round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     _on_sigterm()
     if not args.quiet:
         print(f"Flower server on {args.address} ({'TLS' if args.certificates else 'no TLS'}): waiting for "

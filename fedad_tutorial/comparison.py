@@ -2,46 +2,88 @@
 
 Every method trains on the hospitals' unlabelled training rows (contaminated with ~3 % malignant
 cases) and scores the pooled held-out rows of all hospitals; labels are used only for the
-ROC-AUC of those held-out rows. ``benchmarks/wdbc_table.py`` and notebook 07 both call
+ROC-AUC of those held-out rows. ``benchmarks/wdbc_table.py``, notebook 13 and the tests all call
 :func:`compare`, so the table in the README and the notebook's numbers come from one code path.
 
 Methods (names are the keys of :data:`METHODS`):
 
+- the command line as a user runs it (:func:`command_line_scores`): the hospitals exported to node
+  CSVs, ``fedad simulate --data-dir DIR/train`` with every default (:data:`~fedad_tutorial.
+  federated.RECOMMENDED`, 10 rounds; it keeps 30 % of each training CSV back for its per-round
+  table, so it trains on fewer rows), then ``fedad score`` on each ``DIR/test/node_k.csv``; also with
+  one flag changed (``--trim 0``, ``--rounds 30``) to show what the defaults buy;
 - ``federated`` / ``centralized`` / ``local`` AE and VAE through
-  :func:`~fedad_tutorial.federated.run_federated` (matched budgets: centralized makes the same
-  passes over every row as federated). ``trimmed`` variants leave each batch's highest-loss 10 %
-  out of every step (:func:`~fedad_tutorial.training.batch_loss`). Local-only: each hospital's own
-  model scores its own held-out rows.
-- ``pca reconstruction``, ``pca latent`` (Mahalanobis of the 3-dim code), ``isolation forest``:
-  :mod:`fedad_tutorial.baselines` on the pooled training rows.
+  :func:`~fedad_tutorial.federated.run_federated` with the course's reference configuration (30
+  rounds; matched budgets: centralized makes the same passes over every row as federated).
+  ``trimmed`` variants leave each batch's highest-loss 10 % out of every step
+  (:func:`~fedad_tutorial.training.batch_loss`). Local-only: each hospital's own model scores its
+  own held-out rows;
+- ``scaled norm`` (no training), ``pca reconstruction``, ``pca latent`` (Mahalanobis of the 3-dim
+  code), ``isolation forest``: :mod:`fedad_tutorial.baselines` on the pooled training rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from fedad_tutorial.baselines import isolation_forest_scores, pca_scores
-from fedad_tutorial.data import Split
-from fedad_tutorial.datasets import wdbc_federation
-from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.baselines import isolation_forest_scores, norm_scores, pca_scores
+from fedad_tutorial.csvio import find_node_csvs
+from fedad_tutorial.data import train_test_split
+from fedad_tutorial.datasets import Hospital, export_hospitals, wdbc_hospitals
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, fedavg, run_federated
 from fedad_tutorial.metrics import roc_auc
 
 #: Trimmed share used by the ``trimmed`` variants (above the expected ~3-5 % contamination).
 TRIM = 0.1
-#: The neural configuration shared by every AE/VAE method (the course defaults; loop engine).
+#: The neural configuration shared by the library's AE/VAE methods (the course's reference; loop engine).
 BASE = FederatedConfig(seed=42)
+#: ``fedad simulate``'s default number of rounds (the command line's budget on node CSVs).
+SIMULATE_ROUNDS = 10
 
-Scorer = Callable[[Sequence[Split], int], np.ndarray]  # (splits, seed) -> scores of the pooled test rows
+Scorer = Callable[[Sequence[Hospital], int], np.ndarray]  # (hospitals, seed) -> scores of the pooled test rows
+
+
+def command_line_scores(hospitals: Sequence[Hospital], *flags: str) -> np.ndarray:
+    """Scores of the pooled held-out rows from ``fedad simulate`` + ``fedad score``, run as a user would.
+
+    The hospitals are exported to node CSVs in a temporary folder; ``flags`` are added to
+    ``fedad simulate`` (none: every default).
+    """
+    from fedad_tutorial.cli import main as fedad
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_dir, test_dir = export_hospitals(list(hospitals), tmp)
+        run_dir, scores = Path(tmp) / "run", []
+        with contextlib.redirect_stdout(io.StringIO()):
+            commands = [["simulate", "--data-dir", str(train_dir), "--output-dir", str(run_dir), "--quiet", *flags]]
+            commands += [["score", "--model", str(run_dir / "model.pt"), "--data", str(path),
+                          "--output", str(Path(tmp) / f"scores_{path.stem}.csv")] for path in find_node_csvs(test_dir)]
+            for command in commands:
+                if (code := fedad(command)) != 0:
+                    raise RuntimeError(f"fedad {' '.join(command)} exited with {code}")
+        for path in find_node_csvs(test_dir):
+            scores.append(pd.read_csv(Path(tmp) / f"scores_{path.stem}.csv")["score"].to_numpy(np.float64))
+    return np.concatenate(scores)
+
+
+def _command_line(*flags: str) -> Scorer:
+    return lambda hospitals, seed: command_line_scores(hospitals, *flags)
 
 
 def _neural(mode: str, **overrides) -> Scorer:
     config = replace(BASE, **overrides)
 
-    def score(splits: Sequence[Split], seed: int) -> np.ndarray:
+    def score(hospitals: Sequence[Hospital], seed: int) -> np.ndarray:
+        splits = [h.split() for h in hospitals]
         result = run_federated(splits, config, mode=mode, progress=False)
         if mode == "local":  # each hospital's own model on its own held-out rows
             return np.concatenate([result.client_detectors[s.name].score_samples(s.test) for s in splits])
@@ -51,13 +93,20 @@ def _neural(mode: str, **overrides) -> Scorer:
 
 
 def _pooled(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) -> Scorer:
-    def score(splits: Sequence[Split], seed: int) -> np.ndarray:
-        return fn(np.concatenate([s.train for s in splits]), np.concatenate([s.test for s in splits]), seed)
+    def score(hospitals: Sequence[Hospital], seed: int) -> np.ndarray:
+        return fn(np.concatenate([h.train.features for h in hospitals]),
+                  np.concatenate([h.test.features for h in hospitals]), seed)
 
     return score
 
 
+#: The row of the command line with all defaults (the issue's target row).
+COMMAND_LINE = "`fedad simulate` + `fedad score`, all defaults (10 rounds, trim 0.1)"
+
 METHODS: dict[str, Scorer] = {
+    COMMAND_LINE: _command_line(),
+    "same, `--trim 0` (plain training)": _command_line("--trim", "0"),
+    "same, `--rounds 30` (3x the budget)": _command_line("--rounds", "30"),
     "federated AE": _neural("federated"),
     "federated AE, trimmed": _neural("federated", trim=TRIM),
     "centralized AE": _neural("centralized"),
@@ -66,6 +115,7 @@ METHODS: dict[str, Scorer] = {
     "federated VAE": _neural("federated", model="vae"),
     "federated VAE, trimmed": _neural("federated", model="vae", trim=TRIM),
     "centralized VAE, trimmed": _neural("centralized", model="vae", trim=TRIM),
+    "scaled norm (no training)": _pooled(lambda tr, te, s: norm_scores(tr, te)),
     "PCA reconstruction (3 comp.)": _pooled(lambda tr, te, s: pca_scores(tr, te, 3, "reconstruction")),
     "PCA latent Mahalanobis (3 comp.)": _pooled(lambda tr, te, s: pca_scores(tr, te, 3, "latent")),
     "isolation forest (centralized)": _pooled(lambda tr, te, s: isolation_forest_scores(tr, te, s)),
@@ -76,20 +126,52 @@ def compare(seeds: Sequence[int], methods: Sequence[str] | None = None, **federa
     """ROC-AUC of each method on each seed's WDBC federation (pooled held-out rows).
 
     Args:
-        seeds: the random splits (:func:`~fedad_tutorial.datasets.wdbc_federation` seeds).
+        seeds: the random splits (:func:`~fedad_tutorial.datasets.wdbc_hospitals` seeds).
         methods: keys of :data:`METHODS` (default: all).
-        **federation: passed to :func:`~fedad_tutorial.datasets.wdbc_federation`.
+        **federation: passed to :func:`~fedad_tutorial.datasets.wdbc_hospitals`.
 
     Returns:
         One row per seed and method: ``seed, method, roc_auc``.
     """
     rows = []
     for seed in seeds:
-        splits = wdbc_federation(seed=seed, **federation)
-        labels = np.concatenate([s.test_labels for s in splits])
+        hospitals = wdbc_hospitals(seed=seed, **federation)
+        labels = np.concatenate([h.test.labels for h in hospitals])
         for name in methods or METHODS:
             rows.append({"seed": seed, "method": name,
-                         "roc_auc": roc_auc(labels, METHODS[name](splits, seed))})
+                         "roc_auc": roc_auc(labels, METHODS[name](hospitals, seed))})
+    return pd.DataFrame(rows)
+
+
+def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: FederatedConfig = RECOMMENDED,
+                 test_fraction: float = 0.3) -> pd.DataFrame:
+    """Round by round: the ROC-AUC on the held-out test rows and the loss on unlabelled validation rows.
+
+    Trains as ``fedad simulate`` does (``test_fraction`` of each hospital's training rows kept back,
+    same seeds) and records the global weights after every round through the ``aggregator`` hook.
+    The validation loss is the mean score of the kept-back rows (the AE's score is its loss); it
+    needs no labels, so it is what an early-stopping rule could watch.
+
+    Returns:
+        One row per round: ``round, roc_auc, validation_loss``.
+    """
+    splits = [train_test_split(h.train, test_fraction, seed=config.seed + k) for k, h in enumerate(hospitals)]
+    states: list[dict[str, torch.Tensor]] = []
+
+    def recording_fedavg(global_state, client_states, weights, rnd):
+        states.append(fedavg(client_states, weights))
+        return states[-1]
+
+    detector = run_federated(splits, replace(config, rounds=rounds), progress=False,
+                             aggregator=recording_fedavg).detector
+    test = np.concatenate([h.test.features for h in hospitals])
+    labels = np.concatenate([h.test.labels for h in hospitals])
+    validation = np.concatenate([s.test for s in splits])
+    rows = []
+    for rnd, state in enumerate(states, start=1):
+        detector.model.load_state_dict(state)
+        rows.append({"round": rnd, "roc_auc": roc_auc(labels, detector.score_samples(test)),
+                     "validation_loss": float(detector.score_samples(validation).mean())})
     return pd.DataFrame(rows)
 
 

@@ -92,6 +92,16 @@ class FederatedConfig:
         return {**asdict(self), "hidden": list(self.hidden)}
 
 
+#: The command line's defaults (``fedad run``, ``simulate``, ``server``): the reference configuration
+#: plus what suits real, unlabelled data. ``threshold="local"``: each client flags against its own
+#: score distribution; ``engine="vectorized"``: same numbers as the loop, faster; ``trim=0.1``: each
+#: step leaves the batch's highest-loss 10 % out, so the few anomalies hidden in unlabelled training
+#: rows are not learned (chapter 13: WDBC ROC-AUC 0.897 -> 0.955 at ``simulate``'s 10 rounds, while
+#: the synthetic federation keeps ROC-AUC >= 0.97 and F1 >= 0.85). The course's chapters start from
+#: the plain :class:`FederatedConfig` so that each lesson adds one idea; the rounds differ per command.
+RECOMMENDED = FederatedConfig(threshold="local", engine="vectorized", trim=0.1)
+
+
 @dataclass
 class FederationResult:
     """What a run returns: the tidy per-round, per-client history and the trained detector(s)."""

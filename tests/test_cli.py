@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
 from fedad_tutorial import __version__
-from fedad_tutorial.cli import main
+from fedad_tutorial.cli import build_parser, config_from_args, main
+from fedad_tutorial.federated import RECOMMENDED
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +114,24 @@ def test_bad_flag_values_exit_2_in_one_line(tmp_path, capsys):
 
 
 def test_simulate_with_trim(flow, tmp_path, capsys):
-    """``--trim`` reaches the run's config (default engine: vectorized); out of [0, 0.5) it exits 2."""
-    _, data, _ = flow
-    run = tmp_path / "trimmed"
-    assert main(["simulate", "--data-dir", str(data), "--trim", "0.1", "--rounds", "1", "--local-epochs", "1",
-                 "--output-dir", str(run), "--quiet"]) == 0
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["config"]["trim"] == 0.1 and summary["config"]["rounds"] == 1
+    """``--trim`` reaches the run's config (default 0.1; 0 trains plainly); out of [0, 0.5) it exits 2."""
+    _, data, run = flow
+    assert json.loads((run / "summary.json").read_text())["config"]["trim"] == 0.1
+    plain = tmp_path / "plain"
+    assert main(["simulate", "--data-dir", str(data), "--trim", "0", "--rounds", "1", "--local-epochs", "1",
+                 "--output-dir", str(plain), "--quiet"]) == 0
+    summary = json.loads((plain / "summary.json").read_text())
+    assert summary["config"]["trim"] == 0.0 and summary["config"]["rounds"] == 1
     _expect_user_error(capsys, ["simulate", "--data-dir", str(data), "--trim", "0.6", "--output-dir",
                                 str(tmp_path / "o")], tmp_path / "o", "must be in [0, 0.5), got 0.6")
+
+
+def test_defaults_are_the_recommended_configuration():
+    """One place defines the command line's defaults: ``federated.RECOMMENDED`` (rounds differ per command)."""
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["run"])) == replace(RECOMMENDED, rounds=30)
+    assert config_from_args(parser.parse_args(["simulate"])) == replace(RECOMMENDED, rounds=10)
+    assert config_from_args(parser.parse_args(["server", "--insecure"])) == replace(RECOMMENDED, rounds=10)
 
 
 def test_version_and_help_via_the_console_script():

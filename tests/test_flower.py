@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv, write_node_csv
 from fedad_tutorial.data import make_cloud_federation, train_test_split
-from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.flower.certs import generate_test_certificates
 from fedad_tutorial.flower.deploy import Processes, _children, free_port
 
@@ -61,7 +62,7 @@ def _reference(data: Path, names: list[str], rounds: int) -> pd.DataFrame:
     """`fedad simulate` on the same CSVs (the loop engine, like the Flower clients)."""
     nodes = [read_node_csv(data / f"{n}.csv") for n in names]
     splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
-    config = FederatedConfig(rounds=rounds, local_epochs=1, batch_size=32, threshold="local", engine="loop")
+    config = replace(RECOMMENDED, rounds=rounds, local_epochs=1, batch_size=32, engine="loop")  # TRAIN's flags
     return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False).history
 
 
@@ -205,11 +206,14 @@ def test_trim_reaches_the_clients_local_training(tmp_path):
     from fedad_tutorial.flower.deploy import write_app
     from fedad_tutorial.flower.settings import FlowerSettings, config_from_message, message_config
 
-    settings = FlowerSettings(config=FederatedConfig(trim=0.1, threshold="local"))
+    settings = FlowerSettings(config=FederatedConfig(trim=0.2, threshold="local"))
     run_config = settings.to_run_config()
-    assert run_config["fl-trim"] == 0.1
+    assert run_config["fl-trim"] == 0.2
     assert FlowerSettings.from_run_config(run_config) == settings
     app = tomllib.loads((write_app(tmp_path / "app", settings) / "pyproject.toml").read_text())
-    assert FlowerSettings.from_run_config(app["tool"]["flwr"]["app"]["config"]).config.trim == 0.1
-    assert config_from_message(message_config(settings, 1)).training.trim == 0.1
-    assert config_from_message(message_config(FlowerSettings(), 1)).training.trim == 0.0
+    assert FlowerSettings.from_run_config(app["tool"]["flwr"]["app"]["config"]).config.trim == 0.2
+    assert config_from_message(message_config(settings, 1)).training.trim == 0.2
+    # the defaults are the command line's (trimmed); a plain configuration trains untrimmed
+    assert config_from_message(message_config(FlowerSettings(), 1)).training.trim == RECOMMENDED.trim == 0.1
+    plain = FlowerSettings(config=FederatedConfig(threshold="local"))
+    assert config_from_message(message_config(plain, 1)).training.trim == 0.0

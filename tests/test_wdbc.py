@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedad_tutorial.comparison import compare
+from fedad_tutorial.comparison import COMMAND_LINE, budget_curve, command_line_scores, compare
 from fedad_tutorial.csvio import find_node_csvs, read_node_csv
 from fedad_tutorial.datasets import export_hospitals, wdbc_federation, wdbc_hospitals
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.metrics import roc_auc
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.training import LocalTraining, batch_loss
 
@@ -59,3 +60,35 @@ def test_trimming_lifts_the_federated_ae_on_wdbc():
     assert auc["federated AE, trimmed"] >= auc["federated AE"] + 0.05
     assert auc["federated AE, trimmed"] >= 0.88
     assert auc["isolation forest (centralized)"] >= 0.92
+
+
+def test_default_command_line_flow_beats_isolation_forest():
+    """The issue's target, on the table's 5 splits: ``fedad simulate`` + ``fedad score`` with every default
+    reach mean ROC-AUC >= 0.94 and at least the isolation forest's (measured: 0.955 vs 0.948)."""
+    forest = "isolation forest (centralized)"
+    results = compare(range(5), [COMMAND_LINE, forest])
+    assert np.isfinite(results["roc_auc"]).all()
+    auc = results.groupby("method")["roc_auc"].mean()
+    assert auc[COMMAND_LINE] >= 0.94
+    assert auc[COMMAND_LINE] >= auc[forest]
+
+
+def test_budget_curve_shows_loss_falling_while_detection_decays():
+    """Longer training keeps lowering the unlabelled validation loss (so loss-based early stopping would not
+    stop) while the held-out ROC-AUC falls (measured on seed 0: 0.96 at round 10, 0.92 at round 60)."""
+    curve = budget_curve(wdbc_hospitals(seed=0), rounds=60)
+    assert list(curve["round"]) == list(range(1, 61)) and np.isfinite(curve.to_numpy()).all()
+    loss = curve["validation_loss"].to_numpy()
+    assert loss[-1] < 0.5 * loss[9] and np.all(np.diff(loss) < 0.01)
+    auc = curve.set_index("round")["roc_auc"]
+    assert auc[10] >= auc[60] + 0.02
+
+
+def test_tiny_hospitals_train_without_nan():
+    """Ten hospitals of ~28 rows (about 20 left after `simulate`'s hold-out, fewer than one batch): the
+    default flow still trains, with finite scores and a useful ranking (measured ROC-AUC 0.956)."""
+    hospitals = wdbc_hospitals(num_hospitals=10, seed=0)
+    assert max(h.train.num_rows for h in hospitals) <= 30
+    scores = command_line_scores(hospitals)
+    assert np.isfinite(scores).all()
+    assert roc_auc(np.concatenate([h.test.labels for h in hospitals]), scores) >= 0.9

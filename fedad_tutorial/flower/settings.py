@@ -8,13 +8,13 @@ message's ``ConfigRecord`` (:func:`message_config`); clients read it back with
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 from flwr.app import ConfigRecord
 
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import FederatedConfig
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import LocalTraining
@@ -34,7 +34,7 @@ class FlowerRunError(RuntimeError):
 class FlowerSettings:
     """A Flower run: the federated configuration plus what only a real deployment needs."""
 
-    config: FederatedConfig = field(default_factory=lambda: FederatedConfig(threshold="local"))
+    config: FederatedConfig = RECOMMENDED  # the command line's defaults (frozen, so safe to share)
     test_fraction: float = 0.3
     min_clients: int = 2
     wait_timeout: float = 120.0  # seconds to wait for ``min_clients`` nodes to connect
@@ -67,7 +67,7 @@ class FlowerSettings:
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FlowerSettings:
-        base = FederatedConfig()
+        base = RECOMMENDED  # keys missing from the run config keep the command line's defaults
         kwargs = {}
         for key, default in asdict(base).items():
             raw = run_config.get(f"fl-{key.replace('_', '-')}")
