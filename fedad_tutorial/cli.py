@@ -19,10 +19,10 @@ import pandas as pd
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.csvio import find_node_csvs, read_node_csv, write_node_csv
-from fedad_tutorial.data import NodeData, make_cloud_federation, train_test_split
+from fedad_tutorial.data import NodeData, hold_out, make_cloud_federation
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import ENGINES, RECOMMENDED, FederatedConfig, run_federated
+from fedad_tutorial.federated import ENGINES, RECOMMENDED, FederatedConfig, round_means, run_federated
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.plots import plot_f1_per_round, save_figure
 from fedad_tutorial.runs import MODEL_FILE, write_run
@@ -202,7 +202,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 
     def on_round(rnd: int, frame: pd.DataFrame) -> None:
         if not quiet:
-            tqdm.write(_format_row(str(rnd), frame.mean(numeric_only=True).to_dict()))
+            tqdm.write(_format_row(str(rnd), round_means(frame)))
 
     if not quiet:
         labelled = all(s.test_labels is not None for s in splits)
@@ -211,21 +211,12 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
               f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
         print(_header("round"))
     result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
-    final = result.final_round()
-    summary = {
-        "config": config.to_dict(),
-        "data": data_description,
-        "global_threshold": result.detector.threshold,
-        "score_method": result.detector.score_method,
-        "final_round_mean": result.summary(),
-        "final_round_per_client": final.drop(columns=["round"]).to_dict(orient="records"),
-    }
-    write_run(output_dir, result.detector, result.history, summary)
+    write_run(output_dir, result, data_description)
     if not quiet:
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
         print(_header("client", 10))
-        for record in final.to_dict(orient="records"):
+        for record in result.final_round().to_dict(orient="records"):
             print(_format_row(record["client"], record, 10))
         print(_format_row("mean", result.summary(), 10))
     return result
@@ -258,13 +249,17 @@ def _read_federation(data_dir: Path) -> list[NodeData]:
     return nodes
 
 
+def _hold_out(nodes: list[NodeData], source: str, args: argparse.Namespace) -> tuple[list, dict]:
+    """The clients' splits (``data.hold_out``) and the run's data description, for run/simulate."""
+    description = {"source": source, "clients": [n.name for n in nodes], "rows": [n.num_rows for n in nodes],
+                   "features": nodes[0].feature_names, "test_fraction": args.test_fraction}
+    return hold_out(nodes, args.test_fraction, args.seed), description
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     nodes = _read_federation(args.data_dir)
-    splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
-    description = {"source": str(args.data_dir), "clients": [n.name for n in nodes],
-                   "rows": [n.num_rows for n in nodes], "features": nodes[0].feature_names,
-                   "test_fraction": args.test_fraction}
+    splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
     print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
     return 0
@@ -273,10 +268,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
-    splits = [train_test_split(n, args.test_fraction, seed=args.seed + k) for k, n in enumerate(nodes)]
-    description = {"source": "make_cloud_federation (generated in memory)", "clients": [n.name for n in nodes],
-                   "rows": [n.num_rows for n in nodes], "features": nodes[0].feature_names,
-                   "test_fraction": args.test_fraction}
+    splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
     result = train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
     figure = save_figure(plot_f1_per_round(result.history), args.figures_dir / "f1_per_round.png")
     print(f"\nWrote {args.output_dir}/ and {figure}")

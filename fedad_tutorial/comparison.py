@@ -33,13 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fedad_tutorial.baselines import isolation_forest_scores, norm_scores, pca_scores
 from fedad_tutorial.csvio import find_node_csvs
-from fedad_tutorial.data import train_test_split
+from fedad_tutorial.data import hold_out
 from fedad_tutorial.datasets import Hospital, export_hospitals, wdbc_hospitals
-from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, fedavg, run_federated
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, RecordingAggregator, run_federated
 from fedad_tutorial.metrics import roc_auc
 
 #: Trimmed share used by the ``trimmed`` variants (above the expected ~3-5 % contamination).
@@ -62,17 +61,16 @@ def command_line_scores(hospitals: Sequence[Hospital], *flags: str) -> np.ndarra
 
     with tempfile.TemporaryDirectory() as tmp:
         train_dir, test_dir = export_hospitals(list(hospitals), tmp)
-        run_dir, scores = Path(tmp) / "run", []
+        run_dir = Path(tmp) / "run"
+        outputs = {path: Path(tmp) / f"scores_{path.stem}.csv" for path in find_node_csvs(test_dir)}
+        commands = [["simulate", "--data-dir", str(train_dir), "--output-dir", str(run_dir), "--quiet", *flags]]
+        commands += [["score", "--model", str(run_dir / "model.pt"), "--data", str(path), "--output", str(out)]
+                     for path, out in outputs.items()]
         with contextlib.redirect_stdout(io.StringIO()):
-            commands = [["simulate", "--data-dir", str(train_dir), "--output-dir", str(run_dir), "--quiet", *flags]]
-            commands += [["score", "--model", str(run_dir / "model.pt"), "--data", str(path),
-                          "--output", str(Path(tmp) / f"scores_{path.stem}.csv")] for path in find_node_csvs(test_dir)]
             for command in commands:
                 if (code := fedad(command)) != 0:
                     raise RuntimeError(f"fedad {' '.join(command)} exited with {code}")
-        for path in find_node_csvs(test_dir):
-            scores.append(pd.read_csv(Path(tmp) / f"scores_{path.stem}.csv")["score"].to_numpy(np.float64))
-    return np.concatenate(scores)
+        return np.concatenate([pd.read_csv(out)["score"].to_numpy(np.float64) for out in outputs.values()])
 
 
 def _command_line(*flags: str) -> Scorer:
@@ -150,28 +148,23 @@ def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: Federa
                  test_fraction: float = 0.3) -> pd.DataFrame:
     """Round by round: the ROC-AUC on the held-out test rows and the loss on unlabelled validation rows.
 
-    Trains as ``fedad simulate`` does (``test_fraction`` of each hospital's training rows kept back,
-    same seeds) and records the global weights after every round through the ``aggregator`` hook.
+    Trains as ``fedad simulate`` does (``test_fraction`` of each hospital's training rows kept back by
+    :func:`~fedad_tutorial.data.hold_out`) and records the global weights after every round with a
+    :class:`~fedad_tutorial.federated.RecordingAggregator`.
     The validation loss is the mean score of the kept-back rows (the AE's score is its loss); it
     needs no labels, so it is what an early-stopping rule could watch.
 
     Returns:
         One row per round: ``round, roc_auc, validation_loss``.
     """
-    splits = [train_test_split(h.train, test_fraction, seed=config.seed + k) for k, h in enumerate(hospitals)]
-    states: list[dict[str, torch.Tensor]] = []
-
-    def recording_fedavg(global_state, client_states, weights, rnd):
-        states.append(fedavg(client_states, weights))
-        return states[-1]
-
-    detector = run_federated(splits, replace(config, rounds=rounds), progress=False,
-                             aggregator=recording_fedavg).detector
+    splits = hold_out([h.train for h in hospitals], test_fraction, config.seed)
+    recorder = RecordingAggregator()
+    detector = run_federated(splits, replace(config, rounds=rounds), progress=False, aggregator=recorder).detector
     test = np.concatenate([h.test.features for h in hospitals])
     labels = np.concatenate([h.test.labels for h in hospitals])
     validation = np.concatenate([s.test for s in splits])
     rows = []
-    for rnd, state in enumerate(states, start=1):
+    for rnd, state in enumerate(recorder.states, start=1):
         detector.model.load_state_dict(state)
         rows.append({"round": rnd, "roc_auc": roc_auc(labels, detector.score_samples(test)),
                      "validation_loss": float(detector.score_samples(validation).mean())})

@@ -375,3 +375,12 @@ def train_test_split(node: NodeData, test_fraction: float = 0.3, seed: int = 42)
         name=node.name, train=node.features[train_idx], test=node.features[test_idx],
         test_labels=pick(node.labels, test_idx), test_types=pick(node.anomaly_types, test_idx),
     )
+
+
+def hold_out(nodes: list[NodeData], test_fraction: float = 0.3, seed: int = 42) -> list[Split]:
+    """Each node's :func:`train_test_split`, node ``k`` (counting from 0) with seed ``seed + k``.
+
+    The convention of ``fedad simulate`` and ``fedad run`` (and of the Flower client started with
+    ``--node-id k+1``), so that anything following it sees the command line's rows.
+    """
+    return [train_test_split(node, test_fraction, seed=seed + k) for k, node in enumerate(nodes)]

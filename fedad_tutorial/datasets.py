@@ -103,11 +103,6 @@ def wdbc_hospitals(num_hospitals: int = 3, test_benign: int = 90, test_malignant
     return hospitals
 
 
-def wdbc_federation(seed: int = 0, **kwargs) -> list[Split]:
-    """The hospitals of :func:`wdbc_hospitals` as splits for :func:`~fedad_tutorial.federated.run_federated`."""
-    return [h.split() for h in wdbc_hospitals(seed=seed, **kwargs)]
-
-
 def export_hospitals(hospitals: list[Hospital], output_dir: str | Path) -> tuple[Path, Path]:
     """Write ``output_dir/train/node_k.csv`` (training rows) and ``output_dir/test/node_k.csv`` (held out).
 

@@ -64,15 +64,19 @@ class Detector:
         raise UserError(f"{source}: feature columns do not match the model's "
                         f"{len(self.feature_names)} features ({detail})")
 
-    @torch.no_grad()
-    def score_samples(self, features: np.ndarray) -> np.ndarray:
-        """One anomaly score per row, higher = more anomalous."""
+    def scaled(self, features: np.ndarray) -> torch.Tensor:
+        """Raw rows as the model sees them: checked for the model's width, scaled, float32."""
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise UserError(f"expected rows with {len(self.feature_names)} features, got shape {x.shape}")
+        return torch.from_numpy(self.scaler.transform(x))
+
+    @torch.no_grad()
+    def score_samples(self, features: np.ndarray) -> np.ndarray:
+        """One anomaly score per row, higher = more anomalous."""
+        x = self.scaled(features)
         self.model.eval()
-        scores = self.model.score(torch.from_numpy(self.scaler.transform(x)), self.score_method)
-        return scores.numpy().astype(np.float64)
+        return self.model.score(x, self.score_method).numpy().astype(np.float64)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """1 for rows whose score is above the threshold, else 0."""

@@ -150,6 +150,11 @@ def psi(reference: np.ndarray, recent: np.ndarray, bins: int = 10, eps: float = 
     inner = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
     p = np.bincount(np.searchsorted(inner, reference, side="right"), minlength=bins) / reference.size
     q = np.bincount(np.searchsorted(inner, recent, side="right"), minlength=bins) / recent.size
+    return _psi_of_shares(p, q, eps)
+
+
+def _psi_of_shares(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
+    """``sum((q - p) * ln(q / p))`` of bin shares ``p`` (reference) and ``q`` (recent), floored at ``eps``."""
     p, q = np.maximum(p, eps), np.maximum(q, eps)
     return float(np.sum((q - p) * np.log(q / p)))
 
@@ -198,8 +203,7 @@ def histogram_drift(reference: ScoreHistogram, recent: ScoreHistogram, bins: int
     group = np.searchsorted(cuts, np.arange(cdf_ref.size), side="left")
     p = np.bincount(group, weights=reference.counts, minlength=bins) / n
     q = np.bincount(group, weights=recent.counts, minlength=bins) / m
-    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
-    return DriftTest(d, p_value, float(np.sum((q - p) * np.log(q / p))))
+    return DriftTest(d, p_value, _psi_of_shares(p, q))
 
 
 def alarm_rate_per_window(scores: np.ndarray, threshold: float | np.ndarray, window: int,

@@ -56,11 +56,8 @@ def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
     For an autoencoder (and a VAE scored by ``"reconstruction"``) the row mean equals
     ``detector.score_samples(rows)``: the errors are an exact decomposition of the score.
     """
-    x = np.asarray(rows, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != len(detector.feature_names):
-        raise UserError(f"expected rows with {len(detector.feature_names)} features, got shape {x.shape}")
+    scaled = detector.scaled(rows)
     detector.model.eval()
-    scaled = torch.from_numpy(detector.scaler.transform(x))
     return ((detector.model(scaled) - scaled) ** 2).numpy().astype(np.float64)
 
 
@@ -70,7 +67,7 @@ def gradient_x_input(detector: Detector, rows: np.ndarray) -> np.ndarray:
     A first-order attribution: positive where a metric's value pushes the score up. Unlike
     :func:`feature_errors` it does not sum to the score.
     """
-    x = torch.from_numpy(detector.scaler.transform(np.asarray(rows, dtype=np.float32))).requires_grad_(True)
+    x = detector.scaled(rows).requires_grad_(True)
     detector.model.eval()
     detector.model.score(x, detector.score_method).sum().backward()
     return (x.grad * x).detach().numpy().astype(np.float64)

@@ -116,9 +116,16 @@ class FederationResult:
 
     def summary(self) -> dict:
         """Mean over clients of the final round's metrics (NaN-aware)."""
-        last = self.final_round()
-        cols = ["loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr"]
-        return {c: _nanmean(last[c]) for c in cols if c in last}
+        return round_means(self.final_round())
+
+
+#: The history columns averaged over clients in summaries and per-round progress.
+SUMMARY_COLUMNS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr")
+
+
+def round_means(records: pd.DataFrame, columns: Sequence[str] = SUMMARY_COLUMNS) -> dict[str, float]:
+    """NaN-aware means over clients of the ``columns`` present in ``records`` (NaN if none is finite)."""
+    return {c: _nanmean(records[c]) for c in columns if c in records}
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -156,6 +163,24 @@ def fedavg_aggregator(global_state: dict[str, torch.Tensor], states: list[dict[s
                       weights: list[float], round_idx: int) -> dict[str, torch.Tensor]:
     """FedAvg as an :data:`Aggregator` (the default of :func:`run_federated`)."""
     return fedavg(states, weights)
+
+
+class RecordingAggregator:
+    """Wrap an :data:`Aggregator` and keep a copy of the global weights it returns each round.
+
+    ``states[r - 1]`` holds the global weights after round ``r``; pass the wrapper as
+    ``run_federated(..., aggregator=recorder)`` and evaluate any round afterwards.
+    """
+
+    def __init__(self, aggregator: Aggregator = fedavg_aggregator) -> None:
+        self.aggregator = aggregator
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, global_state: dict[str, torch.Tensor], states: list[dict[str, torch.Tensor]],
+                 weights: list[float], round_idx: int) -> dict[str, torch.Tensor]:
+        new = self.aggregator(global_state, states, weights, round_idx)
+        self.states.append({k: v.detach().clone() for k, v in new.items()})
+        return new
 
 
 def loop_engine(global_model: nn.Module, client_rows: list[torch.Tensor], client_ids: list[int],

@@ -82,7 +82,9 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[Axes, Axes] | None = None) -> Figure:
     """ROC and precision-recall curves of one or more scorers on the same labelled rows."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from fedad_tutorial.metrics import average_precision, roc_auc
 
     if axes is None:
         fig = Figure(figsize=(10, 4), layout="constrained")
@@ -91,9 +93,9 @@ def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[A
     roc_ax, pr_ax = axes
     for name, s in scores.items():
         fpr, tpr, _ = roc_curve(labels, s)
-        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(labels, s):.3f})")
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(labels, s):.3f})")
         precision, recall, _ = precision_recall_curve(labels, s)
-        pr_ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(labels, s):.3f})")
+        pr_ax.plot(recall, precision, label=f"{name} (AP {average_precision(labels, s):.3f})")
     roc_ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1)
     roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate (recall)", title="ROC curve")
     pr_ax.axhline(float(np.mean(labels)), color="grey", ls=":", lw=1)

@@ -11,9 +11,9 @@ Aggregator` s for :func:`~fedad_tutorial.federated.run_federated` that limit one
 
 :func:`scaled_update_attack` is an :data:`~fedad_tutorial.federated.UpdateHook` that turns one
 client malicious (model poisoning: it sends ``global + factor * (its weights - global)``).
-:class:`RecordingAggregator` keeps the global weights of every round, and :func:`type_recall`
-measures how many held-out rows of one anomaly type a model flags, so a notebook can follow an
-attack round by round.
+:func:`type_recall` measures how many held-out rows of one anomaly type a model flags; with
+:class:`~fedad_tutorial.federated.RecordingAggregator`, which keeps the global weights of every
+round, a notebook can follow an attack round by round.
 
 >>> g = {"w": torch.zeros(3)}
 >>> states = [{"w": torch.tensor([1.0, 2.0, 3.0])}, {"w": torch.tensor([2.0, 2.0, 2.0])},
@@ -141,24 +141,6 @@ def scaled_update_attack(client: int, factor: float) -> UpdateHook:
                 .to(state[k].dtype) for k in global_state}
 
     return attack
-
-
-class RecordingAggregator:
-    """Wrap an :data:`Aggregator` and keep a copy of the global weights it returns each round.
-
-    ``states[r - 1]`` holds the global weights after round ``r``; pass the wrapper as
-    ``run_federated(..., aggregator=recorder)`` and evaluate any round afterwards.
-    """
-
-    def __init__(self, aggregator: Aggregator) -> None:
-        self.aggregator = aggregator
-        self.states: list[StateDict] = []
-
-    def __call__(self, global_state: StateDict, states: list[StateDict], weights: list[float],
-                 round_idx: int) -> StateDict:
-        new = self.aggregator(global_state, states, weights, round_idx)
-        self.states.append({k: v.detach().clone() for k, v in new.items()})
-        return new
 
 
 def type_recall(model: nn.Module, splits: Sequence[Split], scaler: Scaler, anomaly_type: str,

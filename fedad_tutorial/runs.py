@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_dir
-from fedad_tutorial.detector import Detector
+from fedad_tutorial.federated import FederationResult
 from fedad_tutorial.plots import plot_f1_per_round, save_figure
 
 MODEL_FILE = "model.pt"
@@ -30,14 +30,28 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, detector: Detector, history, summary: dict) -> Path:
-    """Write a complete run folder to ``output_dir`` (replacing an older one only on success)."""
+def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
+    """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
+
+    ``summary.json`` holds the configuration, ``data`` (a description of the clients' data), the
+    saved threshold and score method, the final round's means and rows, then ``extra`` entries.
+    """
     output_dir = Path(output_dir)
+    detector, history = result.detector, result.history
+    summary = {
+        "fedad_tutorial_version": __version__,
+        "config": result.config.to_dict(),
+        "data": data,
+        "global_threshold": detector.threshold,
+        "score_method": detector.score_method,
+        "final_round_mean": result.summary(),
+        "final_round_per_client": result.final_round().drop(columns=["round"]).to_dict(orient="records"),
+        **extra,
+    }
     with atomic_dir(output_dir) as tmp:
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
-        payload = {"fedad_tutorial_version": __version__, **summary}
-        (tmp / "summary.json").write_text(json.dumps(_clean(payload), indent=2) + "\n")
+        (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         if "f1" in history and history["f1"].notna().any():
             save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
     return output_dir

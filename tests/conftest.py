@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedad_tutorial.data import make_cloud_federation, train_test_split
+from fedad_tutorial.data import hold_out, make_cloud_federation
 from fedad_tutorial.federated import FederatedConfig, run_federated
 
 torch.set_num_threads(1)
@@ -13,8 +13,7 @@ torch.set_num_threads(1)
 
 def default_splits(seed: int = 42):
     """The `fedad run` federation: 10 generated nodes, 30% of each held out (same seeds as the CLI)."""
-    nodes = make_cloud_federation(seed=seed)
-    return [train_test_split(n, 0.3, seed=seed + k) for k, n in enumerate(nodes)]
+    return hold_out(make_cloud_federation(seed=seed), 0.3, seed)
 
 
 @pytest.fixture(scope="session")

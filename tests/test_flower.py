@@ -20,7 +20,7 @@ import pytest
 
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv, write_node_csv
-from fedad_tutorial.data import make_cloud_federation, train_test_split
+from fedad_tutorial.data import hold_out, make_cloud_federation
 from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.flower.certs import generate_test_certificates
 from fedad_tutorial.flower.deploy import Processes, _children, free_port
@@ -61,7 +61,7 @@ def _log(tmp_path: Path, name: str) -> str:
 def _reference(data: Path, names: list[str], rounds: int) -> pd.DataFrame:
     """`fedad simulate` on the same CSVs (the loop engine, like the Flower clients)."""
     nodes = [read_node_csv(data / f"{n}.csv") for n in names]
-    splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
+    splits = hold_out(nodes, 0.3, 42)
     config = replace(RECOMMENDED, rounds=rounds, local_epochs=1, batch_size=32, engine="loop")  # TRAIN's flags
     return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False).history
 
@@ -169,14 +169,14 @@ import json, sys, time
 import torch
 torch.set_num_threads(1)
 from fedad_tutorial.csvio import read_node_csv
-from fedad_tutorial.data import train_test_split
+from fedad_tutorial.data import hold_out
 from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.flower.settings import FlowerSettings
 from fedad_tutorial.flower.simulation import run_flower_simulation
 paths = sys.argv[1:]
 config = FederatedConfig(rounds=2, local_epochs=1, batch_size=32, threshold="global", engine="loop")
 nodes = [read_node_csv(p) for p in paths]
-splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
+splits = hold_out(nodes, 0.3, 42)
 ref = run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
 start = time.monotonic()
 fl = run_flower_simulation(paths, FlowerSettings(config=config, min_clients=len(paths)))

@@ -9,10 +9,9 @@ import torch
 
 from fedad_tutorial.data import make_cloud_federation, train_test_split
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import FederatedConfig, fedavg, fedavg_aggregator, run_federated
+from fedad_tutorial.federated import FederatedConfig, RecordingAggregator, fedavg, fedavg_aggregator, run_federated
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.robust import (
-    RecordingAggregator,
     clip_update,
     median_aggregator,
     norm_clipping_aggregator,

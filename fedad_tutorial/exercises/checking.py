@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -74,3 +75,10 @@ def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str
         expect(tuple(tensors[key].shape) == tuple(value.shape),
                f"{key}: expected shape {tuple(value.shape)}, got {tuple(tensors[key].shape)}")
     return tensors
+
+
+def as_float_tensor(value: object) -> torch.Tensor:
+    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64)
+    return torch.as_tensor(np.asarray(value, dtype=np.float64))

@@ -19,17 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.thresholds import percentile_threshold
-
-
-def _as_float_tensor(value: object) -> torch.Tensor:
-    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(value, dtype=np.float64))
 
 
 @exercise("Exercise 2.1: the reconstruction-error score")
@@ -46,7 +39,7 @@ def check_reconstruction_score(score_fn: Callable[[nn.Module, torch.Tensor], tor
         x = 2.0 * torch.randn(50, 7)
     with torch.no_grad():
         expected = model.score(x).to(torch.float64)
-        answer = _as_float_tensor(score_fn(model, x))
+        answer = as_float_tensor(score_fn(model, x))
         squared = (model(x) - x).to(torch.float64) ** 2
     expect(answer.shape == expected.shape,
            f"expected one score per row, shape {tuple(expected.shape)}, got {tuple(answer.shape)}: "

@@ -15,20 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
 from fedad_tutorial.models import ModelSpec
-
-
-def _as_float_tensor(value: object) -> torch.Tensor:
-    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(value, dtype=np.float64))
 
 
 @exercise("Exercise 3.1: the KL divergence to the prior")
@@ -43,7 +35,7 @@ def check_kl_divergence(kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tens
         mu = 1.5 * torch.randn(40, 6)
         logvar = torch.randn(40, 6)
     with torch.no_grad():
-        answer = _as_float_tensor(kl_fn(mu.clone(), logvar.clone()))
+        answer = as_float_tensor(kl_fn(mu.clone(), logvar.clone()))
     per_dim = kl_divergence(Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)).to(torch.float64)
     expected = per_dim.sum(dim=1)
     expect(answer.shape == expected.shape,
@@ -57,7 +49,7 @@ def check_kl_divergence(kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tens
     expect(torch.allclose(answer, expected, rtol=1e-4, atol=1e-6),
            "the values differ from the closed form 0.5 * sum(mu^2 + exp(logvar) - 1 - logvar) over "
            "the latent dimensions")
-    zero = _as_float_tensor(kl_fn(torch.zeros(2, 3), torch.zeros(2, 3)))
+    zero = as_float_tensor(kl_fn(torch.zeros(2, 3), torch.zeros(2, 3)))
     expect(torch.allclose(zero, torch.zeros(2, dtype=torch.float64), atol=1e-7),
            "the KL divergence of N(0, I) from itself must be 0")
 
@@ -115,8 +107,8 @@ def check_negative_elbo(score_fn: Callable[[nn.Module, torch.Tensor], torch.Tens
         x = 1.5 * torch.randn(30, 8)
         with torch.no_grad():
             expected = model.score(x, "elbo").to(torch.float64)
-            answer = _as_float_tensor(score_fn(model, x))
-            answer_again = _as_float_tensor(score_fn(model, x))
+            answer = as_float_tensor(score_fn(model, x))
+            answer_again = as_float_tensor(score_fn(model, x))
             mu, logvar = model.encode(x)
             recon = 0.5 * ((model.decoder(mu) - x) ** 2).sum(dim=1).to(torch.float64)
             kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(dim=1).to(torch.float64)

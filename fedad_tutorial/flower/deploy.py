@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from fedad_tutorial.errors import UserError
@@ -61,25 +62,23 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError("the process exited before it started listening")
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
-
-
 def _listening(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1.0):
             return True
     except OSError:
         return False
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError("the process exited before it started listening")
+        if _listening(host, port):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
 
 
 def _children(pid: int) -> list[int]:
@@ -212,7 +211,7 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
     home = state / "home"
     home.mkdir(parents=True)
     status, progress = state / "status.json", state / "progress.jsonl"
-    settings = _replace(settings, output_dir=str(output), status_file=str(status), progress_file=str(progress))
+    settings = replace(settings, output_dir=str(output), status_file=str(status), progress_file=str(progress))
     app_dir = write_app(state / "app", settings)
     root = (certificates / CA_CERT).resolve() if certificates is not None else None
     _write_connection(home, address, root)
@@ -264,12 +263,6 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
             target = output / "flower"
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(str(state), str(target))
-
-
-def _replace(settings: FlowerSettings, **changes) -> FlowerSettings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
 
 
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,

@@ -38,7 +38,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.detector import Detector
-from fedad_tutorial.federated import FederationResult, fedavg, sample_clients
+from fedad_tutorial.federated import FederationResult, fedavg, round_means, sample_clients
 from fedad_tutorial.flower.settings import (
     EVALUATE,
     HISTOGRAM,
@@ -208,9 +208,7 @@ class DetectorFedAvg(FedAvg):
             rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
         self.records += rows
         self.final_threshold = self._quantile(got, ok)
-        frame = pd.DataFrame(rows)
-        means = {c: float(np.nanmean(frame[c])) if frame[c].notna().any() else math.nan
-                 for c in ("loss", "threshold", "precision", "recall", "f1", "roc_auc") if c in frame}
+        means = round_means(pd.DataFrame(rows))
         if self.progress is not None:
             self.progress(server_round, means)
         return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
@@ -261,23 +259,14 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None) -> Federatio
     model.load_state_dict(result.arrays.to_torch_state_dict())
     threshold = strategy.final_threshold  # from the last round's evaluate replies
     detector = Detector(model.eval(), scaler, threshold, features, config.score_method)
-    history = pd.DataFrame(strategy.records)
-    fed = FederationResult(history, detector, {}, config)
+    fed = FederationResult(pd.DataFrame(strategy.records), detector, {}, config)
     if settings.output_dir:
-        final = fed.final_round()
-        summary = {
-            "config": config.to_dict(),
-            "data": {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
-                     "rows": [n.n_train + n.n_test for n in nodes], "features": features,
-                     "test_fraction": settings.test_fraction},
-            "global_threshold": detector.threshold,
-            "score_method": detector.score_method,
-            "final_round_mean": fed.summary(),
-            "final_round_per_client": final.drop(columns=["round"]).to_dict(orient="records"),
-            "flower": {"min_clients": settings.min_clients, "missing_clients": strategy.missing,
-                       "round_timeout": settings.round_timeout, "flower_node_ids": {n.name: n.node_id for n in nodes}},
-        }
-        write_run(settings.output_dir, detector, history, summary)
+        data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
+                "rows": [n.n_train + n.n_test for n in nodes], "features": features,
+                "test_fraction": settings.test_fraction}
+        flower = {"min_clients": settings.min_clients, "missing_clients": strategy.missing,
+                  "round_timeout": settings.round_timeout, "flower_node_ids": {n.name: n.node_id for n in nodes}}
+        write_run(settings.output_dir, fed, data, flower=flower)
     return fed
 
 
