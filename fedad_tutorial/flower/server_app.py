@@ -53,6 +53,8 @@ from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
 
 _FIRST = ["round", "client", "n_train", "n_test", "selected", "loss", "threshold", "alarm_rate"]
+#: The per-round means a deployment reports (progress lines, the round's MetricRecord).
+_PROGRESS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc")
 
 
 @dataclass
@@ -208,7 +210,7 @@ class DetectorFedAvg(FedAvg):
             rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
         self.records += rows
         self.final_threshold = self._quantile(got, ok)
-        means = round_means(pd.DataFrame(rows))
+        means = round_means(pd.DataFrame(rows), _PROGRESS)
         if self.progress is not None:
             self.progress(server_round, means)
         return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
