@@ -1,12 +1,17 @@
-"""Plots the course and the command line save to ``figures/``.
+"""Plots of the course and the command line.
 
 Functions draw on a Matplotlib ``Axes`` you pass in (so notebooks can compose them) or on a new
 figure; :func:`save_figure` writes a figure atomically. They use the object API, never pyplot's
 global state, so they work the same in a script, a test and a notebook.
+
+Notebooks show their figures inline and write nothing: :func:`course_figure` saves a figure under
+its README name only when ``FEDAD_FIGURES_DIR`` is set, which only the explicit command
+``python -m fedad_tutorial.exercises.figures`` does (it regenerates the README's images).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +26,22 @@ def figures_dir() -> Path:
     """The repository's ``figures/`` folder when run from a checkout, else ``./figures``."""
     repo = Path(__file__).resolve().parents[1]
     return repo / "figures" if (repo / "pyproject.toml").exists() else Path("figures")
+
+
+#: Set (to a folder) only by ``python -m fedad_tutorial.exercises.figures``: where course figures go.
+FIGURES_ENV = "FEDAD_FIGURES_DIR"
+
+
+def course_figure(fig: Figure, name: str) -> Figure:
+    """Return ``fig`` for inline display; also save it as ``$FEDAD_FIGURES_DIR/name`` if that is set.
+
+    A notebook cell ends with ``course_figure(fig, "02_error_histogram.png")``: running the course
+    leaves the repository untouched, and the README's images are regenerated only on purpose.
+    """
+    folder = os.environ.get(FIGURES_ENV, "").strip()
+    if folder:
+        save_figure(fig, Path(folder) / name)
+    return fig
 
 
 def new_axes(width: float = 7.0, height: float = 4.0) -> tuple[Figure, Axes]:
