@@ -10,7 +10,7 @@ test row, higher = more anomalous.
 - :func:`isolation_forest_scores`: scikit-learn's :class:`~sklearn.ensemble.IsolationForest`.
 - :func:`norm_scores`: the squared distance to the training mean in standardised units, no model
   at all. A detector that cannot beat it has learned nothing about the normal rows' structure
-  (the seed tutorial's pitfall, chapter 01); on data where anomalies are simply *large* (WDBC)
+  (the original tutorial's pitfall, chapter 01); on data where anomalies are simply *large* (WDBC)
   it is a strong baseline.
 
 >>> rng = np.random.default_rng(0)

@@ -98,7 +98,7 @@ def _pooled(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) -> Scorer:
     return score
 
 
-#: The row of the command line with all defaults (the issue's target row).
+#: The row of the command line with all defaults (the row the course's claim is about).
 COMMAND_LINE = "`fedad simulate` + `fedad score`, all defaults (10 rounds, trim 0.1)"
 
 METHODS: dict[str, Scorer] = {

@@ -1,4 +1,4 @@
-"""Synthetic data for the course: a structured cloud-activity federation and the seed's noise.
+"""Synthetic data for the course: a structured cloud-activity federation and the original tutorial's noise.
 
 Why two generators? An autoencoder detects anomalies by learning the *structure* of normal data
 (which metrics move together, and how). :func:`make_cloud_federation` gives it such structure:
@@ -326,7 +326,7 @@ def isotropic_blobs(
     shift: float = 3.0,
     seed: int = 42,
 ) -> list[NodeData]:
-    """The seed tutorial's data: normal rows ~ N(0, I), anomalies ~ N(shift, I).
+    """The original tutorial's data: normal rows ~ N(0, I), anomalies ~ N(shift, I).
 
     Kept as a cautionary example. Normal rows have no structure (every direction is equally
     noisy), so an autoencoder cannot learn what "normal" looks like and its reconstruction error

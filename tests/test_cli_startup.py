@@ -65,6 +65,7 @@ def test_score_and_simulate_import_only_what_they_use(small_run):
     assert out == {"rc": 0, "imported": ["torch"]}
 
 
+@pytest.mark.slow
 def test_threads_default_to_one_and_follow_the_flag_and_the_environment(small_run):
     root = small_run
     argv = ["simulate", "--data-dir", str(root / "data"), "--rounds", "1", "--local-epochs", "1", "--output-dir",
@@ -120,6 +121,7 @@ def test_help_shows_real_defaults_only(capsys):
     assert "(default: 5)" in out and "--local-epochs" in out
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fedad_tutorial.cli", "run", "--rounds", "200",

@@ -71,6 +71,7 @@ def _mean_final(result, metric):
     return float(result.final_round()[metric].mean())
 
 
+@pytest.mark.slow
 def test_federated_ae_meets_quality_targets(reference_runs):
     """Default federation, reference config, seed 42: ROC-AUC >= 0.97 and F1 >= 0.85 on held-out rows."""
     fed = reference_runs["federated"]
@@ -78,11 +79,13 @@ def test_federated_ae_meets_quality_targets(reference_runs):
     assert _mean_final(fed, "f1") >= 0.85
 
 
+@pytest.mark.slow
 def test_federated_matches_centralized_at_the_same_budget(reference_runs):
     fed, cen = reference_runs["federated"], reference_runs["centralized"]
     assert abs(_mean_final(fed, "roc_auc") - _mean_final(cen, "roc_auc")) <= 0.01
 
 
+@pytest.mark.slow
 def test_local_only_is_worse_for_small_clients(reference_runs):
     fed, loc = reference_runs["federated"].final_round(), reference_runs["local"].final_round()
     small = fed.nsmallest(3, "n_train")["client"]
@@ -100,6 +103,7 @@ def recommended_runs():
             for mode in ("federated", "centralized")}
 
 
+@pytest.mark.slow
 def test_command_line_defaults_meet_quality_targets(recommended_runs):
     """The trimmed defaults keep the foundation's targets (measured: ROC-AUC 0.997, F1 0.877; centralized 0.998)."""
     fed, cen = recommended_runs["federated"], recommended_runs["centralized"]
@@ -108,8 +112,9 @@ def test_command_line_defaults_meet_quality_targets(recommended_runs):
     assert abs(_mean_final(fed, "roc_auc") - _mean_final(cen, "roc_auc")) <= 0.01
 
 
+@pytest.mark.slow
 def test_isotropic_data_is_unlearnable_but_structured_data_is_not(reference_runs):
-    """The seed tutorial's data: AE reconstruction error ranks anomalies at chance, the norm perfectly."""
+    """The original tutorial's data: AE reconstruction error ranks anomalies at chance, the norm perfectly."""
     nodes = isotropic_blobs(seed=42)
     splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
     iso = run_federated(splits, FederatedConfig(threshold="local"), progress=False)

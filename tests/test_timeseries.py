@@ -83,6 +83,7 @@ def test_window_labels_and_event_metrics_by_hand():
     assert m["point_precision"] == pytest.approx(round(2 / 6, 4)) and m["point_recall"] == 0.4
 
 
+@pytest.mark.slow
 def test_windowed_autoencoder_finds_context_events_a_point_model_misses(streams):
     torch.set_num_threads(1)
     cut, spd = 8 * 48, 48

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from fedad_tutorial.exercises.learner import NOTEBOOKS
@@ -32,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in sorted((NOTEBOOKS / "solutions").glob("*.ipynb")):
         if args.names and path.stem not in args.names:
             continue
-        before = set(args.output_dir.glob("*.png"))
+        started = time.time()
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(path.parent)}}).execute()
-        print(f"{path.name}: ran; figures in {args.output_dir} now {len(set(args.output_dir.glob('*.png')) | before)}")
+        written = sorted(p.name for p in args.output_dir.glob("*.png") if p.stat().st_mtime >= started)
+        print(f"{path.name}: wrote {', '.join(written) or 'no figure'}")
     return 0
 
 

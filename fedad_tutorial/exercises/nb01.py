@@ -1,6 +1,6 @@
 """Exercises of notebook 01 (data): a baseline score, an honest split, and a look at the labels.
 
-- Exercise 1.1: the norm score, the baseline that separates the seed's isotropic anomalies perfectly.
+- Exercise 1.1: the norm score, the baseline that separates the original tutorial's isotropic anomalies perfectly.
 - Exercise 1.2: hold out a fraction of a node's rows, reproducibly, without overlap.
 - Exercise 1.3: the share of anomalous rows per node (labels are for evaluation only).
 
