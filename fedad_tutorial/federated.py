@@ -320,17 +320,23 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
             raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
     engine = get_engine(config.engine)
     sizes = [int(r.shape[0]) for r in train_rows]
+    client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
+                    else ["the pooled training rows"])
     records: list[dict] = []
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
         updates = engine(model, [train_rows[i] for i in chosen], [i + seed_offset for i in chosen],
                          rnd, config)
+        for i, (state, loss) in zip(chosen, updates, strict=True):  # before any hook: the client's own work
+            _check_finite(config, rnd, client_names[i], loss, state)
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         states = [u[0] for u in updates]
         if update_hook is not None:
             states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
-        model.load_state_dict(aggregator(global_state, states, [sizes[i] for i in chosen], rnd))
+        new_state = aggregator(global_state, states, [sizes[i] for i in chosen], rnd)
+        _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
+        model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
         round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
         records.extend(round_records)
@@ -342,6 +348,25 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         if on_round is not None:
             on_round(rnd, frame)
     return [model], pd.DataFrame(records)
+
+
+def diverged(config: FederatedConfig, rnd: int, where: str, what: str) -> UserError:
+    """The error of a run whose numbers stopped being finite, with the settings to lower."""
+    advice = f"lower the learning rate (--lr, now {config.lr:g})"
+    if config.model == "vae":
+        advice += f" or the KL weight (--beta, now {config.beta:g})"
+    return UserError(f"training diverged: {what} at round {rnd} on {where}; {advice}")
+
+
+def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
+                  state: dict[str, torch.Tensor]) -> None:
+    """Stop a diverging run at the round it diverged, not later with a puzzling empty threshold."""
+    if not math.isfinite(loss):
+        raise diverged(config, rnd, where, f"the loss became {loss}")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise diverged(config, rnd, where,
+                           f"the weights ({name}) became NaN or infinite")
 
 
 _SCORE_ROWS = 16384  # rows per scoring pass: fewer passes for many small clients, bounded memory

@@ -12,6 +12,7 @@ in (instead of sampling inside) lets every training engine reproduce the same ru
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -38,6 +39,8 @@ class ModelSpec:
             raise UserError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.input_dim < 1 or self.latent_dim < 1 or any(h < 1 for h in self.hidden):
             raise UserError(f"layer sizes must be positive, got {self}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise UserError(f"beta (the VAE's KL weight) must be a finite number >= 0, got {self.beta}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
 
     def to_dict(self) -> dict:
@@ -90,7 +93,7 @@ class Autoencoder(nn.Module):
         return ((self(x) - x) ** 2).mean()
 
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
-        _check_method("ae", method)
+        check_score_method("ae", method)
         return self.row_loss(x)
 
 
@@ -139,14 +142,15 @@ class VAE(nn.Module):
         return self.row_loss(x, noise).mean()
 
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
-        method = _check_method("vae", method)
+        method = check_score_method("vae", method)
         if method == "reconstruction":
             return ((self(x) - x) ** 2).mean(dim=1)
         recon, kl = self._terms(x, None)
         return recon + self.spec.beta * kl
 
 
-def _check_method(kind: str, method: str | None) -> str:
+def check_score_method(kind: str, method: str | None) -> str:
+    """The score method ``method`` names for a ``kind`` model (None: the default); else a UserError."""
     allowed = SCORE_METHODS[kind]
     if method is None:
         return allowed[-1]

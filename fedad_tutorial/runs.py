@@ -1,6 +1,7 @@
 """A run folder: the artefacts of one training run, written all at once or not at all.
 
-Layout: ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
+Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
+it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
 ``figures/f1_per_round.png``. ``fedad simulate``, ``fedad run`` and the Flower server all write it.
 """
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_dir
 from fedad_tutorial.federated import FederationResult
+from fedad_tutorial.outputs import check_run_dir, write_marker
 from fedad_tutorial.plots import plot_f1_per_round, save_figure
 
 MODEL_FILE = "model.pt"
@@ -30,13 +33,15 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
+def write_run(output_dir: str | Path, result: FederationResult, data: dict, *,
+              inputs: Sequence[str | Path] = (), **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
-    ``summary.json`` holds the configuration, ``data`` (a description of the clients' data), the
+    ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (``inputs``: the data read,
+    which the run folder must not overlap). ``summary.json`` holds the configuration, ``data`` (a description of the clients' data), the
     saved threshold and score method, the final round's means and rows, then ``extra`` entries.
     """
-    output_dir = Path(output_dir)
+    output_dir = check_run_dir(output_dir, inputs)
     detector, history = result.detector, result.history
     summary = {
         "fedad_tutorial_version": __version__,
@@ -49,6 +54,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
         **extra,
     }
     with atomic_dir(output_dir) as tmp:
+        write_marker(tmp, __version__)
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")

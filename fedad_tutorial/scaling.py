@@ -14,6 +14,8 @@ import numpy as np
 
 from fedad_tutorial.errors import UserError
 
+#: The largest magnitude a value may have: float32's largest finite number (the models compute in float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Standard deviations below this are treated as constant features (scaled by 1, not divided by 0).
 MIN_STD = 1e-8
 

@@ -9,6 +9,7 @@ exact same steps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +35,8 @@ class LocalTraining:
             raise UserError(f"local epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise UserError(f"learning rate must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"learning rate must be a finite positive number, got {self.lr}")
 
 
 def client_generator(seed: int, round_idx: int, client_idx: int) -> torch.Generator:
