@@ -37,7 +37,7 @@ from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
 from fedad_tutorial.training import LocalTraining, client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
@@ -221,8 +221,8 @@ def _check_splits(splits: Sequence[Split]) -> int:
         if s.train.shape[0] < 1:
             raise UserError(f"{s.name}: no training rows")
         for part, rows in (("training", s.train), ("test", s.test)):
-            if not np.isfinite(rows).all():
-                raise UserError(f"{s.name}: {part} rows contain NaN or infinite values")
+            if not (np.abs(rows) <= FLOAT32_MAX).all():
+                raise UserError(f"{s.name}: {part} rows contain NaN, infinite or beyond-float32 values")
     return dims.pop()
 
 
@@ -232,6 +232,18 @@ def _scalers(splits: Sequence[Split], scaling: str) -> tuple[Scaler, list[Scaler
     if scaling == "local":
         return global_scaler, [Scaler.fit(s.train) for s in splits]
     return global_scaler, [global_scaler] * len(splits)
+
+
+def _check_scaled(splits: Sequence[Split], scalers: list[Scaler], names: list[str]) -> None:
+    """Refuse rows that standardisation pushes beyond float32 (a value far outside the training range)."""
+    for split, scaler in zip(splits, scalers, strict=True):
+        for part, rows in (("training", split.train), ("test", split.test)):
+            bad = ~np.isfinite(scaler.transform(rows))
+            if bad.any():
+                row, col = (int(i) for i in np.argwhere(bad)[0])
+                raise UserError(f"{split.name}: {part} row {row}, column '{names[col]}': the scaled value "
+                                f"overflows float32 ({float(rows[row, col]):g} with training mean "
+                                f"{scaler.mean[col]:.4g} and std {scaler.std[col]:.4g})")
 
 
 def run_federated(
@@ -272,6 +284,7 @@ def run_federated(
     if len(names) != dim:
         raise UserError(f"{len(names)} feature names given for {dim} features")
     global_scaler, scalers = _scalers(splits, config.scaling)
+    _check_scaled(splits, scalers, names)
     hooks = (aggregator, update_hook, initial_state)
     if mode == "local":
         return _run_local_only(splits, config, names, scalers, progress, on_round, hooks)

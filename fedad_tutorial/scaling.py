@@ -59,7 +59,10 @@ class Scaler:
         return cls.from_stats(FeatureStats.of(features))
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        return ((np.asarray(features, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        """Standardised rows in float32; a value pushed beyond float32's range becomes infinite, without
+        a warning: the callers that must refuse it (the detector, the federation) check and say where."""
+        with np.errstate(over="ignore"):
+            return ((np.asarray(features, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
 
 
 def federated_scaler(client_stats: list[FeatureStats]) -> Scaler:
