@@ -263,8 +263,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from fedad_tutorial.outputs import check_run_dir
 
     config = config_from_args(args)
-    check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     nodes = _read_federation(args.data_dir)
+    check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
     print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 from fedad_tutorial import __version__
@@ -33,15 +32,14 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, result: FederationResult, data: dict, *,
-              inputs: Sequence[str | Path] = (), **extra) -> Path:
+def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
-    ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (``inputs``: the data read,
-    which the run folder must not overlap). ``summary.json`` holds the configuration, ``data`` (a description of the clients' data), the
-    saved threshold and score method, the final round's means and rows, then ``extra`` entries.
+    ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
+    their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
+    description of the clients' data), the saved threshold and score method, the final round's means and rows, then ``extra`` entries.
     """
-    output_dir = check_run_dir(output_dir, inputs)
+    output_dir = check_run_dir(output_dir)
     detector, history = result.detector, result.history
     summary = {
         "fedad_tutorial_version": __version__,
