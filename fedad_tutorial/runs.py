@@ -37,7 +37,8 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
 
     ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
     their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
-    description of the clients' data), the saved threshold and score method, the final round's means and rows, then ``extra`` entries.
+    description of the clients' data), the saved threshold and score method, the final round's
+    means and rows, then ``extra`` entries.
     """
     output_dir = check_run_dir(output_dir)
     detector, history = result.detector, result.history
