@@ -8,6 +8,7 @@ names of exactly that pattern. Parent folders a failed write created are removed
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -48,6 +49,9 @@ def remove_stale(path: str | Path) -> list[Path]:
 def _make_parents(path: Path) -> list[Path]:
     """Create ``path``'s missing parent folders; return them, deepest first."""
     missing = [p for p in path.parents if not p.exists()]
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(errno.ENOTDIR, f"is a file, so {path} cannot be written inside it", str(blocking))
     path.parent.mkdir(parents=True, exist_ok=True)
     return missing
 

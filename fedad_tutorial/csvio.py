@@ -54,6 +54,8 @@ class NodeCsvReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a CSV file")
         if not path.is_file():
             raise UserError(f"{path}: no such file")
         self._handle = path.open(newline="", encoding="utf-8-sig")

@@ -145,6 +145,8 @@ class Detector:
     def load(cls, path: str | Path) -> Detector:
         """Read a detector written by :meth:`save`; never executes code from the file."""
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a model file (give the run's {path / 'model.pt'})")
         if not path.is_file():
             raise UserError(f"{path}: no such model file")
         try:

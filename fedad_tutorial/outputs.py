@@ -41,6 +41,9 @@ def _refuse_unsafe_place(path: Path, inputs: Iterable[str | Path], what: str) ->
     """The resolved ``path``; refuse a symlink, the current folder or its ancestors, and the inputs."""
     if path.is_symlink():
         raise UserError(f"{path}: is a symbolic link; give a real path as the {what}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{blocking}: is a file, so the {what} {path} cannot be created inside it")
     resolved = path.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents:

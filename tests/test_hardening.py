@@ -90,6 +90,10 @@ def test_output_dir_that_is_a_file_or_a_symlink(flow, tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
     refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(tmp_path / "link"), *FAST],
             "is a symbolic link")
+    refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(precious / "run"), *FAST],
+            "notes.txt: is a file, so the output folder")
+    refused(capsys, ["score", "--model", str(flow[1] / "model.pt"), "--data", str(flow[0] / "node_1.csv"),
+                     "--output", str(precious / "s.csv")], "notes.txt: is a file, so")
     assert precious.read_text() == "mine" and not (tmp_path / "elsewhere").exists()
 
 
