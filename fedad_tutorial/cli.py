@@ -4,104 +4,166 @@ Every subcommand is a thin shell over the package: ``run`` and ``simulate`` shar
 (:func:`train_and_report`). A user's mistake (missing file, bad cell, bad flag value) prints one
 line on stderr and exits with code 2; outputs are written to temporary paths and renamed only when
 complete.
+
+Start-up is kept lean: this module imports only the standard library and the torch-free
+configuration; each command imports what it needs (PyTorch, pandas, Matplotlib) when it runs, so
+``fedad --help`` and a flag mistake answer at once. The training flags are generated from the
+fields of :class:`~fedad_tutorial.config.FederatedConfig` (declared once, there).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from fedad_tutorial import __version__
-from fedad_tutorial.atomic import atomic_path
-from fedad_tutorial.csvio import find_node_csvs, read_node_csv, write_node_csv
-from fedad_tutorial.data import NodeData, hold_out, make_cloud_federation
-from fedad_tutorial.detector import Detector
+from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, check
+from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import ENGINES, RECOMMENDED, FederatedConfig, round_means, run_federated
-from fedad_tutorial.metrics import detection_metrics
-from fedad_tutorial.plots import plot_f1_per_round, save_figure
-from fedad_tutorial.runs import MODEL_FILE, write_run
+from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
+from fedad_tutorial.threads import MAX_THREADS, set_threads
 
 EXIT_USER_ERROR = 2
+MODEL_FILE = "model.pt"  # the run folder's detector file (fedad_tutorial.runs writes it)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors are one line (no usage dump) and exit with code 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"fedad {self.prog.split()[-1]}: error: {message}\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: X)`` only where there is a default worth showing (not on required flags,
+    switches or optional flags without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default in (None, False, argparse.SUPPRESS):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+def _dashes(argv: Sequence[str]) -> list[str]:
+    """Accept underscore spellings of every flag (``--num_nodes`` is ``--num-nodes``)."""
+    out = []
+    for token in argv:
+        if token == "--":  # everything after it is positional
+            out.extend(argv[len(out):])
+            break
+        if token.startswith("--"):
+            name, eq, value = token.partition("=")
+            token = name.replace("_", "-") + eq + value
+        out.append(token)
+    return out
 
 
-def _interval(low: float, high: float, *, closed_low: bool = False, closed_high: bool = False):
-    """An argparse type: a float in the interval from ``low`` to ``high`` (open ends unless closed)."""
-    def parse(text: str) -> float:
-        value = float(text)
-        above = value >= low if closed_low else value > low
-        below = value <= high if closed_high else value < high
-        if not (above and below):
-            interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
-            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
+def _checked(name: str, kind: type):
+    """An argparse type for the configuration field ``name``: parse as ``kind``, check its range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            word = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {word} {PARAMS[name].describe()}, got {text!r}") from None
+        try:
+            return check(name, value)
+        except UserError:
+            raise argparse.ArgumentTypeError(f"must be {PARAMS[name].describe()}, got {text}") from None
+
+    return parse
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number in [{low}, {high}], got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
         return value
 
     return parse
 
 
-_fraction = _interval(0, 1)
-_rate = _interval(0, 1, closed_low=True)
-_percentile = _interval(0, 100)
-_trim = _interval(0, 0.5, closed_low=True)
-_client_fraction = _interval(0, 1, closed_high=True)
+def _interval(low: float, high: float):
+    """An argparse type: a number strictly between ``low`` and ``high``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in ({low:g}, {high:g}), got {text!r}") from None
+        if not low < value < high:
+            raise argparse.ArgumentTypeError(f"must be in ({low:g}, {high:g}), got {text}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if not 1 <= value <= 10**9:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at most 1e9), got {text}")
+    return value
+
+
+_seed = _int_in(0, MAX_SEED)
+#: Flags whose spelling differs from the configuration field's name.
+_FLAG_ALIASES = {"rounds": ("--rounds", "--num-rounds")}
+_FIELD_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None,
+                   help=f"PyTorch intra-op threads (default: ${THREADS_ENV}, else 1: the models are small, "
+                        "and extra threads only wait on a busy machine)")
 
 
 def _training_flags(rounds: int) -> argparse.ArgumentParser:
-    """Flags shared by ``run`` and ``simulate`` (and the Flower server); defaults from ``RECOMMENDED``."""
-    d = RECOMMENDED
+    """Flags shared by ``run``, ``simulate`` and ``server``: one per command-line field of
+    :class:`FederatedConfig`, with its help and range; defaults from ``RECOMMENDED``."""
+    from dataclasses import fields
+
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
-    g.add_argument("--model", choices=["ae", "vae"], default=d.model, help="autoencoder or VAE")
-    g.add_argument("--rounds", "--num-rounds", type=_positive_int, default=rounds, help="federated rounds")
-    g.add_argument("--local-epochs", type=_positive_int, default=d.local_epochs, help="local epochs per round")
-    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="mini-batch size")
-    g.add_argument("--lr", type=_positive_float, default=d.lr, help="Adam learning rate")
-    g.add_argument("--latent-dim", type=_positive_int, default=d.latent_dim, help="size of the latent code")
-    g.add_argument("--beta", type=_positive_float, default=d.beta, help="VAE: weight of the KL term")
-    g.add_argument("--trim", type=_trim, default=d.trim,
-                   help="share of each batch's highest-loss rows left out of each step "
-                        "(robust to unlabelled anomalies in training; 0 = plain training)")
-    g.add_argument("--fraction", type=_client_fraction, default=d.fraction,
-                   help="share of clients sampled each round")
-    g.add_argument("--threshold-percentile", type=_percentile, default=d.threshold_percentile,
-                   help="flag rows above this percentile of training scores")
-    g.add_argument("--threshold", choices=["local", "global"], default=d.threshold,
-                   help="per-round evaluation: each client's own percentile, or the federated one")
-    g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
-    g.add_argument("--engine", choices=list(ENGINES), default=d.engine, help="training engine")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same numbers)")
+    for f in fields(FederatedConfig):
+        param = f.metadata["param"]
+        if not param.cli:
+            continue
+        flags = _FLAG_ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
+        default = rounds if f.name == "rounds" else getattr(RECOMMENDED, f.name)
+        if param.choices is not None:
+            g.add_argument(*flags, dest=f.name, choices=list(param.choices), default=default, help=param.help)
+        else:
+            g.add_argument(*flags, dest=f.name, type=_checked(f.name, _FIELD_TYPES[str(f.type)]), default=default,
+                           help=param.help)
+    g.add_argument("--test-fraction", type=_interval(0, 1), default=0.3, help="held-out share of each client's rows")
+    _threads_flag(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
     parser = _Parser(prog="fedad", description="Federated anomaly detection with autoencoders.",
                      formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"fedad-tutorial {__version__}")
@@ -109,74 +171,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate-data", help="write synthetic cloud-activity CSVs, one per node",
                          formatter_class=fmt)
-    gen.add_argument("--num-nodes", "--num_nodes", type=_positive_int, default=10, help="number of nodes")
-    gen.add_argument("--samples-per-node", "--samples_per_node", type=_positive_int, default=None,
+    gen.add_argument("--num-nodes", type=_positive_int, default=10, help="number of nodes")
+    gen.add_argument("--samples-per-node", type=_positive_int, default=None,
                      help="rows per node (default: a different size per node, 300-1200)")
-    gen.add_argument("--num-features", "--num_features", type=_positive_int, default=30,
-                     help="metrics per row")
-    gen.add_argument("--anomaly-rate", "--anomaly_rate", type=_rate, default=0.05, help="share of anomalous rows")
-    gen.add_argument("--output-dir", "--output_dir", type=Path, default=Path("data"), help="folder for node_*.csv")
-    gen.add_argument("--seed", type=int, default=42, help="random seed")
+    gen.add_argument("--num-features", type=_positive_int, default=30, help="metrics per row")
+    gen.add_argument("--anomaly-rate", type=_rate, default=0.05, help="share of anomalous rows")
+    gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
+    gen.add_argument("--seed", type=_seed, default=42, help="random seed")
 
-    train_flags = _training_flags(rounds=10)
-    sim = sub.add_parser("simulate", parents=[train_flags], formatter_class=fmt,
+    sim = sub.add_parser("simulate", parents=[_training_flags(rounds=10)], formatter_class=fmt,
                          help="federated training over every node_*.csv of a folder (one client each)")
-    sim.add_argument("--data-dir", "--data_dir", type=Path, default=Path("data"), help="folder with node_*.csv")
-    sim.add_argument("--output-dir", "--output_dir", type=Path, default=Path("runs/simulate"),
-                     help="run folder to write")
+    sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
+    sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")
     run.add_argument("--num-nodes", type=_positive_int, default=10, help="number of generated nodes")
-    run.add_argument("--output-dir", type=Path, default=Path("runs/default"), help="run folder to write")
-    run.add_argument("--figures-dir", type=Path, default=Path("figures"), help="where f1_per_round.png goes")
+    run.add_argument("--output-dir", type=Path, default=Path("runs/default"),
+                     help="run folder to write (its figures/ holds f1_per_round.png)")
 
     score = sub.add_parser("score", help="score rows with a trained model", formatter_class=fmt)
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
     score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    _threads_flag(score)
     _add_flower_commands(sub, fmt)
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
     server = sub.add_parser("server", parents=[_training_flags(rounds=10)], formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
-    server.add_argument("--min-clients", "--min_clients", type=_positive_int, default=2,
+    server.add_argument("--min-clients", type=_positive_int, default=2,
                         help="clients that must connect before training starts and keep answering")
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
-    server.add_argument("--output-dir", "--output_dir", type=Path, default=Path("runs/flower"),
+    server.add_argument("--output-dir", type=Path, default=Path("runs/flower"),
                         help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/)")
-    server.add_argument("--wait-timeout", "--wait_timeout", type=_positive_float, default=120.0,
+    server.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to wait for --min-clients clients to connect")
-    server.add_argument("--round-timeout", "--round_timeout", type=_positive_float, default=300.0,
+    server.add_argument("--round-timeout", type=_positive_float, default=300.0,
                         help="seconds to wait for the clients' replies to one message; silent clients are dropped")
     server.add_argument("--certificates", type=Path, default=None,
                         help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
     server.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
     client = sub.add_parser("client", formatter_class=fmt,
                             help="Flower client: serve one node's CSV to a fedad server until training ends")
-    client.add_argument("--node-id", "--node_id", type=_positive_int, required=True,
+    client.add_argument("--node-id", type=_positive_int, required=True,
                         help="this node's number (1, 2, ...): node k uses the seeds of the k-th CSV in simulate")
-    client.add_argument("--data-path", "--data_path", type=Path, required=True, help="this node's CSV")
-    client.add_argument("--server-address", "--server_address", default="127.0.0.1:8000",
+    client.add_argument("--data-path", type=Path, required=True, help="this node's CSV")
+    client.add_argument("--server-address", default="127.0.0.1:8000",
                         help="HOST:PORT of the fedad server")
-    client.add_argument("--root-certificates", "--root_certificates", type=Path, default=None,
+    client.add_argument("--root-certificates", type=Path, default=None,
                         help="the CA certificate (ca.crt) that signed the server's certificate (TLS)")
     client.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
-    client.add_argument("--wait-timeout", "--wait_timeout", type=_positive_float, default=120.0,
+    client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server before giving up")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
-    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line."""
-    return FederatedConfig(
-        model=args.model, rounds=args.rounds, local_epochs=args.local_epochs, batch_size=args.batch_size,
-        lr=args.lr, latent_dim=args.latent_dim, beta=args.beta, fraction=args.fraction,
-        threshold_percentile=args.threshold_percentile, threshold=args.threshold, seed=args.seed,
-        engine=args.engine, trim=args.trim,
-    )
+    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``RECOMMENDED``
+    with every command-line field taken from the flags."""
+    return replace(RECOMMENDED, **{name: getattr(args, name) for name, param in PARAMS.items() if param.cli})
 
 
 _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
@@ -186,8 +252,8 @@ _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), (
 def _format_row(first: str, values: dict, width: int = 8) -> str:
     cells = [f"{first:>{width}}"]
     for key, _, w, spec in _COLUMNS:
-        value = values.get(key, np.nan)
-        cells.append(f"{'-':>{w}}" if pd.isna(value) else f"{value:>{w}{spec}}")
+        value = values.get(key)
+        cells.append(f"{'-':>{w}}" if value is None or value != value else f"{value:>{w}{spec}}")  # NaN != NaN
     return " ".join(cells)
 
 
@@ -200,7 +266,10 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
     from tqdm.auto import tqdm
 
-    def on_round(rnd: int, frame: pd.DataFrame) -> None:
+    from fedad_tutorial.federated import round_means, run_federated
+    from fedad_tutorial.runs import write_run
+
+    def on_round(rnd: int, frame) -> None:
         if not quiet:
             tqdm.write(_format_row(str(rnd), round_means(frame)))
 
@@ -224,6 +293,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fedad_tutorial.csvio import NODE_PATTERN, write_node_folder
+    from fedad_tutorial.data import make_cloud_federation
     from fedad_tutorial.outputs import check_data_dir_output
 
     check_data_dir_output(args.output_dir, NODE_PATTERN)  # before generating anything
@@ -238,7 +308,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_federation(data_dir: Path) -> list[NodeData]:
+def _read_federation(data_dir: Path) -> list:
+    from fedad_tutorial.csvio import find_node_csvs, read_node_csv
+
     nodes = [read_node_csv(path) for path in find_node_csvs(data_dir)]
     reference = nodes[0]
     for node in nodes[1:]:
@@ -252,8 +324,10 @@ def _read_federation(data_dir: Path) -> list[NodeData]:
     return nodes
 
 
-def _hold_out(nodes: list[NodeData], source: str, args: argparse.Namespace) -> tuple[list, dict]:
+def _hold_out(nodes: list, source: str, args: argparse.Namespace) -> tuple[list, dict]:
     """The clients' splits (``data.hold_out``) and the run's data description, for run/simulate."""
+    from fedad_tutorial.data import hold_out
+
     description = {"source": source, "clients": [n.name for n in nodes], "rows": [n.num_rows for n in nodes],
                    "features": nodes[0].feature_names, "test_fraction": args.test_fraction}
     return hold_out(nodes, args.test_fraction, args.seed), description
@@ -272,20 +346,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedad_tutorial.outputs import check_output_file, check_run_dir
+    from fedad_tutorial.data import make_cloud_federation
+    from fedad_tutorial.outputs import check_run_dir
 
     config = config_from_args(args)
     check_run_dir(args.output_dir)  # before training, not after
-    check_output_file(args.figures_dir / "f1_per_round.png")
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
-    result = train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    figure = save_figure(plot_f1_per_round(result.history), args.figures_dir / "f1_per_round.png")
-    print(f"\nWrote {args.output_dir}/ and {figure}")
+    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
+    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
     return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from fedad_tutorial.detector import Detector
+    from fedad_tutorial.metrics import detection_metrics
     from fedad_tutorial.scoring import score_csv
 
     detector = Detector.load(args.model)
@@ -301,8 +376,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so the Flower processes a command started are stopped."""
-    import signal
-
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
@@ -336,6 +409,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
 
 def _cmd_client(args: argparse.Namespace) -> int:
+    from fedad_tutorial.csvio import read_node_csv
     from fedad_tutorial.flower.deploy import join, tls_args
 
     tls_args(args.root_certificates, args.insecure, server=False)
@@ -356,12 +430,24 @@ _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _
              "server": _cmd_server, "client": _cmd_client}
 
 
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM ends a command like Ctrl+C does: clean-up runs, nothing half-written stays."""
+    raise KeyboardInterrupt
+
+
+#: Commands that train or score (they import PyTorch): their thread count is set before they start.
+_USES_TORCH = {"simulate", "run", "score", "server", "client"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if args.command in _USES_TORCH:
+            set_threads(getattr(args, "threads", None))
         return _COMMANDS[args.command](args)
     except UserError as exc:
         print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
@@ -372,8 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedad {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("fedad: interrupted", file=sys.stderr)
+        print(f"fedad {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

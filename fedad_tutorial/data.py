@@ -21,11 +21,14 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fedad_tutorial.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: The four hidden workload factors that drive every metric.
 FACTORS = ("web_traffic", "batch_compute", "storage_io", "memory_pressure")
@@ -150,6 +153,8 @@ def metric_catalog(num_features: int = 30) -> pd.DataFrame:
     >>> metric_catalog(3)["main drivers"].tolist()
     ['batch_compute, web_traffic', 'memory_pressure', 'storage_io']
     """
+    import pandas as pd  # only this table needs it; reading and generating data do not
+
     rows = []
     for name, loadings, transform, _ in _metric_table(num_features):
         weights = pd.Series(loadings, index=FACTORS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -32,74 +32,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fedad_tutorial.config import ENGINES, FederatedConfig
 from fedad_tutorial.data import Split
+from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import detection_metrics
-from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
-from fedad_tutorial.training import LocalTraining, client_generator, score_rows, train_local
+from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
 
+__all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "FederationResult",
+           "RecordingAggregator", "UpdateHook", "client_record", "fedavg", "fedavg_aggregator", "get_engine",
+           "loop_engine", "round_means", "run_federated", "sample_clients"]
+
 MODES = ("federated", "centralized", "local")
-ENGINES = ("loop", "vectorized")
-
-
-@dataclass(frozen=True)
-class FederatedConfig:
-    """Every setting of a run; the defaults are the course's reference configuration."""
-
-    model: str = "ae"
-    rounds: int = 30
-    local_epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
-    hidden: tuple[int, ...] = (64, 32)
-    latent_dim: int = 10
-    beta: float = 0.1
-    fraction: float = 1.0  # share of clients sampled each round
-    threshold_percentile: float = 95.0
-    threshold: str = "global"  # "global": federated percentile; "local": each client's own
-    scaling: str = "global"  # "global": from aggregated statistics; "local": each client's own
-    score_method: str | None = None  # None: the model's default
-    seed: int = 42
-    engine: str = "loop"
-    trim: float = 0.0  # share of each batch's highest-loss rows left out of a step (robust training)
-
-    def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise UserError(f"rounds must be at least 1, got {self.rounds}")
-        if not 0.0 < self.fraction <= 1.0:
-            raise UserError(f"client fraction must be in (0, 1], got {self.fraction}")
-        if not 0.0 < self.threshold_percentile < 100.0:
-            raise UserError(f"threshold percentile must be in (0, 100), got {self.threshold_percentile}")
-        for name, value, allowed in (("threshold", self.threshold, ("global", "local")),
-                                     ("scaling", self.scaling, ("global", "local")),
-                                     ("engine", self.engine, ENGINES)):
-            if value not in allowed:
-                raise UserError(f"{name} must be one of {allowed}, got {value!r}")
-        self.local_training()  # validates epochs, batch size, learning rate, trim
-        self.model_spec(1)  # validates the model kind and sizes
-
-    def local_training(self) -> LocalTraining:
-        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.trim)
-
-    def model_spec(self, input_dim: int) -> ModelSpec:
-        return ModelSpec(self.model, input_dim, tuple(self.hidden), self.latent_dim, self.beta)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden)}
-
-
-#: The command line's defaults (``fedad run``, ``simulate``, ``server``): the reference configuration
-#: plus what suits real, unlabelled data. ``threshold="local"``: each client flags against its own
-#: score distribution; ``engine="vectorized"``: same numbers as the loop, faster; ``trim=0.1``: each
-#: step leaves the batch's highest-loss 10 % out, so the few anomalies hidden in unlabelled training
-#: rows are not learned (chapter 13: WDBC ROC-AUC 0.897 -> 0.955 at ``simulate``'s 10 rounds, while
-#: the synthetic federation keeps ROC-AUC >= 0.97 and F1 >= 0.85). The course's chapters start from
-#: the plain :class:`FederatedConfig` so that each lesson adds one idea; the rounds differ per command.
-RECOMMENDED = FederatedConfig(threshold="local", engine="vectorized", trim=0.1)
 
 
 @dataclass

@@ -12,15 +12,16 @@ in (instead of sampling inside) lets every training engine reproduce the same ru
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from fedad_tutorial.config import check
 from fedad_tutorial.errors import UserError
 
-MODEL_KINDS = ("ae", "vae")
+#: The widest input a model accepts (a guard against absurd sizes, e.g. in a damaged model file).
+MAX_INPUT_DIM = 100_000
 SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo")}
 
 
@@ -34,14 +35,15 @@ class ModelSpec:
     latent_dim: int = 10
     beta: float = 0.1  # VAE only: weight of the KL term in the ELBO (0.1 detects better than 1)
 
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise UserError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
-        if self.input_dim < 1 or self.latent_dim < 1 or any(h < 1 for h in self.hidden):
-            raise UserError(f"layer sizes must be positive, got {self}")
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise UserError(f"beta (the VAE's KL weight) must be a finite number >= 0, got {self.beta}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in config)
+        check("model", self.kind)
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        for h in self.hidden:
+            check("hidden", h)
+        check("latent_dim", self.latent_dim)
+        check("beta", self.beta)
+        if not (isinstance(self.input_dim, int) and 1 <= self.input_dim <= MAX_INPUT_DIM):
+            raise UserError(f"input_dim must be a whole number in [1, {MAX_INPUT_DIM}], got {self.input_dim!r}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}

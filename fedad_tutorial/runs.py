@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_dir
-from fedad_tutorial.federated import FederationResult
 from fedad_tutorial.outputs import check_run_dir, write_marker
-from fedad_tutorial.plots import plot_f1_per_round, save_figure
+
+if TYPE_CHECKING:
+    from fedad_tutorial.federated import FederationResult
 
 MODEL_FILE = "model.pt"
 
@@ -57,6 +59,8 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        if "f1" in history and history["f1"].notna().any():
+        if "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
+            from fedad_tutorial.plots import plot_f1_per_round, save_figure
+
             save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
     return output_dir

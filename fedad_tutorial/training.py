@@ -9,14 +9,13 @@ exact same steps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedad_tutorial.errors import UserError
+from fedad_tutorial.config import check
 
 
 @dataclass(frozen=True)
@@ -28,15 +27,10 @@ class LocalTraining:
     lr: float = 1e-3
     trim: float = 0.0  # share of each batch's highest-loss rows left out of the step (0: plain training)
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.trim < 0.5:
-            raise UserError(f"trim must be in [0, 0.5), got {self.trim}")
-        if self.epochs < 1:
-            raise UserError(f"local epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"learning rate must be a finite positive number, got {self.lr}")
+    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in config)
+        for name, value in (("local_epochs", self.epochs), ("batch_size", self.batch_size), ("lr", self.lr),
+                            ("trim", self.trim)):
+            check(name, value)
 
 
 def client_generator(seed: int, round_idx: int, client_idx: int) -> torch.Generator:

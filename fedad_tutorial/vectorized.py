@@ -50,7 +50,7 @@ from torch import nn
 from fedad_tutorial.training import RoundPlan, client_generator, needs_noise, round_plan
 
 if TYPE_CHECKING:
-    from fedad_tutorial.federated import FederatedConfig
+    from fedad_tutorial.config import FederatedConfig
 
 #: Largest number of clients trained in one batched computation.
 CHUNK_CLIENTS = 256

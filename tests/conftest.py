@@ -1,14 +1,25 @@
-"""Shared fixtures: the default federation trained once per test session (it is the slow part)."""
+"""Shared fixtures and suite wiring.
+
+- The default federation is trained once per test session (it is the slow part).
+- Notebooks executed by nbval are marked ``slow``: ``pytest -m "not slow"`` is the fast tier.
+- The suite must leave the checkout as it found it: ``test_clean_tree.py`` runs last and compares
+  ``git status`` with the state recorded when the session started.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
-import torch
 
 from fedad_tutorial.data import hold_out, make_cloud_federation
 from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.threads import set_threads
 
-torch.set_num_threads(1)
+set_threads()  # one intra-op thread (or $FEDAD_THREADS): fast and steady on a busy machine
 
 
 def default_splits(seed: int = 42):
@@ -23,3 +34,52 @@ def reference_runs():
     config = FederatedConfig(threshold="local")
     return {mode: run_federated(splits, config, mode=mode, progress=False)
             for mode in ("federated", "centralized", "local")}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CLEAN_TREE_TEST = "test_the_suite_leaves_the_checkout_unchanged"
+
+
+def git_state(root: Path = ROOT) -> dict[str, str] | None:
+    """``git status --porcelain`` of ``root`` with a hash of each listed file (None outside a checkout)."""
+    if shutil.which("git") is None or not (root / ".git").exists():
+        return None
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    state = {}
+    for line in out.splitlines():
+        path = root / line[3:].split(" -> ")[-1].strip('"')
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        state[line] = digest
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = git_state()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(slow)
+    last = [item for item in items if item.name == CLEAN_TREE_TEST]
+    items[:] = [item for item in items if item.name != CLEAN_TREE_TEST] + last
+
+
+_BEFORE = pytest.StashKey[dict | None]()
+
+
+@pytest.fixture
+def checkout_changes(request: pytest.FixtureRequest):
+    """A function returning the ``git status`` lines that changed since this session started
+    (None outside a git checkout)."""
+    before = request.config.stash[_BEFORE]
+
+    def changes() -> list[str] | None:
+        after = git_state()
+        if before is None or after is None:
+            return None
+        return sorted({line for line, _ in set(after.items()) ^ set(before.items())})
+
+    return changes
