@@ -64,6 +64,19 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+def _naming(exc: OSError, path: Path, tmp: Path) -> OSError:
+    """``exc`` naming the output the user asked for instead of our temporary name (or no name at all,
+    as a failed ``write`` gives): ``out/model.pt: No space left on device``."""
+    if exc.errno is None:
+        return exc
+    name = Path(exc.filename) if exc.filename else tmp
+    try:
+        shown = path / name.relative_to(tmp) if name != tmp else path
+    except ValueError:  # a file outside the temporary one: its own name says it
+        shown = name
+    return OSError(exc.errno, exc.strerror, str(shown))
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -78,6 +91,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.replace(tmp, path)
         ok = True
+    except OSError as exc:
+        raise _naming(exc, path, Path(tmp)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -113,6 +128,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
         ok = True
+    except OSError as exc:
+        raise _naming(exc, path, tmp) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -198,20 +198,22 @@ def _fail_replace(code):
 def test_disk_full_or_permission_denied(flow, tmp_path, capsys, monkeypatch, code):
     monkeypatch.setattr("fedad_tutorial.atomic.os.replace", _fail_replace(code))
     reason = os.strerror(code)
-    refused(capsys, ["generate-data", "--num-nodes", "2", "--output-dir", str(tmp_path / "new" / "data")], reason)
-    refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(tmp_path / "run"), *FAST], reason)
+    refused(capsys, ["generate-data", "--num-nodes", "2", "--output-dir", str(tmp_path / "new" / "data")],
+            f"{tmp_path / 'new' / 'data' / 'node_1.csv'}: {reason}")
+    refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(tmp_path / "run"), *FAST],
+            f"{tmp_path / 'run'}")
     refused(capsys, ["score", "--model", str(flow[1] / "model.pt"), "--data", str(flow[0] / "node_1.csv"),
-                     "--output", str(tmp_path / "s.csv")], reason)
+                     "--output", str(tmp_path / "s.csv")], f"{tmp_path / 's.csv'}: {reason}")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no empty folder, no temporary left
 
 
 def test_disk_full_while_saving_the_model(flow, tmp_path, capsys, monkeypatch):
-    def full(self, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    def full(self, data):  # a failed write() names no file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Path, "write_bytes", full)
     refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(tmp_path / "run"), *FAST],
-            "No space left on device")
+            f"{tmp_path / 'run' / 'model.pt'}: No space left on device")
     assert list(tmp_path.iterdir()) == []
 
 
