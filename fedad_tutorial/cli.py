@@ -292,14 +292,15 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from fedad_tutorial.csvio import write_node_csv
+    from fedad_tutorial.csvio import NODE_PATTERN, write_node_folder
     from fedad_tutorial.data import make_cloud_federation
+    from fedad_tutorial.outputs import check_data_dir_output
 
+    check_data_dir_output(args.output_dir, NODE_PATTERN)  # before generating anything
     sizes = args.samples_per_node if args.samples_per_node is not None else (300, 1200)
     nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
                                   num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
-    for node in nodes:
-        write_node_csv(args.output_dir / f"{node.name}.csv", node)
+    write_node_folder(args.output_dir, nodes)
     total = sum(n.num_rows for n in nodes)
     anomalies = sum(int(n.labels.sum()) for n in nodes)
     print(f"Wrote {len(nodes)} node CSVs to {args.output_dir}/ ({total} rows, {anomalies} labelled anomalies, "
@@ -333,8 +334,11 @@ def _hold_out(nodes: list, source: str, args: argparse.Namespace) -> tuple[list,
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from fedad_tutorial.outputs import check_run_dir
+
     config = config_from_args(args)
     nodes = _read_federation(args.data_dir)
+    check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
     print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
@@ -343,8 +347,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedad_tutorial.data import make_cloud_federation
+    from fedad_tutorial.outputs import check_run_dir
 
     config = config_from_args(args)
+    check_run_dir(args.output_dir)  # before training, not after
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
@@ -353,26 +359,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from fedad_tutorial.atomic import atomic_path
-    from fedad_tutorial.csvio import read_node_csv
     from fedad_tutorial.detector import Detector
     from fedad_tutorial.metrics import detection_metrics
+    from fedad_tutorial.scoring import score_csv
 
     detector = Detector.load(args.model)
-    node = read_node_csv(args.data)
-    detector.check_features(node.feature_names, source=str(args.data))
-    scores = detector.score_samples(node.features)
-    flags = (scores > detector.threshold).astype(int)
-    with atomic_path(args.output) as tmp:
-        table = np.empty(len(scores), dtype=[("score", "f8"), ("is_anomaly", "i8")])
-        table["score"], table["is_anomaly"] = scores, flags
-        np.savetxt(tmp, table, fmt=("%.6g", "%d"), delimiter=",", header="score,is_anomaly", comments="")
-    print(f"Scored {len(scores)} rows of {args.data}: {flags.sum()} flagged (threshold {detector.threshold:.4g}); "
-          f"wrote {args.output}")
-    if node.labels is not None:
-        m = detection_metrics(node.labels, scores, detector.threshold)
+    scored = score_csv(detector, args.data, args.output, model=args.model)
+    print(f"Scored {len(scored.scores)} rows of {args.data}: {scored.flags.sum()} flagged "
+          f"(threshold {detector.threshold:.4g}); wrote {args.output}")
+    if scored.labels is not None:
+        m = detection_metrics(scored.labels, scored.scores, detector.threshold)
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
               f"ROC-AUC {m['roc_auc']:.3f}")
     return 0
@@ -455,6 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](args)
     except UserError as exc:
         print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the machine's refusal (disk full, permission denied): one line, no traceback
+        from fedad_tutorial.errors import describe_os_error
+
+        print(f"fedad {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fedad {args.command}: interrupted", file=sys.stderr)

@@ -5,7 +5,7 @@ which only rebuilds tensors and plain containers: loading a model file never run
 
 >>> import numpy as np
 >>> from fedad_tutorial.models import ModelSpec
->>> from fedad_tutorial.scaling import Scaler
+>>> from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
 >>> rows = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
 >>> det = Detector(ModelSpec(input_dim=4, latent_dim=2).build(), Scaler.fit(rows), 1.0,
 ...                ["a", "b", "c", "d"])
@@ -15,6 +15,8 @@ which only rebuilds tensors and plain containers: loading a model file never run
 
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from torch import nn
 
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_path
-from fedad_tutorial.errors import UserError
-from fedad_tutorial.models import ModelSpec, default_score_method
-from fedad_tutorial.scaling import Scaler
+from fedad_tutorial.errors import RowError, UserError
+from fedad_tutorial.models import ModelSpec, check_score_method, default_score_method
+from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
 
 FORMAT = "fedad-detector"
 FORMAT_VERSION = 1
@@ -64,19 +66,55 @@ class Detector:
         raise UserError(f"{source}: feature columns do not match the model's "
                         f"{len(self.feature_names)} features ({detail})")
 
-    def scaled(self, features: np.ndarray) -> torch.Tensor:
-        """Raw rows as the model sees them: checked for the model's width, scaled, float32."""
-        x = np.asarray(features, dtype=np.float32)
+    def check_rows(self, features: np.ndarray) -> np.ndarray:
+        """The rows as a float32 array after checks like scikit-learn's ``check_array``.
+
+        Rows must form a 2-D array of numbers, one column per model feature, each value finite and
+        within float32's range (a larger value would become infinite). Raises :class:`UserError`
+        (a :class:`~fedad_tutorial.errors.RowError` naming the first bad row and column).
+        """
+        try:
+            x = np.asarray(features, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise UserError("rows must be an array of numbers") from None
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
             raise UserError(f"expected rows with {len(self.feature_names)} features, got shape {x.shape}")
-        return torch.from_numpy(self.scaler.transform(x))
+        bad = ~(np.abs(x) <= FLOAT32_MAX)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise RowError(row, self.feature_names[col],
+                           f"{x[row, col]:g} is not a finite number within the float32 range")
+        return x.astype(np.float32)
+
+    def scaled(self, features: np.ndarray) -> torch.Tensor:
+        """Raw rows as the model sees them: checked (:meth:`check_rows`), scaled, float32."""
+        z = self.scaler.transform(self.check_rows(features))
+        bad = ~np.isfinite(z)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            raise RowError(row, self.feature_names[col], "the scaled value overflows float32: the value is "
+                           f"far outside the training range (mean {self.scaler.mean[col]:.4g}, "
+                           f"std {self.scaler.std[col]:.4g})")
+        return torch.from_numpy(z)
 
     @torch.no_grad()
     def score_samples(self, features: np.ndarray) -> np.ndarray:
-        """One anomaly score per row, higher = more anomalous."""
+        """One anomaly score per row, higher = more anomalous.
+
+        A row so far outside the training range that its score overflows float32 is an error
+        (a :class:`~fedad_tutorial.errors.RowError` naming the row's most extreme column), not an
+        infinite score.
+        """
         x = self.scaled(features)
         self.model.eval()
-        return self.model.score(x, self.score_method).numpy().astype(np.float64)
+        scores = self.model.score(x, self.score_method).numpy().astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(scores))
+        if bad.size:
+            row = int(bad[0])
+            col = int(np.argmax(np.abs(x[row].numpy())))
+            raise RowError(row, self.feature_names[col], f"the anomaly score overflows float32: the value is "
+                           f"{float(x[row, col]):.3g} standard deviations from the training mean")
+        return scores
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """1 for rows whose score is above the threshold, else 0."""
@@ -97,14 +135,18 @@ class Detector:
             "threshold": float(self.threshold),
             "score_method": self.score_method,
         }
+        buffer = io.BytesIO()  # serialise first: a full disk then raises OSError (ENOSPC), not torch's error
+        torch.save(payload, buffer)
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getvalue())
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         """Read a detector written by :meth:`save`; never executes code from the file."""
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, not a model file (give the run's {path / 'model.pt'})")
         if not path.is_file():
             raise UserError(f"{path}: no such model file")
         try:
@@ -120,14 +162,46 @@ class Detector:
                 f"(written by fedad-tutorial {payload.get('package_version')}) is not supported "
                 f"by fedad-tutorial {__version__}, which reads format {FORMAT_VERSION}")
         try:
-            spec = ModelSpec.from_dict(payload["spec"])
-            model = spec.build()
-            model.load_state_dict(payload["state_dict"])
-            scaler = Scaler(payload["scaler_mean"].numpy(), payload["scaler_std"].numpy())
-            feature_names = [str(f) for f in payload["feature_names"]]
-            if len(feature_names) != spec.input_dim:
-                raise ValueError("feature names do not match the input size")
-            return cls(model.eval(), scaler, float(payload["threshold"]), feature_names,
-                       payload["score_method"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{path}: damaged fedad model file ({str(exc).splitlines()[0][:120]})") from None
+            return cls._from_payload(payload)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise UserError(f"{path}: damaged fedad model file ({str(exc).splitlines()[0][:160]})") from None
+
+    @classmethod
+    def _from_payload(cls, payload: dict) -> Detector:
+        """Check every part of a loaded payload, then build the detector.
+
+        The spec is compared with the shapes of the file's own tensors on PyTorch's ``meta`` device
+        (shapes only, no memory) before the model is built: a small file whose spec asks for huge
+        layers is rejected without allocating them.
+        """
+        spec = ModelSpec.from_dict(payload["spec"])
+        state = payload["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError("the weights are not a dictionary of tensors")
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if found != expected:
+            raise ValueError(f"the weights' shapes do not match the model spec {spec.to_dict()}")
+        for name, tensor in state.items():
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"weights {name} hold NaN or infinite values")
+        mean, std = payload["scaler_mean"], payload["scaler_std"]
+        feature_names = [str(f) for f in payload["feature_names"]]
+        if len(feature_names) != spec.input_dim:
+            raise ValueError(f"{len(feature_names)} feature names for {spec.input_dim} inputs")
+        for name, vector in (("scaler mean", mean), ("scaler std", std)):
+            if not isinstance(vector, torch.Tensor) or tuple(vector.shape) != (spec.input_dim,):
+                raise ValueError(f"the {name} does not have one value per feature ({spec.input_dim})")
+        if not torch.isfinite(mean).all():
+            raise ValueError("the scaler mean holds NaN or infinite values")
+        if not (torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("the scaler std must be finite and positive")
+        threshold = float(payload["threshold"])
+        if not math.isfinite(threshold):
+            raise ValueError(f"the threshold is {threshold}")
+        score_method = payload["score_method"]
+        check_score_method(spec.kind, score_method)
+        model = spec.build()
+        model.load_state_dict(state)
+        return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method)

@@ -38,7 +38,7 @@ from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import detection_metrics
-from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
@@ -169,8 +169,8 @@ def _check_splits(splits: Sequence[Split]) -> int:
         if s.train.shape[0] < 1:
             raise UserError(f"{s.name}: no training rows")
         for part, rows in (("training", s.train), ("test", s.test)):
-            if not np.isfinite(rows).all():
-                raise UserError(f"{s.name}: {part} rows contain NaN or infinite values")
+            if not (np.abs(rows) <= FLOAT32_MAX).all():
+                raise UserError(f"{s.name}: {part} rows contain NaN, infinite or beyond-float32 values")
     return dims.pop()
 
 
@@ -180,6 +180,18 @@ def _scalers(splits: Sequence[Split], scaling: str) -> tuple[Scaler, list[Scaler
     if scaling == "local":
         return global_scaler, [Scaler.fit(s.train) for s in splits]
     return global_scaler, [global_scaler] * len(splits)
+
+
+def _check_scaled(splits: Sequence[Split], scalers: list[Scaler], names: list[str]) -> None:
+    """Refuse rows that standardisation pushes beyond float32 (a value far outside the training range)."""
+    for split, scaler in zip(splits, scalers, strict=True):
+        for part, rows in (("training", split.train), ("test", split.test)):
+            bad = ~np.isfinite(scaler.transform(rows))
+            if bad.any():
+                row, col = (int(i) for i in np.argwhere(bad)[0])
+                raise UserError(f"{split.name}: {part} row {row}, column '{names[col]}': the scaled value "
+                                f"overflows float32 ({float(rows[row, col]):g} with training mean "
+                                f"{scaler.mean[col]:.4g} and std {scaler.std[col]:.4g})")
 
 
 def run_federated(
@@ -220,6 +232,7 @@ def run_federated(
     if len(names) != dim:
         raise UserError(f"{len(names)} feature names given for {dim} features")
     global_scaler, scalers = _scalers(splits, config.scaling)
+    _check_scaled(splits, scalers, names)
     hooks = (aggregator, update_hook, initial_state)
     if mode == "local":
         return _run_local_only(splits, config, names, scalers, progress, on_round, hooks)
@@ -268,17 +281,23 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
             raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
     engine = get_engine(config.engine)
     sizes = [int(r.shape[0]) for r in train_rows]
+    client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
+                    else ["the pooled training rows"])
     records: list[dict] = []
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
         updates = engine(model, [train_rows[i] for i in chosen], [i + seed_offset for i in chosen],
                          rnd, config)
+        for i, (state, loss) in zip(chosen, updates, strict=True):  # before any hook: the client's own work
+            _check_finite(config, rnd, client_names[i], loss, state)
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         states = [u[0] for u in updates]
         if update_hook is not None:
             states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
-        model.load_state_dict(aggregator(global_state, states, [sizes[i] for i in chosen], rnd))
+        new_state = aggregator(global_state, states, [sizes[i] for i in chosen], rnd)
+        _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
+        model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
         round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
         records.extend(round_records)
@@ -290,6 +309,25 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         if on_round is not None:
             on_round(rnd, frame)
     return [model], pd.DataFrame(records)
+
+
+def diverged(config: FederatedConfig, rnd: int, where: str, what: str) -> UserError:
+    """The error of a run whose numbers stopped being finite, with the settings to lower."""
+    advice = f"lower the learning rate (--lr, now {config.lr:g})"
+    if config.model == "vae":
+        advice += f" or the KL weight (--beta, now {config.beta:g})"
+    return UserError(f"training diverged: {what} at round {rnd} on {where}; {advice}")
+
+
+def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
+                  state: dict[str, torch.Tensor]) -> None:
+    """Stop a diverging run at the round it diverged, not later with a puzzling empty threshold."""
+    if not math.isfinite(loss):
+        raise diverged(config, rnd, where, f"the loss became {loss}")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise diverged(config, rnd, where,
+                           f"the weights ({name}) became NaN or infinite")
 
 
 _SCORE_ROWS = 16384  # rows per scoring pass: fewer passes for many small clients, bounded memory

@@ -95,7 +95,7 @@ class Autoencoder(nn.Module):
         return ((self(x) - x) ** 2).mean()
 
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
-        _check_method("ae", method)
+        check_score_method("ae", method)
         return self.row_loss(x)
 
 
@@ -144,14 +144,15 @@ class VAE(nn.Module):
         return self.row_loss(x, noise).mean()
 
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
-        method = _check_method("vae", method)
+        method = check_score_method("vae", method)
         if method == "reconstruction":
             return ((self(x) - x) ** 2).mean(dim=1)
         recon, kl = self._terms(x, None)
         return recon + self.spec.beta * kl
 
 
-def _check_method(kind: str, method: str | None) -> str:
+def check_score_method(kind: str, method: str | None) -> str:
+    """The score method ``method`` names for a ``kind`` model (None: the default); else a UserError."""
     allowed = SCORE_METHODS[kind]
     if method is None:
         return allowed[-1]

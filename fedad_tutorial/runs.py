@@ -1,6 +1,7 @@
 """A run folder: the artefacts of one training run, written all at once or not at all.
 
-Layout: ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
+Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
+it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
 ``figures/f1_per_round.png``. ``fedad simulate``, ``fedad run`` and the Flower server all write it.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_dir
+from fedad_tutorial.outputs import check_run_dir, write_marker
 
 if TYPE_CHECKING:
     from fedad_tutorial.federated import FederationResult
@@ -35,10 +37,12 @@ def _clean(value):
 def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
-    ``summary.json`` holds the configuration, ``data`` (a description of the clients' data), the
-    saved threshold and score method, the final round's means and rows, then ``extra`` entries.
+    ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
+    their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
+    description of the clients' data), the saved threshold and score method, the final round's
+    means and rows, then ``extra`` entries.
     """
-    output_dir = Path(output_dir)
+    output_dir = check_run_dir(output_dir)
     detector, history = result.detector, result.history
     summary = {
         "fedad_tutorial_version": __version__,
@@ -51,6 +55,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
         **extra,
     }
     with atomic_dir(output_dir) as tmp:
+        write_marker(tmp, __version__)
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")

@@ -14,6 +14,8 @@ import numpy as np
 
 from fedad_tutorial.errors import UserError
 
+#: The largest magnitude a value may have: float32's largest finite number (the models compute in float32).
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Standard deviations below this are treated as constant features (scaled by 1, not divided by 0).
 MIN_STD = 1e-8
 
@@ -57,7 +59,10 @@ class Scaler:
         return cls.from_stats(FeatureStats.of(features))
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        return ((np.asarray(features, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        """Standardised rows in float32; a value pushed beyond float32's range becomes infinite, without
+        a warning: the callers that must refuse it (the detector, the federation) check and say where."""
+        with np.errstate(over="ignore"):
+            return ((np.asarray(features, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
 
 
 def federated_scaler(client_stats: list[FeatureStats]) -> Scaler:
