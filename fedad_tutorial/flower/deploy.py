@@ -319,14 +319,15 @@ def _progress(on_round: Callable[[dict], None] | None):
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
          wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None) -> str:
     """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary."""
-    from fedad_tutorial.flower.client_app import make_client_app
     from fedad_tutorial.flower.preflight import check_server, supernode_failure
-    from fedad_tutorial.flower.runtime import ClientWorker
 
     tls = tls_args(root_certificates, insecure, server=False)
     key = client_key(root_certificates, insecure, auth_key)
     host, port = split_address(server_address)
-    check_server(host, port, root_certificates, wait_timeout)
+    check_server(host, port, root_certificates, wait_timeout)  # before the slow imports below
+
+    from fedad_tutorial.flower.client_app import make_client_app
+    from fedad_tutorial.flower.runtime import ClientWorker
     own_state = state_dir is None
     state = Path(tempfile.mkdtemp(prefix="fedad-client-")) if own_state else Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -369,17 +370,23 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
 
     from fedad_tutorial.flower.preflight import supernode_failure
 
+    answered = 0
+
+    def lost() -> str | None:
+        if answered and not reachable(host, port):
+            return f"lost the fedad server at {address}: it stopped answering after {answered} message(s)"
+        return None
+
     last_contact = checked = time.monotonic()
     exit_code = _ExitWatch(log)
     finished_at = None
-    answered = 0
     while True:
         try:
             message = worker.step()
         except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
             code = exit_code.check()
-            raise RuntimeError(supernode_failure(_tail(log, 12), address, key,
-                                                 code if code is not None else node.poll())) from None
+            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key,
+                                                           code if code is not None else node.poll())) from None
         now = time.monotonic()
         if message is not None:
             answered += 1
@@ -389,12 +396,12 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
         if node.poll() is not None:
             if finished_at is not None:
                 break
-            raise RuntimeError(supernode_failure(_tail(log, 12), address, key, node.returncode))
+            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, node.returncode))
         if now - checked > 1.0:
             checked = now
             code = exit_code.check()
             if code is not None and finished_at is None:  # Flower reported its exit but may linger
-                raise RuntimeError(supernode_failure(_tail(log, 12), address, key, code))
+                raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, code))
             if reachable(host, port):
                 last_contact = now
             elif finished_at is not None:
