@@ -360,7 +360,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
           f"features{who}) -> {args.server_address}", flush=True)
     try:
         print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
-                   args.wait_timeout, args.auth_key))
+                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True)))
     except RuntimeError as exc:
         print(f"fedad client: error: {exc}", file=sys.stderr)
         return 1

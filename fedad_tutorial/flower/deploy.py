@@ -177,7 +177,7 @@ class _FlowerLog:
 def _wait_listening(proc, port: int, timeout: float, what: str, log: Path) -> None:
     """Until ``proc`` itself listens on ``port`` (never somebody else's process on it)."""
     deadline = time.monotonic() + timeout
-    exit_code = _ExitWatch(log)
+    exit_code = _LogWatch(log)
     while not owns_port(proc.pid, port):
         if proc.poll() is not None or exit_code.check() is not None:
             text = _tail(log, 8)
@@ -289,11 +289,11 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
             shutil.rmtree(state, ignore_errors=True)
 
 
-class _ExitWatch:
-    """Reads a Flower log as it grows and notices Flower's ``Exit Code: N`` line."""
+class _LogWatch:
+    """Reads a Flower log as it grows; notices Flower's ``Exit Code: N`` and ``SuperNode ID: N`` lines."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.code = path, 0, None
+        self.path, self.offset, self.code, self.node_id = path, 0, None, None
 
     def check(self) -> int | None:
         try:
@@ -304,9 +304,11 @@ class _ExitWatch:
             return self.code
         cut = text.rfind("\n") + 1  # keep a partial last line for the next read
         self.offset += len(text[:cut].encode())
-        found = re.search(r"Exit Code: (\d+)", _ANSI.sub("", text[:cut]))
-        if found:
+        text = _ANSI.sub("", text[:cut])
+        if found := re.search(r"Exit Code: (\d+)", text):
             self.code = int(found.group(1))
+        if found := re.search(r"SuperNode ID: (\d+)", text):
+            self.node_id = int(found.group(1))
         return self.code
 
 
@@ -317,7 +319,8 @@ def _progress(on_round: Callable[[dict], None] | None):
 
 
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
-         wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None) -> str:
+         wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None,
+         say: Callable[[str], None] = print) -> str:
     """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary."""
     from fedad_tutorial.flower.preflight import check_server, supernode_failure
 
@@ -352,7 +355,7 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
         with _FlowerLog(state / "clientapp.log"):
             worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
             return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key,
-                                   f"node {node_id} ({data_path.name})")
+                                   f"node {node_id} ({data_path.name})", say)
     finally:
         if worker is not None:
             worker.close()
@@ -364,7 +367,7 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
-                    key: PublicKey | None, name: str) -> str:
+                    key: PublicKey | None, name: str, say: Callable[[str], None]) -> str:
     """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s."""
     import httpx
 
@@ -378,7 +381,8 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
         return None
 
     last_contact = checked = time.monotonic()
-    exit_code = _ExitWatch(log)
+    exit_code = _LogWatch(log)
+    connected = False
     finished_at = None
     while True:
         try:
@@ -400,6 +404,9 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
         if now - checked > 1.0:
             checked = now
             code = exit_code.check()
+            if exit_code.node_id is not None and not connected:
+                connected = True
+                say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
             if code is not None and finished_at is None:  # Flower reported its exit but may linger
                 raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, code))
             if reachable(host, port):
