@@ -30,7 +30,7 @@ from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.flower.certs import generate_test_certificates
 from fedad_tutorial.flower.keys import generate_key, read_authorized_keys
-from fedad_tutorial.flower.processes import Processes, alive, descendants, free_port
+from fedad_tutorial.flower.processes import Processes, alive, descendants, free_port, reachable
 
 CLI = [sys.executable, "-m", "fedad_tutorial.cli"]
 TRAIN = ["--local-epochs", "1", "--batch-size", "32", "--quiet"]
@@ -320,11 +320,12 @@ def test_killing_a_wrapper_stops_every_flower_process_it_started(data, tls, proc
     notices within --wait-timeout, names the address and exits non-zero."""
     port = free_port()
     server = procs("server", _server(tmp_path / "run", port, 1, tls, "--min-clients", "3"))
+    _until(lambda: reachable("127.0.0.1", port), 120, "the server")  # the client's --wait-timeout is short
     client = procs("client1", _client(data, 1, port, tls, "--wait-timeout", "10"))
     _until(lambda: "connected to the fedad server" in _log(tmp_path, "client1") or client.poll() is not None,
            150, "the client's SuperNode")
     server_tree, client_tree = _tree(server), _tree(client)
-    assert len(server_tree) >= 2 and len(client_tree) >= 2
+    assert len(server_tree) >= 2 and len(client_tree) >= 2, _log(tmp_path, "client1")
     if sig == signal.SIGKILL:
         os.kill(server.pid, sig)
         _until(lambda: not any(alive(p) for p in server_tree), 15, "the server's processes to end")
