@@ -229,6 +229,9 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
 
     from fedad_tutorial.flower.runtime import run_server_task
     from fedad_tutorial.flower.server_app import run_server
+    from fedad_tutorial.threads import set_threads
+
+    set_threads()
 
     host, port = split_address(address)
     tls = tls_args(certificates, insecure, server=True)
@@ -331,6 +334,9 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
     from fedad_tutorial.flower.client_app import make_client_app
     from fedad_tutorial.flower.runtime import ClientWorker
+    from fedad_tutorial.threads import set_threads
+
+    set_threads()  # this process trains: one intra-op thread unless FEDAD_THREADS says otherwise
     own_state = state_dir is None
     state = Path(tempfile.mkdtemp(prefix="fedad-client-")) if own_state else Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
