@@ -224,7 +224,12 @@ def _add_flower_commands(sub, fmt) -> None:
                         help="seconds to wait for the clients' replies to one message; silent clients are dropped")
     server.add_argument("--certificates", type=Path, default=None,
                         help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
-    server.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    server.add_argument("--authorized-keys", type=Path, default=None,
+                        help="the public keys of the nodes that may join, one per line (each client's "
+                             "KEYFILE.pub from `fedad keygen`); required with --certificates")
+    server.add_argument("--insecure", action="store_true",
+                        help="no TLS and no node authentication: any process that reaches the port can join "
+                             "or submit apps (local experiments only)")
     client = sub.add_parser("client", formatter_class=fmt,
                             help="Flower client: serve one node's CSV to a fedad server until training ends")
     client.add_argument("--node-id", type=_positive_int, required=True,
@@ -234,9 +239,23 @@ def _add_flower_commands(sub, fmt) -> None:
                         help="HOST:PORT of the fedad server")
     client.add_argument("--root-certificates", type=Path, default=None,
                         help="the CA certificate (ca.crt) that signed the server's certificate (TLS)")
-    client.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    client.add_argument("--auth-key", type=Path, default=None,
+                        help="this node's private key (`fedad keygen`); its .pub must be in the server's "
+                             "--authorized-keys; required with --root-certificates")
+    client.add_argument("--insecure", action="store_true", help="no TLS and no authentication (local experiments only)")
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
-                        help="seconds to keep trying to reach the server before giving up")
+                        help="seconds to keep trying to reach the server (before training and whenever it "
+                             "is lost) before giving up")
+    _add_keygen_command(sub, fmt)
+
+
+def _add_keygen_command(sub, fmt) -> None:
+    """``fedad keygen``: a node's key pair for ``fedad client --auth-key`` / ``fedad server --authorized-keys``."""
+    keygen = sub.add_parser("keygen", formatter_class=fmt,
+                            help="make a client's key pair: KEYFILE (private, mode 600) and KEYFILE.pub")
+    keygen.add_argument("--output", type=Path, required=True,
+                        help="private key file to write (its public key goes to OUTPUT.pub); never overwritten")
+    keygen.add_argument("--comment", default=None, help="name at the end of the public key line (default: file name)")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
@@ -380,25 +399,29 @@ def _on_sigterm() -> None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from fedad_tutorial.flower.deploy import serve, tls_args
+    from fedad_tutorial.flower.deploy import serve, server_keys
     from fedad_tutorial.flower.settings import FlowerSettings
+    from fedad_tutorial.outputs import check_run_dir
 
-    tls_args(args.certificates, args.insecure, server=True)  # a flag mistake fails before anything starts
+    # flag mistakes (TLS, keys) and an output folder that must not be replaced fail before anything starts
+    keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
+    check_run_dir(args.output_dir)
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     _on_sigterm()
     if not args.quiet:
-        print(f"Flower server on {args.address} ({'TLS' if args.certificates else 'no TLS'}): waiting for "
-              f"{args.min_clients} clients (at most {args.wait_timeout:g} s), then {args.rounds} rounds")
-        print(_header("round"))
+        mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
+        print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
+              f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+        print(_header("round"), flush=True)
 
     def on_round(means: dict) -> None:
         if not args.quiet:
             print(_format_row(str(means["round"]), means), flush=True)
 
     try:
-        status = serve(settings, args.address, args.certificates, args.insecure, on_round)
+        status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys, on_round)
     except RuntimeError as exc:
         print(f"fedad server: error: {exc}", file=sys.stderr)
         return 1
@@ -410,24 +433,34 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
 def _cmd_client(args: argparse.Namespace) -> int:
     from fedad_tutorial.csvio import read_node_csv
-    from fedad_tutorial.flower.deploy import join, tls_args
+    from fedad_tutorial.flower.deploy import client_key, join
 
-    tls_args(args.root_certificates, args.insecure, server=False)
+    key = client_key(args.root_certificates, args.insecure, args.auth_key)
     node = read_node_csv(args.data_path)  # a bad CSV fails here, before any process starts
     _on_sigterm()
+    who = f", key {key.fingerprint}" if key is not None else ""
     print(f"Flower client {args.node_id}: {args.data_path} ({node.num_rows} rows, {len(node.feature_names)} "
-          f"features) -> {args.server_address}", flush=True)
+          f"features{who}) -> {args.server_address}", flush=True)
     try:
         print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
-                   args.wait_timeout))
+                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True)))
     except RuntimeError as exc:
         print(f"fedad client: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.keys import generate_key
+
+    key = generate_key(args.output, args.comment)
+    print(f"Wrote {args.output} (private: keep it on this node) and {key.source} (public, {key.fingerprint}): "
+          "add the .pub line to the server's --authorized-keys file")
+    return 0
+
+
 _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
-             "server": _cmd_server, "client": _cmd_client}
+             "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
 
 
 def _interrupt(signum: int, frame) -> None:

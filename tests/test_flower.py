@@ -1,16 +1,21 @@
 """Flower: real SuperLink/SuperNode processes on 127.0.0.1, and a simulation, against run_federated.
 
 Every process a test starts is stopped by PID (with its descendants) in a finalizer; every wait
-has a timeout. Flower starts a process per message, so runs are tiny (2 nodes of 150 rows, 1-2 rounds).
+has a timeout. Real-process tests are marked ``slow`` and kept tiny (nodes of 150 rows, 1-2 rounds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,13 +26,15 @@ import pytest
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv, write_node_csv
 from fedad_tutorial.data import hold_out, make_cloud_federation
+from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.flower.certs import generate_test_certificates
-from fedad_tutorial.flower.deploy import Processes, _children, free_port
+from fedad_tutorial.flower.keys import generate_key, read_authorized_keys
+from fedad_tutorial.flower.processes import Processes, alive, descendants, free_port, reachable
 
 CLI = [sys.executable, "-m", "fedad_tutorial.cli"]
 TRAIN = ["--local-epochs", "1", "--batch-size", "32", "--quiet"]
-TIMEOUT = 240  # seconds for any one deployment
+TIMEOUT = 300  # seconds for any one deployment (the machine may be busy)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +45,23 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> Path:
+    """Test certificates, keys k1..k3 and an authorized_keys file listing only k1 and k2."""
+    root = generate_test_certificates(tmp_path_factory.mktemp("flower_tls"))
+    for k in (1, 2, 3):
+        generate_key(root / f"k{k}")
+    (root / "authorized_keys").write_text("".join((root / f"k{k}.pub").read_text() for k in (1, 2)))
+    return root
+
+
 @pytest.fixture
 def procs(tmp_path):
     """Start commands in the background; the finalizer stops them and their descendants by PID."""
     group = Processes()
 
     def start(name: str, args: list[str]) -> subprocess.Popen:
-        return group.start(CLI + args, dict(__import__("os").environ), tmp_path / f"{name}.log")
+        return group.start(CLI + args, dict(os.environ), tmp_path / f"{name}.log")
 
     yield start
     group.stop()
@@ -58,6 +75,13 @@ def _log(tmp_path: Path, name: str) -> str:
     return (tmp_path / f"{name}.log").read_text()
 
 
+def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 def _reference(data: Path, names: list[str], rounds: int) -> pd.DataFrame:
     """`fedad simulate` on the same CSVs (the loop engine, like the Flower clients)."""
     nodes = [read_node_csv(data / f"{n}.csv") for n in names]
@@ -66,22 +90,35 @@ def _reference(data: Path, names: list[str], rounds: int) -> pd.DataFrame:
     return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False).history
 
 
-def _server(out: Path, port: int, rounds: int, *extra: str) -> list[str]:
+def _server(out: Path, port: int, rounds: int, tls: Path | None, *extra: str) -> list[str]:
+    security = (["--certificates", str(tls), "--authorized-keys", str(tls / "authorized_keys")]
+                if tls is not None else ["--insecure"])
     return ["server", "--rounds", str(rounds), "--min-clients", "2", "--address", f"127.0.0.1:{port}",
-            "--output-dir", str(out), "--wait-timeout", "90", "--round-timeout", "60", *TRAIN, *extra]
+            "--output-dir", str(out), "--wait-timeout", "120", "--round-timeout", "60", *TRAIN, *security, *extra]
 
 
-def _client(data: Path, k: int, port: int, *extra: str) -> list[str]:
+def _client(data: Path, k: int, port: int, tls: Path | None, *extra: str, key: int | None = None) -> list[str]:
+    security = (["--root-certificates", str(tls / "ca.crt"), "--auth-key", str(tls / f"k{key or k}")]
+                if tls is not None else ["--insecure"])
     return ["client", "--node-id", str(k), "--data-path", str(data / f"node_{k}.csv"),
-            "--server-address", f"127.0.0.1:{port}", "--wait-timeout", "90", *extra]
+            "--server-address", f"127.0.0.1:{port}", "--wait-timeout", "60", *security, *extra]
 
 
-def test_server_and_two_clients_match_simulate(data, procs, tmp_path):
+def _tree(proc: subprocess.Popen) -> list[int]:
+    return [proc.pid, *descendants(proc.pid)]
+
+
+@pytest.mark.slow
+def test_listed_nodes_train_like_simulate_and_an_unlisted_node_is_refused(data, tls, procs, tmp_path):
     port, out = free_port(), tmp_path / "run"
-    server = procs("server", _server(out, port, 2, "--insecure"))
-    clients = [procs(f"client{k}", _client(data, k, port, "--insecure")) for k in (1, 2)]
+    server = procs("server", _server(out, port, 2, tls))
+    clients = [procs(f"client{k}", _client(data, k, port, tls)) for k in (1, 2)]
+    intruder = procs("client3", _client(data, 3, port, tls))  # k3 is not in authorized_keys
     assert _wait(server) == 0, _log(tmp_path, "server")
     assert [_wait(c, 60) for c in clients] == [0, 0]
+    assert _wait(intruder, 120) == 1
+    err = _log(tmp_path, "client3").strip().splitlines()[-1]
+    assert "does not know this node's key" in err and "\x1b" not in err
     for name in ["model.pt", "history.csv", "summary.json", "figures/f1_per_round.png", "flower/superlink.log"]:
         assert (out / name).stat().st_size > 0
     history = pd.read_csv(out / "history.csv")
@@ -90,17 +127,232 @@ def test_server_and_two_clients_match_simulate(data, procs, tmp_path):
     assert history[["round", "client"]].equals(reference[["round", "client"]])
     np.testing.assert_allclose(history[["loss", "threshold", "f1", "roc_auc"]].to_numpy(),
                                reference[["loss", "threshold", "f1", "roc_auc"]].to_numpy(), rtol=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    keys = {k.fingerprint for k in read_authorized_keys(tls / "authorized_keys")}
+    nodes = summary["flower"]["nodes"]
+    assert sorted(nodes) == ["node_1", "node_2"] and {n["key"] for n in nodes.values()} == keys
     assert main(["score", "--model", str(out / "model.pt"), "--data", str(data / "node_3.csv"),
                  "--output", str(tmp_path / "scores.csv")]) == 0
 
 
-def test_tls_or_insecure_is_required(data, tmp_path, capsys):
+def test_tls_or_insecure_is_required(data, tls, tmp_path, capsys):
     for argv in (["server", "--output-dir", str(tmp_path / "o")],
                  ["client", "--node-id", "1", "--data-path", str(data / "node_1.csv")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "--insecure" in err and err.count("\n") == 1
+    # TLS without the keys: refused before anything starts, one line saying why
+    assert main(["server", "--output-dir", str(tmp_path / "o"), "--certificates", str(tls)]) == 2
+    err = capsys.readouterr().err
+    assert "--authorized-keys" in err and err.count("\n") == 1
+    assert main(["client", "--node-id", "1", "--data-path", str(data / "node_1.csv"),
+                 "--root-certificates", str(tls / "ca.crt")]) == 2
+    err = capsys.readouterr().err
+    assert "--auth-key" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_keygen_writes_a_private_key_for_this_user_only_and_never_overwrites(tmp_path, capsys):
+    assert main(["keygen", "--output", str(tmp_path / "node")]) == 0
+    assert (tmp_path / "node").stat().st_mode & 0o777 == 0o600
+    line = (tmp_path / "node.pub").read_text()
+    assert line.startswith("ecdsa-sha2-nistp384 ") and line.rstrip().endswith(" node")
+    (tmp_path / "authorized_keys").write_text("# ops team\n\n" + line)
+    [key] = read_authorized_keys(tmp_path / "authorized_keys")
+    assert key.fingerprint in capsys.readouterr().out
+    before = (tmp_path / "node").read_bytes()
+    assert main(["keygen", "--output", str(tmp_path / "node")]) == 2
+    assert "already exists" in capsys.readouterr().err and (tmp_path / "node").read_bytes() == before
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x\n", "elliptic-curve"),
+    ("not a key\n", "expected an OpenSSH public key"),
+    ("# nothing\n", "no public keys"),
+])
+def test_authorized_keys_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "authorized_keys"
+    path.write_text("# header\n" + text)
+    with pytest.raises(UserError, match=message) as info:
+        read_authorized_keys(path)
+    assert "no public keys" in message or f"{path}, line 2" in str(info.value)
+
+
+def test_duplicate_authorized_key_is_an_error(tmp_path):
+    key = generate_key(tmp_path / "k")
+    (tmp_path / "authorized_keys").write_text(key.line + "\n" + key.line + "\n")
+    with pytest.raises(UserError, match=r"line 2: the same key as line 1"):
+        read_authorized_keys(tmp_path / "authorized_keys")
+
+
+def test_server_refuses_a_busy_port(tls, tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(_server(tmp_path / "run", port, 1, tls)) == 2
+    err = capsys.readouterr().err
+    assert f"port {port}" in err and "already in use" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.flower").exists()
+
+
+class _TLSServer:
+    """A one-thread TLS (or plain HTTP) listener, to check the client's pre-flight messages."""
+
+    def __init__(self, certs: Path | None, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket()
+        self.sock.bind((host, 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.context = None
+        if certs is not None:
+            self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.context.load_cert_chain(certs / "server.pem", certs / "server.key")
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                if self.context is not None:
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                else:
+                    conn.recv(100)
+                    conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\n")
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                conn.close()
+
+
+def test_client_preflight_names_each_connection_mistake(tls, tmp_path):
+    from fedad_tutorial.flower.preflight import check_server
+
+    other = generate_test_certificates(tmp_path / "other")
+    secure, plain = _TLSServer(tls), _TLSServer(None)
+    check_server("127.0.0.1", secure.port, tls / "ca.crt", 5)  # the right CA: fine
+    check_server("127.0.0.1", plain.port, None, 5)
+    cases = [(secure.port, other / "ca.crt", "not signed by"), (secure.port, None, "uses TLS"),
+             (plain.port, tls / "ca.crt", "does not use TLS"), (free_port(), None, "cannot reach")]
+    for port, root, message in cases:
+        with pytest.raises(RuntimeError, match=message) as info:
+            check_server("127.0.0.1", port, root, 1)
+        assert f"127.0.0.1:{port}" in str(info.value) and "\x1b" not in str(info.value)
+    elsewhere = _TLSServer(tls, "127.0.0.2")  # the certificate lists 127.0.0.1 and localhost only
+    with pytest.raises(RuntimeError, match="not valid for the name '127.0.0.2'"):
+        check_server("127.0.0.2", elsewhere.port, tls / "ca.crt", 1)
+
+
+def test_only_fedad_app_bundles_are_answered(tmp_path):
+    """A client answers a message only if the run's bundle names fedad's apps and carries no code."""
+    from flwr.cli.build import build_fab_from_disk
+
+    from fedad_tutorial.flower.deploy import write_app
+    from fedad_tutorial.flower.runtime import foreign_app
+    from fedad_tutorial.flower.settings import FlowerSettings
+
+    ours = build_fab_from_disk(write_app(tmp_path / "ours", FlowerSettings()))
+    assert foreign_app(ours) is None
+    probe = _probe_app(tmp_path / "probe", tmp_path / "marks")
+    assert "carries files (probe.py)" in foreign_app(build_fab_from_disk(probe))
+    (probe / "probe.py").unlink()  # no code, but other apps named: still refused
+    assert "names other apps" in foreign_app(build_fab_from_disk(probe))
+    assert foreign_app(b"not a zip") is not None
+    with zipfile.ZipFile(tmp_path / "x.fab", "w") as z:  # a bundle without a pyproject.toml
+        z.writestr("readme.txt", "hi")
+    assert foreign_app((tmp_path / "x.fab").read_bytes()) is not None
+
+
+def _probe_app(folder: Path, marks: Path) -> Path:
+    """A Flower app whose ServerApp and ClientApp leave a file in ``marks`` if they ever run."""
+    folder.mkdir(parents=True)
+    (folder / "probe.py").write_text(
+        "import os, pathlib\nfrom flwr.serverapp import ServerApp\nfrom flwr.clientapp import ClientApp\n"
+        f"MARKS = pathlib.Path({str(marks)!r})\n"
+        "server, client = ServerApp(), ClientApp()\n"
+        "@server.main()\ndef main(grid, context):\n"
+        "    MARKS.mkdir(exist_ok=True); (MARKS / 'server').write_text(str(os.getpid()))\n"
+        "    from flwr.app import Message, RecordDict\n"
+        "    msgs = [Message(RecordDict(), message_type='query.rows', dst_node_id=i) for i in grid.get_node_ids()]\n"
+        "    list(grid.send_and_receive(msgs, timeout=30))\n"
+        "@client.query('rows')\ndef rows(msg, context):\n"
+        "    MARKS.mkdir(exist_ok=True); (MARKS / f'client-{os.getpid()}').write_text(str(context.node_config))\n"
+        "    return msg\n")
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[project]\nname = "probe"\nversion = "1.0.0"\ndescription = "probe"\nlicense = "MIT"\n'
+        'dependencies = ["flwr>=1.41"]\n\n[tool.flwr.app]\npublisher = "someone"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "probe:server"\nclientapp = "probe:client"\n\n'
+        '[tool.flwr.app.config]\n')
+    return folder
+
+
+@pytest.mark.slow
+def test_a_foreign_app_submitted_with_only_the_ca_certificate_runs_nowhere(data, tls, procs, tmp_path):
+    port, out, marks = free_port(), tmp_path / "run", tmp_path / "marks"
+    server = procs("server", _server(out, port, 1, tls, "--min-clients", "3", "--wait-timeout", "40"))
+    clients = [procs(f"client{k}", _client(data, k, port, tls)) for k in (1, 2)]
+    _until(lambda: all("connected to the fedad server" in _log(tmp_path, f"client{k}") for k in (1, 2))
+           or any(c.poll() is not None for c in clients), 150, "the clients")
+    assert all(c.poll() is None for c in clients)
+    home = tmp_path / "attacker"
+    home.mkdir()
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "x"\n\n[superlink.x]\naddress = "127.0.0.1:{port}"\n'
+                                      f'root-certificates = "{tls / "ca.crt"}"\n')
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    flwr = str(Path(sys.executable).parent / "flwr")
+    submitted = subprocess.run([flwr, "run", str(_probe_app(tmp_path / "probe", marks)), "x", "--format", "json"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr  # Flower accepts the run ...
+    time.sleep(15)  # ... but nothing runs it: no ServerApp on the server host, no ClientApp on a client
+    assert not marks.exists()
+    assert all(c.poll() is None for c in clients)
+    assert _wait(server) == 1  # our run waited for a third node that never came
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_killing_a_wrapper_stops_every_flower_process_it_started(data, tls, procs, tmp_path, sig):
+    """SIGTERM/SIGINT: the client first, then the server. SIGKILL: the server first; its client
+    notices within --wait-timeout, names the address and exits non-zero."""
+    port = free_port()
+    server = procs("server", _server(tmp_path / "run", port, 1, tls, "--min-clients", "3"))
+    _until(lambda: reachable("127.0.0.1", port), 120, "the server")  # the client's --wait-timeout is short
+    client = procs("client1", _client(data, 1, port, tls, "--wait-timeout", "10"))
+    _until(lambda: "connected to the fedad server" in _log(tmp_path, "client1") or client.poll() is not None,
+           150, "the client's SuperNode")
+    server_tree, client_tree = _tree(server), _tree(client)
+    assert len(server_tree) >= 2 and len(client_tree) >= 2, _log(tmp_path, "client1")
+    if sig == signal.SIGKILL:
+        os.kill(server.pid, sig)
+        _until(lambda: not any(alive(p) for p in server_tree), 15, "the server's processes to end")
+        start = time.monotonic()
+        assert _wait(client, 60) == 1
+        assert time.monotonic() - start < 10 + 25  # --wait-timeout, plus a busy machine's slack
+        err = _log(tmp_path, "client1").strip().splitlines()[-1]
+        assert f"127.0.0.1:{port}" in err and err.startswith("fedad client: error:")
+    else:
+        for proc, tree in ((client, client_tree), (server, server_tree)):
+            os.kill(proc.pid, sig)
+            assert _wait(proc, 30) != 0
+            _until(lambda tree=tree: not any(alive(p) for p in tree), 15, "the processes to end")
+    assert not any(alive(p) for p in client_tree)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_client_wrapper_stops_its_supernode(data, tls, procs, tmp_path):
+    port = free_port()
+    server = procs("server", _server(tmp_path / "run", port, 1, tls, "--min-clients", "3"))
+    client = procs("client1", _client(data, 1, port, tls))
+    _until(lambda: "connected to the fedad server" in _log(tmp_path, "client1") or client.poll() is not None,
+           150, "the client's SuperNode")
+    tree = _tree(client)
+    os.kill(client.pid, signal.SIGKILL)
+    _until(lambda: not any(alive(p) for p in tree), 15, "the SuperNode to end")
+    assert server.poll() is None
 
 
 def test_invalid_csv_client_fails_fast(data, tmp_path, capsys):
@@ -116,28 +368,29 @@ def test_invalid_csv_client_fails_fast(data, tmp_path, capsys):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.slow
 def test_server_gives_up_when_clients_do_not_come(procs, tmp_path):
     out = tmp_path / "run"
-    server = procs("server", _server(out, free_port(), 1, "--insecure", "--wait-timeout", "5"))
+    server = procs("server", _server(out, free_port(), 1, None, "--wait-timeout", "5"))
     assert _wait(server, 120) == 1
     assert "only 0 of the 2 required clients connected within 5 s" in _log(tmp_path, "server")
     assert not out.exists()
 
 
-def test_tls_run_survives_a_killed_client(data, procs, tmp_path):
+@pytest.mark.slow
+def test_tls_run_survives_a_killed_client(data, tls, procs, tmp_path):
     """Over TLS, 3 clients; one is killed after round 1: the round completes with the other two."""
-    certs = generate_test_certificates(tmp_path / "certs")
+    (tmp_path / "keys").write_text("".join((tls / f"k{k}.pub").read_text() for k in (1, 2, 3)))
     port, out = free_port(), tmp_path / "run"
-    server = procs("server", _server(out, port, 2, "--certificates", str(certs), "--round-timeout", "20"))
-    clients = [procs(f"client{k}", _client(data, k, port, "--root-certificates", str(certs / "ca.crt")))
-               for k in (1, 2, 3)]
-    progress = tmp_path / ".run.flower" / "progress.jsonl"
-    deadline = time.monotonic() + TIMEOUT
-    while not (progress.exists() and progress.read_text().strip()):  # round 1 is done
-        assert time.monotonic() < deadline and server.poll() is None, _log(tmp_path, "server")
-        time.sleep(0.5)
+    args = [a for a in _server(out, port, 2, tls, "--round-timeout", "20") if a != "--quiet"]
+    args[args.index("--authorized-keys") + 1] = str(tmp_path / "keys")
+    server = procs("server", args)
+    clients = [procs(f"client{k}", _client(data, k, port, tls)) for k in (1, 2, 3)]
+    _until(lambda: any(line.split()[:1] == ["1"] for line in _log(tmp_path, "server").splitlines())
+           or server.poll() is not None, TIMEOUT, "round 1")
+    assert server.poll() is None, _log(tmp_path, "server")
     victim = clients[2]
-    for pid in [victim.pid, *_children(victim.pid)]:  # a crash: no clean shutdown
+    for pid in _tree(victim):  # a crash: no clean shutdown
         try:
             os.kill(pid, 9)
         except ProcessLookupError:
@@ -160,8 +413,13 @@ def test_too_few_clients_left_names_the_missing_ones():
     stats = FeatureStats(1, np.zeros(2), np.zeros(2))
     nodes = [Node(100 + k, k, f"node_{k + 1}", 10, 5, ["a", "b"], True, stats) for k in range(2)]
     strategy = DetectorFedAvg(FlowerSettings(min_clients=2, round_timeout=7), nodes, Scaler.fit(np.ones((2, 2))))
-    with pytest.raises(FlowerRunError, match=r"missing: node_2 .*no reply within --round-timeout 7 s"):
+    strategy._sent_at -= 3  # the message went out 3 s ago
+    with pytest.raises(FlowerRunError, match=r"missing: node_2 \(no reply after 3 s \(--round-timeout 7 s\)\)"):
         strategy._collect([100, 101], {100: object()}, "train")
+    strategy.errors[100] = "the node went away"
+    strategy.alive = {100, 101}
+    with pytest.raises(FlowerRunError, match=r"node_1 \(replied with an error: the node went away\)"):
+        strategy._collect([100, 101], {}, "evaluate")
 
 
 SIMULATION = """

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -119,9 +118,6 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
         reply = RecordDict({"metrics": MetricRecord({"num-examples": int(split.test.shape[0]), **numbers}),
                             "histogram": ArrayRecord({"counts": Array(ScoreHistogram.of(train_scores).counts)}),
                             "info": ConfigRecord({"client": split.name})})
-        done = context.node_config.get("done-file")
-        if msg.content["config"].get("last", False) and done:
-            Path(str(done)).write_text("done\n")  # tells `fedad client` that its part is over
         return Message(reply, reply_to=msg)
 
     return app

@@ -1,26 +1,30 @@
-"""The processes behind ``fedad server`` and ``fedad client``: a Flower SuperLink, SuperNodes, ``flwr run``.
+"""``fedad server`` and ``fedad client``: a Flower SuperLink or SuperNode, and our app process beside it.
 
-``fedad server`` starts ``flower-superlink`` (Fleet, Control and runtime APIs on one address),
-writes a small Flower App folder whose components are this package's ``ServerApp`` and
-``ClientApp`` and whose run config holds the training settings, submits it with ``flwr run``, and
-waits for the ServerApp to report that it is done; then it stops what it started, by PID.
-``fedad client`` checks its CSV, then starts ``flower-supernode`` with the CSV path in its node
-config; once the node has answered the last round's ``evaluate`` message and the server has
-stopped, it stops the SuperNode.
+``fedad server`` checks its port is free, starts ``flower-superlink`` (Fleet, Control and Runtime
+APIs on one address; with TLS, SuperNode authentication on), registers the node keys listed in
+``--authorized-keys``, submits a run of the fedad app bundle through the Control API, and runs the
+ServerApp itself (:func:`~fedad_tutorial.flower.runtime.run_server_task`): only nodes whose key
+it registered take part. ``fedad client`` checks its CSV, its key and the server (reachable,
+TLS as expected, certificate signed by the given CA), starts a SuperNode with its key, and
+answers the fedad app's messages itself (:class:`~fedad_tutorial.flower.runtime.ClientWorker`).
+
+Both Flower processes run with ``--isolation process`` and a fresh SuperExec secret, so no app
+bundle submitted by anyone else is ever run (see :mod:`~fedad_tutorial.flower.runtime`), and
+die with the command (:mod:`~fedad_tutorial.flower.processes`).
 
 Offline and quiet: no runtime dependency installation, no telemetry, no update check; Flower's
-state (``FLWR_HOME``: its config, installed app bundles, logs) lives in a folder beside the run
-folder while the server runs and is moved to ``OUTPUT_DIR/flower/`` at the end, never in ``~/.flwr``.
+state (``FLWR_HOME``, logs) lives in a folder beside the run folder while the server runs and is
+moved to ``OUTPUT_DIR/flower/`` at the end, never in ``~/.flwr``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +34,11 @@ from pathlib import Path
 
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY
-from fedad_tutorial.flower.settings import FlowerSettings
+from fedad_tutorial.flower.keys import PublicKey, load_private_key, read_authorized_keys
+from fedad_tutorial.flower.processes import Processes, alive, free_port, owns_port, port_in_use, reachable
+from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
 
-CONNECTION = "fedad"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -40,19 +46,12 @@ def flower_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_USAGE_STATS_ENABLED": "0",
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1",
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": env.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"),
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        "PYTHONUNBUFFERED": "1",
     })
     bindir = str(Path(sys.executable).parent)  # the flower-* scripts of this interpreter
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -62,88 +61,9 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError("the process exited before it started listening")
-        if _listening(host, port):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:g} s")
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (from /proc; empty where /proc is unavailable)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-class Processes:
-    """The processes one command started; :meth:`stop` ends them and their descendants by PID."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.logs: list = []
-
-    def start(self, cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-        handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.logs.append(handle)
-        proc = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, grace: float = 5.0) -> None:
-        pids = []
-        for proc in self.procs:
-            pids += [proc.pid, *_children(proc.pid)] if proc.poll() is None else _children(proc.pid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            for proc in self.procs:
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-            while time.monotonic() < deadline and any(_exists(p) for p in pids):
-                time.sleep(0.1)
-            pids = [p for p in pids if _exists(p)]
-            if not pids:
-                break
-        for handle in self.logs:
-            handle.close()
-
-
-def _exists(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _local(host: str) -> str:
+    """Where this machine reaches a server bound to ``host`` (a wildcard means loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
 
 
 def tls_args(certificates: Path | None, insecure: bool, server: bool) -> list[str]:
@@ -167,140 +87,345 @@ def tls_args(certificates: Path | None, insecure: bool, server: bool) -> list[st
     return ["--root-certificates", str(certificates.resolve())]
 
 
+def server_keys(certificates: Path | None, insecure: bool, authorized_keys: Path | None) -> list[PublicKey] | None:
+    """The node keys a server admits (``None``: any node, only with ``--insecure``)."""
+    tls_args(certificates, insecure, server=True)
+    if insecure:
+        if authorized_keys is not None:
+            raise UserError("--authorized-keys needs TLS (Flower authenticates nodes only over TLS): "
+                            "give --certificates DIR instead of --insecure")
+        return None
+    if authorized_keys is None:
+        raise UserError("with --certificates, --authorized-keys FILE is required (one public key per line, "
+                        "from each client's `fedad keygen`); without it any node could join")
+    return read_authorized_keys(authorized_keys)
+
+
+def client_key(root_certificates: Path | None, insecure: bool, auth_key: Path | None) -> PublicKey | None:
+    """The client's key (``None`` with ``--insecure``)."""
+    tls_args(root_certificates, insecure, server=False)
+    if insecure:
+        if auth_key is not None:
+            raise UserError("--auth-key needs TLS: give --root-certificates FILE instead of --insecure")
+        return None
+    if auth_key is None:
+        raise UserError("with --root-certificates, --auth-key KEYFILE is required (make one with "
+                        "`fedad keygen --output KEYFILE` and send KEYFILE.pub to the server operator)")
+    return load_private_key(auth_key)
+
+
 def write_app(app_dir: Path, settings: FlowerSettings) -> Path:
-    """A Flower App folder (just a ``pyproject.toml``) pointing at this package's apps."""
+    """A Flower App folder (just a ``pyproject.toml``) naming this package's apps; its run config
+    records the training settings (the server runs its own ServerApp with them)."""
+    from fedad_tutorial.flower.runtime import COMPONENTS, PUBLISHER
+
     app_dir.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for key, value in settings.to_run_config().items():
-        lines.append(f"{key} = {json.dumps(value)}")
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.to_run_config().items()]
+    components = "\n".join(f'{k} = "{v}"' for k, v in COMPONENTS.items())
     (app_dir / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
         '[project]\nname = "fedad-flower"\nversion = "1.0.0"\n'
         'description = "fedad-tutorial detector trained with Flower"\nlicense = "MIT"\n'
         'dependencies = ["flwr>=1.41"]\n\n'
-        '[tool.flwr.app]\npublisher = "fedad"\n\n'
-        '[tool.flwr.app.components]\nserverapp = "fedad_tutorial.flower.server_app:app"\n'
-        'clientapp = "fedad_tutorial.flower.client_app:app"\n\n'
+        f'[tool.flwr.app]\npublisher = "{PUBLISHER}"\n\n'
+        f'[tool.flwr.app.components]\n{components}\n\n'
         '[tool.flwr.app.config]\n' + "\n".join(lines) + "\n")
     return app_dir
 
 
-def _write_connection(home: Path, address: str, root_cert: Path | None) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    conn = f'address = "{address}"\n' + (f'root-certificates = "{root_cert}"\n' if root_cert else "insecure = true\n")
-    (home / "config.toml").write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n{conn}')
-
-
 def _tail(path: Path, lines: int = 5) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = _ANSI.sub("", path.read_text(errors="replace")).strip().splitlines()
     except OSError:
         return ""
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+def _secret(path: Path) -> bytes:
+    """A fresh SuperExec secret (mode 600): only the holder may take tasks from the Runtime API."""
+    secret = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, secret)
+    finally:
+        os.close(fd)
+    return secret
+
+
+class _FlowerLog:
+    """Send the ``flwr`` logger of this process to a file (not the console) while a command runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.logger = logging.getLogger("flwr")
+        self.handler = logging.FileHandler(path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def __enter__(self) -> _FlowerLog:
+        self.saved = list(self.logger.handlers)
+        for h in self.saved:
+            self.logger.removeHandler(h)
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+        for h in self.saved:
+            self.logger.addHandler(h)
+
+
+def _wait_listening(proc, port: int, timeout: float, what: str, log: Path) -> None:
+    """Until ``proc`` itself listens on ``port`` (never somebody else's process on it)."""
+    deadline = time.monotonic() + timeout
+    exit_code = _LogWatch(log)
+    while not owns_port(proc.pid, port):
+        if proc.poll() is not None or exit_code.check() is not None:
+            text = _tail(log, 8)
+            if "address already in use" in text.lower():
+                raise UserError(f"port {port} is already in use: choose another --address")
+            raise RuntimeError(f"the Flower {what} exited (code {exit_code.code or proc.returncode}): "
+                               f"{_tail(log, 3)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Flower {what} did not listen on port {port} within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _register(control, keys: list[PublicKey]) -> dict[int, PublicKey]:
+    """Register each authorized key with the SuperLink; its node id -> the key."""
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+    from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    out = {}
+    for key in keys:
+        res = control.RegisterNode(RegisterNodeRequest(public_key=public_key_to_bytes(load_ssh_public_key(
+            key.line.encode())), name=key.comment or key.fingerprint[:15]))
+        out[int(res.node_id)] = key
+    return out
+
+
+def _submit(control, app_dir: Path) -> tuple[int, str]:
+    """Submit the app bundle built from ``app_dir``; return the run id and the bundle's hash."""
+    from flwr.cli.build import build_fab_from_disk
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest  # pylint: disable=E0611
+    from flwr.supercore.fab import Fab
+
+    content = build_fab_from_disk(app_dir)
+    fab_hash = hashlib.sha256(content).hexdigest()
+    res = control.StartRun(StartRunRequest(fab=fab_to_proto(Fab(fab_hash, content, {})),
+                                           override_config=user_config_to_proto({}), federation=""))
+    if not res.HasField("run_id"):
+        raise RuntimeError("the SuperLink did not accept the run")
+    return int(res.run_id), fab_hash
+
+
 def serve(settings: FlowerSettings, address: str, certificates: Path | None, insecure: bool,
-          on_round: Callable[[dict], None] | None = None, startup_timeout: float = 60.0) -> dict:
-    """Run the whole server side; return the ServerApp's status (raises RuntimeError on failure)."""
+          authorized_keys: Path | None = None, on_round: Callable[[dict], None] | None = None,
+          startup_timeout: float = 60.0) -> dict:
+    """Run the whole server side; return the run's summary (RuntimeError on failure)."""
+    from flwr.supercore.control import ControlHttpClient
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+
+    from fedad_tutorial.flower.runtime import run_server_task
+    from fedad_tutorial.flower.server_app import run_server
+    from fedad_tutorial.threads import set_threads
+
+    set_threads()
+
     host, port = split_address(address)
     tls = tls_args(certificates, insecure, server=True)
+    keys = server_keys(certificates, insecure, authorized_keys)
+    if port_in_use(host, port):
+        raise UserError(f"port {port} on {host} is already in use (another fedad server?): choose another --address")
     output = Path(settings.output_dir).resolve()
     state = output.parent / f".{output.name}.flower"
     if state.exists():
         shutil.rmtree(state)
-    home = state / "home"
-    home.mkdir(parents=True)
-    status, progress = state / "status.json", state / "progress.jsonl"
-    settings = replace(settings, output_dir=str(output), status_file=str(status), progress_file=str(progress))
+    (state / "home").mkdir(parents=True)
+    settings = replace(settings, output_dir=str(output))
     app_dir = write_app(state / "app", settings)
-    root = (certificates / CA_CERT).resolve() if certificates is not None else None
-    _write_connection(home, address, root)
-    env = flower_env(home)
+    local = f"{_local(host)}:{port}"
+    root = (certificates / CA_CERT).resolve().read_bytes() if certificates is not None else None
+    secret_file = state / "superexec.secret"
+    secret = _secret(secret_file)
     procs = Processes()
+    log = state / "superlink.log"
+    result: dict = {}
     try:
-        link = procs.start(["flower-superlink", *tls, "--host", host, "--port", str(port),
-                            "--disable-runtime-dependency-installation"], env, state / "superlink.log")
-        try:
-            wait_for_port(host, port, startup_timeout, lambda: link.poll() is None)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"the Flower SuperLink did not start on {address} ({exc}): "
-                               f"{_tail(state / 'superlink.log')}") from None
-        submit = None
-        for _ in range(5):  # the Control API may need a moment after the port opens
-            submit = subprocess.run(["flwr", "run", str(app_dir), CONNECTION, "--format", "json"], env=env,
-                                    capture_output=True, text=True, timeout=120, cwd=state)
-            if submit.returncode == 0:
-                break
-            time.sleep(2)
-        if submit.returncode != 0:
-            raise RuntimeError(f"flwr run failed: {(submit.stdout + submit.stderr).strip()[-400:]}")
-        rounds = settings.config.rounds
-        deadline = time.monotonic() + settings.wait_timeout + (3 * rounds + 4) * settings.round_timeout + 60
-        seen = 0
-        while time.monotonic() < deadline:
-            if progress.exists() and on_round is not None:
-                lines = progress.read_text().splitlines()
-                for line in lines[seen:]:
-                    on_round(json.loads(line))
-                seen = len(lines)
-            if status.exists():
-                result = json.loads(status.read_text())
-                if not result.get("ok"):
-                    raise RuntimeError(result.get("error", "the ServerApp failed"))
-                return result
-            if link.poll() is not None:
-                raise RuntimeError(f"the Flower SuperLink exited (code {link.returncode}): "
-                                   f"{_tail(state / 'superlink.log')}")
-            time.sleep(0.5)
-        raise RuntimeError("the run did not finish in time (see the logs in "
-                           f"{output / 'flower'}); check --round-timeout and --wait-timeout")
+        auth = ["--enable-supernode-auth"] if keys is not None else []
+        link = procs.start(["flower-superlink", *tls, *auth, "--host", host, "--port", str(port),
+                            "--isolation", "process", "--superexec-auth-secret-file", str(secret_file),
+                            "--disable-runtime-dependency-installation"], flower_env(state / "home"), log)
+        _wait_listening(link, port, startup_timeout, "SuperLink", log)
+
+        def link_alive() -> None:
+            if not alive(link.pid):
+                raise RuntimeError(f"the Flower SuperLink exited: {_tail(log, 3)}")
+
+        with _FlowerLog(state / "serverapp.log"):
+            control = ControlHttpClient.from_server_address(
+                local, root is None, root, interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-cli")])
+            try:
+                allowed = _register(control, keys) if keys is not None else None
+                run_id, fab_hash = _submit(control, app_dir)
+            finally:
+                control.close()
+
+            def main(grid, _context) -> None:
+                fed = run_server(grid, settings, _progress(on_round), allowed=allowed)
+                result["summary"] = fed.summary()
+
+            run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)
+        return result
     except RuntimeError as exc:
         where = output / "flower" if output.is_dir() else state
-        raise RuntimeError(f"{exc} (Flower logs: {where})") from None
+        raise RuntimeError(f"{_ANSI.sub('', str(exc))} (Flower logs: {where})") from None
     finally:
         procs.stop()
+        secret_file.unlink(missing_ok=True)
         if output.is_dir():  # keep Flower's logs with the run
             target = output / "flower"
             shutil.rmtree(target, ignore_errors=True)
             shutil.move(str(state), str(target))
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+class _LogWatch:
+    """Reads a Flower log as it grows; notices Flower's ``Exit Code: N`` and ``SuperNode ID: N`` lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.code, self.node_id = path, 0, None, None
+
+    def check(self) -> int | None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return self.code
+        cut = text.rfind("\n") + 1  # keep a partial last line for the next read
+        self.offset += len(text[:cut].encode())
+        text = _ANSI.sub("", text[:cut])
+        if found := re.search(r"Exit Code: (\d+)", text):
+            self.code = int(found.group(1))
+        if found := re.search(r"SuperNode ID: (\d+)", text):
+            self.node_id = int(found.group(1))
+        return self.code
+
+
+def _progress(on_round: Callable[[dict], None] | None):
+    if on_round is None:
+        return None
+    return lambda rnd, means: on_round({"round": rnd, **means})
 
 
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
-         wait_timeout: float, state_dir: Path | None = None) -> str:
-    """Run a SuperNode serving ``data_path`` until the server says it is done; return a one-line summary."""
+         wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None,
+         say: Callable[[str], None] = print) -> str:
+    """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary."""
+    from fedad_tutorial.flower.preflight import check_server, supernode_failure
+
     tls = tls_args(root_certificates, insecure, server=False)
-    split_address(server_address)
+    key = client_key(root_certificates, insecure, auth_key)
+    host, port = split_address(server_address)
+    check_server(host, port, root_certificates, wait_timeout)  # before the slow imports below
+
+    from fedad_tutorial.flower.client_app import make_client_app
+    from fedad_tutorial.flower.runtime import ClientWorker
+    from fedad_tutorial.threads import set_threads
+
+    set_threads()  # this process trains: one intra-op thread unless FEDAD_THREADS says otherwise
     own_state = state_dir is None
     state = Path(tempfile.mkdtemp(prefix="fedad-client-")) if own_state else Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
-    done = state / "done"
-    done.unlink(missing_ok=True)
-    node_config = (f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)} '
-                   f'done-file={json.dumps(str(done))}')
-    port = free_port()
+    secret_file = state / "superexec.secret"
+    secret = _secret(secret_file)
+    node_config = f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)}'
+    runtime_port = free_port()
+    auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
     procs = Processes()
-    log_path = state / "supernode.log"
+    log = state / "supernode.log"
+    worker = None
     try:
-        node = procs.start(["flower-supernode", *tls, "--superlink", server_address, "--port", str(port),
-                            "--node-config", node_config, "--max-wait-time", str(wait_timeout)],
-                           flower_env(state / "home"), log_path)
-        host, port_ = split_address(server_address)
-        finished_at = None
-        while True:
-            if done.exists() and finished_at is None:
-                finished_at = time.monotonic()
-            if finished_at is not None and (not _listening(host, port_)
-                                            or time.monotonic() - finished_at > wait_timeout):
-                # the last reply has been collected once the server has stopped
-                return f"node {node_id} ({data_path.name}): training finished"
-            if node.poll() is not None:
-                if finished_at is not None:
-                    return f"node {node_id} ({data_path.name}): training finished"
-                raise RuntimeError(f"the Flower SuperNode stopped (code {node.returncode}) before the server "
-                                   f"finished: could not reach {server_address} or lost it; "
-                                   f"{_tail(log_path, 3)}")
-            time.sleep(0.5)
+        node = procs.start([sys.executable, "-m", "fedad_tutorial.flower.supernode", *tls, *auth,
+                            "--superlink", server_address, "--isolation", "process",
+                            "--superexec-auth-secret-file", str(secret_file), "--host", "127.0.0.1",
+                            "--port", str(runtime_port), "--node-config", node_config,
+                            "--max-wait-time", str(wait_timeout)], flower_env(state / "home"), log)
+        try:
+            _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
+        except RuntimeError:
+            raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
+        with _FlowerLog(state / "clientapp.log"):
+            worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
+            return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key,
+                                   f"node {node_id} ({data_path.name})", say)
     finally:
+        if worker is not None:
+            worker.close()
         procs.stop()
         if own_state:
             shutil.rmtree(state, ignore_errors=True)
+        else:
+            secret_file.unlink(missing_ok=True)
+
+
+def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
+                    key: PublicKey | None, name: str, say: Callable[[str], None]) -> str:
+    """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s."""
+    import httpx
+
+    from fedad_tutorial.flower.preflight import supernode_failure
+
+    answered = 0
+
+    def lost() -> str | None:
+        if answered and not reachable(host, port):
+            return f"lost the fedad server at {address}: it stopped answering after {answered} message(s)"
+        return None
+
+    last_contact = checked = time.monotonic()
+    exit_code = _LogWatch(log)
+    connected = False
+    finished_at = None
+    while True:
+        try:
+            message = worker.step()
+        except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
+            code = exit_code.check()
+            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key,
+                                                           code if code is not None else node.poll())) from None
+        now = time.monotonic()
+        if message is not None:
+            answered += 1
+            last_contact = now
+            if message.metadata.message_type == EVALUATE and message.content["config"].get("last", False):
+                finished_at = now
+        if node.poll() is not None:
+            if finished_at is not None:
+                break
+            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, node.returncode))
+        if now - checked > 1.0:
+            checked = now
+            code = exit_code.check()
+            if exit_code.node_id is not None and not connected:
+                connected = True
+                say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
+            if code is not None and finished_at is None:  # Flower reported its exit but may linger
+                raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, code))
+            if reachable(host, port):
+                last_contact = now
+            elif finished_at is not None:
+                break  # the server stopped after collecting the last replies
+            elif now - last_contact > wait_timeout:
+                raise RuntimeError(f"lost the fedad server at {address}: unreachable for {wait_timeout:g} s "
+                                   f"(--wait-timeout) after {answered} message(s)")
+        if finished_at is not None and now - finished_at > wait_timeout:
+            break
+        if message is None:
+            time.sleep(0.1)
+    if worker.failures:
+        raise RuntimeError(f"{name}: training finished, but this node failed to answer: {worker.failures[-1]}")
+    return f"{name}: training finished ({answered} messages answered)"

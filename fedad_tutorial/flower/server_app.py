@@ -15,18 +15,17 @@ A run, message by message (every arrow is a :class:`~flwr.app.Message` through t
 
 A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
 ``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
+
+In a deployment with node authentication, ``allowed`` maps the Flower node ids of the registered
+keys to those keys: any other node connected to the SuperLink is never sent a message.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import time
-import traceback
 from dataclasses import dataclass, replace
-from logging import ERROR, INFO, WARNING
-from pathlib import Path
+from logging import INFO, WARNING
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,6 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.federated import FederationResult, fedavg, round_means, sample_clients
 from fedad_tutorial.flower.settings import (
@@ -69,34 +67,50 @@ class Node:
     features: list[str]
     labelled: bool
     stats: FeatureStats
+    key: str = ""  # the fingerprint of the node's authorized key ("" without authentication)
 
     def label(self) -> str:
-        return f"{self.name} (node {self.index + 1}, Flower node id {self.node_id})"
+        key = f", key {self.key}" if self.key else ""
+        return f"{self.name} (node {self.index + 1}, Flower node id {self.node_id}{key})"
 
 
-def _replies(grid: Grid, messages: list[Message], timeout: float) -> dict[int, Message]:
-    """Send, wait at most ``timeout`` s, and return the successful replies by node id."""
-    if not messages:
-        return {}
+def _ok(replies, errors: dict[int, str] | None = None) -> dict[int, Message]:
+    """The successful replies by node id; the others' error reasons go to ``errors``."""
     out = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
+    for reply in replies:
         src = reply.metadata.src_node_id
         if reply.has_error():
             log(WARNING, "node %s replied with an error: %s", src, reply.error.reason)
+            if errors is not None:
+                errors[src] = reply.error.reason
         else:
             out[src] = reply
     return out
 
 
-def wait_for_nodes(grid: Grid, min_clients: int, timeout: float) -> list[int]:
-    """The ids of the connected nodes once at least ``min_clients`` are there (error after ``timeout`` s)."""
+def _replies(grid: Grid, messages: list[Message], timeout: float, errors: dict[int, str] | None = None
+             ) -> dict[int, Message]:
+    """Send, wait at most ``timeout`` s, and return the successful replies by node id."""
+    if not messages:
+        return {}
+    return _ok(grid.send_and_receive(messages, timeout=timeout), errors)
+
+
+def _connected(grid: Grid, allowed: dict | None) -> list[int]:
+    return sorted(i for i in grid.get_node_ids() if allowed is None or i in allowed)
+
+
+def wait_for_nodes(grid: Grid, min_clients: int, timeout: float, allowed: dict | None = None,
+                   settle: float = 1.0) -> list[int]:
+    """The ids of the connected (and, with ``allowed``, authorized) nodes once at least
+    ``min_clients`` are there (error after ``timeout`` s)."""
     start = time.monotonic()
     while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= min_clients:  # nodes that start together: wait until none joined for 3 s
+        nodes = _connected(grid, allowed)
+        if len(nodes) >= min_clients:  # nodes that start together: wait until none joined for ``settle`` s
             while True:
-                time.sleep(3.0)
-                now = sorted(grid.get_node_ids())
+                time.sleep(settle)
+                now = _connected(grid, allowed)
                 if now == nodes:
                     return nodes
                 nodes = now
@@ -116,12 +130,14 @@ class DetectorFedAvg(FedAvg):
         self.settings = settings
         self.nodes = sorted(nodes, key=lambda n: n.index)
         self.alive = {n.node_id for n in self.nodes}
-        self.missing: list[str] = []
+        self.missing: list[str] = []  # "name (why)"
+        self.missing_names: list[str] = []
         self.scaler = scaler
         self.records: list[dict] = []
         self.losses: dict[int, float] = {}
-        self.histograms: dict[int, ScoreHistogram] = {}
         self.progress = progress
+        self.errors: dict[int, str] = {}  # node id -> the reason of its last error reply
+        self._sent_at = time.monotonic()
 
     # -- helpers -------------------------------------------------------------------------------
     def _by_id(self) -> dict[int, Node]:
@@ -131,6 +147,7 @@ class DetectorFedAvg(FedAvg):
         return message_config(self.settings, rnd, self.scaler, threshold)
 
     def _messages(self, node_ids, record: RecordDict, message_type: str) -> list[Message]:
+        self._sent_at = time.monotonic()
         return [Message(content=record, message_type=message_type, dst_node_id=i) for i in node_ids]
 
     def _collect(self, sent: list[int], replies: dict[int, Message], what: str) -> list[int]:
@@ -138,16 +155,19 @@ class DetectorFedAvg(FedAvg):
         by_id = self._by_id()
         lost = [i for i in sent if i not in replies]
         if lost:
-            names = ", ".join(by_id[i].label() for i in lost)
-            log(WARNING, "no %s reply within %g s from %s: continuing without them", what,
-                self.settings.round_timeout, names)
+            waited = time.monotonic() - self._sent_at
+            why = {i: f"replied with an error: {self.errors[i]}" if i in self.errors else
+                   f"no reply after {waited:.0f} s (--round-timeout {self.settings.round_timeout:g} s)"
+                   for i in lost}
+            for i in lost:
+                log(WARNING, "%s: %s to %s; continuing without it", by_id[i].label(), why[i], what)
             self.alive -= set(lost)
-            self.missing += [by_id[i].name for i in lost]
+            self.missing += [f"{by_id[i].name} ({why[i]})" for i in lost]
+            self.missing_names += [by_id[i].name for i in lost]
         if len(self.alive) < self.settings.min_clients:
             raise FlowerRunError(
                 f"only {len(self.alive)} client(s) still answer, fewer than --min-clients "
-                f"{self.settings.min_clients}; missing: {', '.join(self.missing)} "
-                f"(no reply within --round-timeout {self.settings.round_timeout:g} s)")
+                f"{self.settings.min_clients}; missing: {'; '.join(self.missing)}")
         return [i for i in sent if i in replies]
 
     def _quantile(self, replies: dict[int, Message], ok: list[int]) -> float:
@@ -162,7 +182,7 @@ class DetectorFedAvg(FedAvg):
         """Ask the nodes for their training-score histograms under ``arrays``; return the percentile."""
         ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
         record = RecordDict({"arrays": arrays, "config": self._config(rnd)})
-        replies = _replies(grid, self._messages(ids, record, HISTOGRAM), self.settings.round_timeout)
+        replies = _replies(grid, self._messages(ids, record, HISTOGRAM), self.settings.round_timeout, self.errors)
         return self._quantile(replies, self._collect(ids, replies, "histogram"))
 
     # -- the Strategy interface ------------------------------------------------------------------
@@ -176,7 +196,7 @@ class DetectorFedAvg(FedAvg):
         return self._messages(ids, record, TRAIN)
 
     def aggregate_train(self, server_round: int, replies):
-        got = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+        got = _ok(replies, self.errors)
         ok = self._collect(self._sent, got, "train")
         if not ok:
             raise FlowerRunError(f"round {server_round}: no training replies")
@@ -198,7 +218,7 @@ class DetectorFedAvg(FedAvg):
         return self._messages(ids, RecordDict({"arrays": arrays, "config": config}), EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies):
-        got = {r.metadata.src_node_id: r for r in replies if not r.has_error()}
+        got = _ok(replies, self.errors)
         ok = self._collect(self._sent, got, "evaluate")
         by_id = self._by_id()
         rows = []
@@ -216,26 +236,30 @@ class DetectorFedAvg(FedAvg):
         return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
 
 
-def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int]) -> list[Node]:
+def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys: dict[int, str]) -> list[Node]:
     record = RecordDict({"config": message_config(settings, 0)})
     messages = [Message(content=record, message_type=STATS, dst_node_id=i) for i in node_ids]
-    replies = _replies(grid, messages, settings.round_timeout)
-    silent = [i for i in node_ids if i not in replies]
+    errors: dict[int, str] = {}
+    replies = _replies(grid, messages, settings.round_timeout, errors)
+    silent = [f"{i} ({errors.get(i, 'no reply')})" for i in node_ids if i not in replies]
     if len(replies) < settings.min_clients:
         raise FlowerRunError(f"only {len(replies)} of {len(node_ids)} connected nodes answered the first "
-                             f"message within {settings.round_timeout:g} s; silent Flower node ids: {silent}")
+                             f"message within {settings.round_timeout:g} s; silent Flower node ids: "
+                             f"{', '.join(silent)}")
     nodes = []
     for i, reply in replies.items():
         m, info = reply.content["metrics"], reply.content["info"]
         nodes.append(Node(i, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
                           [str(f) for f in info["features"]], bool(info["labelled"]),
                           FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
-                                       np.asarray(m["total-sq"], dtype=np.float64))))
+                                       np.asarray(m["total-sq"], dtype=np.float64)), keys.get(i, "")))
     nodes.sort(key=lambda n: n.index)
-    indices = [n.index for n in nodes]
-    if len(set(indices)) != len(indices):
-        dup = sorted({k + 1 for k in indices if indices.count(k) > 1})
-        raise FlowerRunError(f"two clients were started with the same --node-id {dup}: give each a different one")
+    for attr, flag in (("index", "--node-id"), ("name", "a data file named")):
+        values = [getattr(n, attr) for n in nodes]
+        for value in sorted({v for v in values if values.count(v) > 1}, key=str):
+            who = "; ".join(n.label() for n in nodes if getattr(n, attr) == value)
+            shown = value + 1 if attr == "index" else value
+            raise FlowerRunError(f"two clients were started with {flag} {shown}: {who}; give each its own")
     for n in nodes[1:]:
         if n.features != nodes[0].features:
             raise FlowerRunError(f"{n.name}: feature columns differ from {nodes[0].name} "
@@ -245,12 +269,16 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int]) -> l
     return nodes
 
 
-def run_server(grid: Grid, settings: FlowerSettings, progress=None) -> FederationResult:
-    """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set."""
+def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None
+               ) -> FederationResult:
+    """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set.
+
+    ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part."""
     config = replace(settings.config, engine="loop", scaling="global")
     settings = replace(settings, config=config)
-    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout)
-    nodes = _query_stats(grid, settings, node_ids)
+    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed)
+    keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
+    nodes = _query_stats(grid, settings, node_ids, keys)
     scaler = federated_scaler([n.stats for n in nodes])
     features = nodes[0].features
     torch.manual_seed(config.seed)  # the same initial weights as run_federated
@@ -266,52 +294,34 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None) -> Federatio
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
                 "test_fraction": settings.test_fraction}
-        flower = {"min_clients": settings.min_clients, "missing_clients": strategy.missing,
-                  "round_timeout": settings.round_timeout, "flower_node_ids": {n.name: n.node_id for n in nodes}}
+        flower = {"min_clients": settings.min_clients, "missing_clients": strategy.missing_names,
+                  "missing_reasons": strategy.missing, "round_timeout": settings.round_timeout,
+                  "authentication": allowed is not None,
+                  "nodes": {n.name: {"flower_node_id": n.node_id, "node_id": n.index + 1, "key": n.key or None}
+                            for n in nodes}}
         write_run(settings.output_dir, fed, data, flower=flower)
     return fed
 
 
-def make_server_app(settings: FlowerSettings | None = None, results: list | None = None) -> ServerApp:
-    """A ``ServerApp``. ``settings=None`` reads them from the run config (a deployment); finished
-    runs' :class:`~fedad_tutorial.federated.FederationResult` are appended to ``results``."""
-    app = ServerApp()
+def make_server_app(settings: FlowerSettings, results: list | None = None) -> ServerApp:
+    """A ``ServerApp`` for a simulation; finished runs' :class:`~fedad_tutorial.federated.FederationResult`
+    are appended to ``results``. (A deployment runs :func:`run_server` in ``fedad server`` itself.)"""
+    server_app = ServerApp()
 
-    @app.main()
+    @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        s = settings if settings is not None else FlowerSettings.from_run_config(dict(context.run_config))
-        progress = _progress_writer(s.progress_file) if s.progress_file else None
-        if s.status_file:  # a deployment: keep the ServerApp's log next to the status file
-            handler = logging.FileHandler(Path(s.status_file).with_name("serverapp.log"))
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logging.getLogger("flwr").addHandler(handler)
-        try:
-            fed = run_server(grid, s, progress)
-        except Exception as exc:
-            log(ERROR, "the run failed:\n%s", traceback.format_exc())
-            if s.status_file:
-                msg = str(exc) if isinstance(exc, FlowerRunError) else f"{type(exc).__name__}: {exc}"
-                _write_json(s.status_file, {"ok": False, "error": msg})
-            raise
-        if s.status_file:
-            _write_json(s.status_file, {"ok": True, "summary": fed.summary()})
+        fed = run_server(grid, settings)
         if results is not None:
             results.append(fed)
 
-    return app
+    return server_app
 
 
-def _write_json(path: str, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, default=float))
+#: The ServerApp of a plain Flower deployment (``flwr run`` with the app folder ``fedad server`` writes):
+#: the settings come from the run config.
+app = ServerApp()
 
 
-def _progress_writer(path: str):
-    def write(rnd: int, means: dict) -> None:
-        with open(path, "a") as handle:
-            handle.write(json.dumps({"round": rnd, **means}) + "\n")
-    return write
-
-
-#: The ServerApp a deployed SuperLink runs (``fedad_tutorial.flower.server_app:app``).
-app = make_server_app()
+@app.main()
+def _main(grid: Grid, context: Context) -> None:
+    run_server(grid, FlowerSettings.from_run_config(dict(context.run_config)))

@@ -40,8 +40,6 @@ class FlowerSettings:
     wait_timeout: float = 120.0  # seconds to wait for ``min_clients`` nodes to connect
     round_timeout: float = 300.0  # seconds to wait for the replies of one message round
     output_dir: str = ""  # run folder to write ("" = do not write)
-    status_file: str = ""  # deployment: JSON written when the ServerApp ends (ok or error)
-    progress_file: str = ""  # deployment: one JSON line per finished round
 
     def __post_init__(self) -> None:
         if not 0 < self.test_fraction < 1:

@@ -1,0 +1,79 @@
+"""Before a client starts its SuperNode: is the server there, and does TLS fit? One line per mistake.
+
+Flower's SuperNode reports every connection problem the same way (it retries, then says it
+could not connect), with colour codes. ``fedad client`` checks the usual mistakes itself first
+and names each one: nothing listens at the address; the server speaks TLS but the client was
+told ``--insecure`` (or the reverse); the server's certificate is not signed by the given CA;
+the certificate is not valid for the address's host name. A key the server does not list is
+recognised afterwards, from the SuperNode's log (:func:`supernode_failure`).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from pathlib import Path
+
+from fedad_tutorial.flower.keys import PublicKey
+
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF", "PACKET_LENGTH_TOO_LONG",
+            "HTTP_REQUEST", "UNKNOWN_PROTOCOL")
+
+
+def _connect(host: str, port: int, wait_timeout: float) -> socket.socket:
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=5.0)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot reach the fedad server at {host}:{port} within {wait_timeout:g} s "
+                                   f"({reason.lower()}): is it running, and are the address and port right?") from None
+        time.sleep(0.5)
+
+
+def check_server(host: str, port: int, root_certificates: Path | None, wait_timeout: float) -> None:
+    """Wait (at most ``wait_timeout`` s) until ``host:port`` accepts connections, then check TLS."""
+    address = f"{host}:{port}"
+    sock = _connect(host, port, wait_timeout)
+    try:
+        if root_certificates is None:
+            sock.sendall(b"GET /health HTTP/1.0\r\nHost: fedad\r\n\r\n")
+            try:
+                head = sock.recv(5)
+            except OSError:
+                head = b""
+            if not head.startswith(b"HTTP"):
+                raise RuntimeError(f"the fedad server at {address} uses TLS: give --root-certificates CA.crt "
+                                   "and --auth-key KEYFILE instead of --insecure")
+            return
+        context = ssl.create_default_context(cafile=str(root_certificates))
+        try:
+            with context.wrap_socket(sock, server_hostname=host):
+                return
+        except ssl.SSLCertVerificationError as exc:
+            if exc.verify_code == 62 or "mismatch" in str(exc.verify_message).lower():
+                raise RuntimeError(f"the certificate of the fedad server at {address} is not valid for the name "
+                                   f"{host!r}: connect with a name its certificate lists") from None
+            raise RuntimeError(f"the certificate of the fedad server at {address} is not signed by "
+                               f"{root_certificates} ({exc.verify_message}): wrong --root-certificates?") from None
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            if any(tag in str(reason).upper() for tag in _NOT_TLS) or isinstance(exc, ConnectionResetError):
+                raise RuntimeError(f"the fedad server at {address} does not use TLS (started with --insecure?): "
+                                   "start it with --certificates DIR, or use --insecure on both sides") from None
+            raise RuntimeError(f"the TLS handshake with the fedad server at {address} failed ({reason})") from None
+    finally:
+        sock.close()
+
+
+def supernode_failure(log_tail: str, address: str, key: PublicKey | None, code: int | None) -> str:
+    """One line for a SuperNode that stopped before the last message, from the tail of its log."""
+    lowered = log_tail.lower()
+    if key is not None and any(s in lowered for s in ("401", "unauthorized", "authentication", "failed to activate")):
+        return (f"the fedad server at {address} does not know this node's key ({key.fingerprint}): ask its "
+                "operator to add your KEYFILE.pub to the server's --authorized-keys")
+    last = log_tail.split(" | ")[-1] if log_tail else "no log"
+    return f"the Flower SuperNode stopped (code {code}) while connected to the fedad server at {address}: {last}"
