@@ -61,6 +61,9 @@ def baseline_program(data_dir: str, rounds: int, epochs: int) -> None:
 def simulate_phases(data_dir: str, output_dir: str, rounds: int, epochs: int, started: float) -> None:
     """What ``fedad simulate`` does, with a clock between its phases (printed as JSON)."""
     marks = {"start": started}
+    sys.path.insert(0, str(HERE))
+    from bench_engines import engine_timer
+
     from fedad_tutorial import cli, federated
     from fedad_tutorial.runs import write_run
 
@@ -72,16 +75,8 @@ def simulate_phases(data_dir: str, output_dir: str, rounds: int, epochs: int, st
     nodes = cli._read_federation(args.data_dir)
     splits, description = cli._hold_out(nodes, str(args.data_dir), args)
     marks["load"] = time.time()
-    engine, train_seconds = federated.get_engine(config.engine), [0.0]
-
-    def timed(*a):
-        t = time.perf_counter()
-        out = engine(*a)
-        train_seconds[0] += time.perf_counter() - t
-        return out
-
-    federated.get_engine = lambda name: timed
-    result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
+    with engine_timer() as train_seconds:
+        result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
     marks["train+evaluate"] = time.time()
     write_run(args.output_dir, result, description)
     marks["write"] = time.time()

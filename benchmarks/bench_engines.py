@@ -29,6 +29,8 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
@@ -127,17 +129,30 @@ def make_splits(case: Case) -> list[Split]:
     return [train_test_split(node, 0.3, seed=0) for node in nodes]
 
 
+@contextmanager
+def engine_timer() -> Iterator[list[float]]:
+    """Within the block, ``run_federated``'s engines add the seconds they spend (local training) to the
+    one-element list this yields."""
+    get_engine, seconds = federated.get_engine, [0.0]
+
+    def timed_get(name: str):
+        engine = get_engine(name)
+
+        def timed(*args):
+            start = time.perf_counter()
+            updates = engine(*args)
+            seconds[0] += time.perf_counter() - start
+            return updates
+
+        return timed
+
+    with patch.object(federated, "get_engine", timed_get):
+        yield seconds
+
+
 def run_federated_timed(splits: list[Split], config: FederatedConfig) -> tuple[float, float]:
     """``run_federated``: (final mean F1, seconds spent in the engine, i.e. local training)."""
-    engine, seconds = federated.get_engine(config.engine), [0.0]
-
-    def timed_engine(*args):
-        start = time.perf_counter()
-        updates = engine(*args)
-        seconds[0] += time.perf_counter() - start
-        return updates
-
-    with patch.object(federated, "get_engine", lambda name: timed_engine):
+    with engine_timer() as seconds:
         f1 = run_federated(splits, config, progress=False).summary()["f1"]
     return f1, seconds[0]
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fedad_tutorial import __version__
-from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, check
+from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, Param
 from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
@@ -62,70 +62,29 @@ def _dashes(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _checked(name: str, kind: type):
-    """An argparse type for the configuration field ``name``: parse as ``kind``, check its range."""
+def _typed(kind: type, param: Param):
+    """An argparse type: parse the text as ``kind`` and check it against ``param``'s range."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             word = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {word} {PARAMS[name].describe()}, got {text!r}") from None
-        try:
-            return check(name, value)
-        except UserError:
-            raise argparse.ArgumentTypeError(f"must be {PARAMS[name].describe()}, got {text}") from None
+            raise argparse.ArgumentTypeError(f"expected {word} {param.describe()}, got {text!r}") from None
+        if not param.allows(value):
+            raise argparse.ArgumentTypeError(f"must be {param.describe()}, got {text}")
+        return value
 
     return parse
 
 
 def _int_in(low: int, high: int):
-    """An argparse type: a whole number from ``low`` to ``high``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number in [{low}, {high}], got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text}")
-        return value
-
-    return parse
+    return _typed(int, Param("", low=low, high=high))
 
 
-def _interval(low: float, high: float):
-    """An argparse type: a number strictly between ``low`` and ``high``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in ({low:g}, {high:g}), got {text!r}") from None
-        if not low < value < high:
-            raise argparse.ArgumentTypeError(f"must be in ({low:g}, {high:g}), got {text}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= value <= 10**9:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (at most 1e9), got {text}")
-    return value
-
-
+_positive_int = _int_in(1, 10**9)
+_positive_float = _typed(float, Param("", low=0, low_open=True))
+_fraction = _typed(float, Param("", low=0, high=1, low_open=True, high_open=True))
+_rate = _typed(float, Param("", low=0, high=1, high_open=True))
 _seed = _int_in(0, MAX_SEED)
 #: Flags whose spelling differs from the configuration field's name.
 _FLAG_ALIASES = {"rounds": ("--rounds", "--num-rounds")}
@@ -154,9 +113,9 @@ def _training_flags(rounds: int) -> argparse.ArgumentParser:
         if param.choices is not None:
             g.add_argument(*flags, dest=f.name, choices=list(param.choices), default=default, help=param.help)
         else:
-            g.add_argument(*flags, dest=f.name, type=_checked(f.name, _FIELD_TYPES[str(f.type)]), default=default,
+            g.add_argument(*flags, dest=f.name, type=_typed(_FIELD_TYPES[str(f.type)], param), default=default,
                            help=param.help)
-    g.add_argument("--test-fraction", type=_interval(0, 1), default=0.3, help="held-out share of each client's rows")
+    g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
     _threads_flag(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
     return p
@@ -197,16 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_flag(score)
     _add_flower_commands(sub, fmt)
     return parser
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def _add_flower_commands(sub, fmt) -> None:

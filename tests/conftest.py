@@ -22,6 +22,18 @@ from fedad_tutorial.threads import set_threads
 set_threads()  # one intra-op thread (or $FEDAD_THREADS): fast and steady on a busy machine
 
 
+def generate_and_simulate(root: Path, *, rows: int, features: int, seed: int, rounds: int) -> tuple[Path, Path]:
+    """``fedad generate-data`` (3 nodes) then ``fedad simulate`` (1 local epoch) under ``root``: (data, run)."""
+    from fedad_tutorial.cli import main
+
+    data, run = root / "data", root / "run"
+    assert main(["generate-data", "--num-nodes", "3", "--samples-per-node", str(rows), "--num-features",
+                 str(features), "--output-dir", str(data), "--seed", str(seed)]) == 0
+    assert main(["simulate", "--data-dir", str(data), "--output-dir", str(run), "--rounds", str(rounds),
+                 "--local-epochs", "1", "--quiet"]) == 0
+    return data, run
+
+
 def default_splits(seed: int = 42):
     """The `fedad run` federation: 10 generated nodes, 30% of each held out (same seeds as the CLI)."""
     return hold_out(make_cloud_federation(seed=seed), 0.3, seed)

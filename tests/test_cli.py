@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from conftest import generate_and_simulate
 
 from fedad_tutorial import __version__
 from fedad_tutorial.cli import build_parser, config_from_args, main
@@ -17,11 +18,7 @@ from fedad_tutorial.federated import RECOMMENDED
 def flow(tmp_path_factory):
     """Generate 3 small nodes and train 2 rounds on them once for the module."""
     root = tmp_path_factory.mktemp("flow")
-    data, run = root / "data", root / "run"
-    assert main(["generate-data", "--num-nodes", "3", "--samples-per-node", "300", "--num-features", "12",
-                 "--output-dir", str(data), "--seed", "1"]) == 0
-    assert main(["simulate", "--data-dir", str(data), "--rounds", "2", "--local-epochs", "1",
-                 "--output-dir", str(run), "--quiet"]) == 0
+    data, run = generate_and_simulate(root, rows=300, features=12, seed=1, rounds=2)
     return root, data, run
 
 
@@ -108,7 +105,7 @@ def test_score_with_wrong_columns_or_bad_model(flow, tmp_path, capsys):
 
 def test_bad_flag_values_exit_2_in_one_line(tmp_path, capsys):
     _expect_user_error(capsys, ["generate-data", "--num-nodes", "0", "--output-dir", str(tmp_path / "g")],
-                       tmp_path / "g", "must be a positive integer")
+                       tmp_path / "g", "must be in [1, 1000000000], got 0")
     _expect_user_error(capsys, ["simulate", "--threshold-percentile", "120", "--output-dir", str(tmp_path / "o")],
                        tmp_path / "o", "must be in (0, 100), got 120")
 

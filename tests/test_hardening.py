@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import generate_and_simulate
 
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv
@@ -29,12 +30,7 @@ FAST = ["--rounds", "1", "--local-epochs", "1", "--quiet"]
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     """Three small nodes and a one-round run on them, made once for the module."""
-    root = tmp_path_factory.mktemp("hard")
-    data, run = root / "data", root / "run"
-    assert main(["generate-data", "--num-nodes", "3", "--samples-per-node", "200", "--num-features", "6",
-                 "--output-dir", str(data), "--seed", "3"]) == 0
-    assert main(["simulate", "--data-dir", str(data), "--output-dir", str(run), *FAST]) == 0
-    return data, run
+    return generate_and_simulate(tmp_path_factory.mktemp("hard"), rows=200, features=6, seed=3, rounds=1)
 
 
 def snapshot(folder: Path) -> dict:
