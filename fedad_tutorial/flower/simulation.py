@@ -11,6 +11,10 @@ from fedad_tutorial.flower.client_app import make_client_app
 from fedad_tutorial.flower.server_app import make_server_app
 from fedad_tutorial.flower.settings import FlowerSettings
 
+#: Ray gives its node a fixed 30 s to start; on a busy machine that can run out before any training.
+#: The run is seeded, so trying again changes no number.
+STARTUP_ATTEMPTS = 3
+
 
 def backend_config(num_clients: int) -> dict:
     """One CPU per simulated client (and no GPU); Ray is told there are as many CPUs as clients."""
@@ -26,9 +30,16 @@ def run_flower_simulation(data_paths: Sequence[str], settings: FlowerSettings, q
     if quiet:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     settings = replace(settings, min_clients=min(settings.min_clients, len(data_paths)))
-    results: list[FederationResult] = []
-    run_simulation(make_server_app(settings, results), make_client_app([str(p) for p in data_paths]),
-                   num_supernodes=len(data_paths), backend_config=backend_config(len(data_paths)))
-    if not results:
-        raise RuntimeError("the Flower simulation ended without a result (see the log above)")
-    return results[0]
+    for attempt in range(1, STARTUP_ATTEMPTS + 1):
+        results: list[FederationResult] = []
+        try:
+            run_simulation(make_server_app(settings, results), make_client_app([str(p) for p in data_paths]),
+                           num_supernodes=len(data_paths), backend_config=backend_config(len(data_paths)))
+        except RuntimeError:
+            if attempt == STARTUP_ATTEMPTS:
+                raise
+        if results:
+            return results[0]
+        logging.getLogger(__name__).warning("the Flower simulation ended without a result (attempt %d of %d)",
+                                            attempt, STARTUP_ATTEMPTS)
+    raise RuntimeError("the Flower simulation ended without a result (see the log above)")
