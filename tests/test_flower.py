@@ -475,3 +475,23 @@ def test_trim_reaches_the_clients_local_training(tmp_path):
     assert config_from_message(message_config(FlowerSettings(), 1)).training.trim == RECOMMENDED.trim == 0.1
     plain = FlowerSettings(config=FederatedConfig(threshold="local"))
     assert config_from_message(message_config(plain, 1)).training.trim == 0.0
+
+
+def test_a_message_pulled_before_its_contents_arrive_is_retried_within_a_tenth_of_a_second():
+    """Fast, no processes: Flower lists a message before its arrays are uploaded; pulling it retries soon."""
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_objects
+
+    from fedad_tutorial.flower.latency import PULL_BACKOFF, shorten_pull_backoff
+
+    shorten_pull_backoff()
+    tries: list[float] = []
+
+    def pull(object_id: str) -> bytes:
+        tries.append(time.monotonic())
+        if len(tries) < 3:  # not uploaded yet: twice
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert pull_objects(["a"], pull) == {"a": b"content"}
+    waits = np.diff(tries)
+    assert len(waits) == 2 and waits[0] >= PULL_BACKOFF * 0.8 and waits.sum() < 1.0  # Flower's own: 1 s, then 2 s
