@@ -475,3 +475,44 @@ def test_trim_reaches_the_clients_local_training(tmp_path):
     assert config_from_message(message_config(FlowerSettings(), 1)).training.trim == RECOMMENDED.trim == 0.1
     plain = FlowerSettings(config=FederatedConfig(threshold="local"))
     assert config_from_message(message_config(plain, 1)).training.trim == 0.0
+
+
+def test_a_message_pulled_before_its_contents_arrive_is_retried_well_within_a_second():
+    """Fast, no processes: Flower lists a message before its arrays are uploaded; pulling it retries soon."""
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError, pull_objects
+
+    from fedad_tutorial.flower.latency import PULL_BACKOFF, shorten_pull_backoff
+
+    shorten_pull_backoff()
+    tries: list[float] = []
+
+    def pull(object_id: str) -> bytes:
+        tries.append(time.monotonic())
+        if len(tries) < 3:  # not uploaded yet: twice
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    assert pull_objects(["a"], pull) == {"a": b"content"}
+    waits = np.diff(tries)
+    assert len(waits) == 2 and waits[0] >= PULL_BACKOFF * 0.8 and waits.sum() < 1.0  # Flower's own: 1 s, then 2 s
+
+
+@pytest.mark.parametrize("kind", ["ae", "vae"])
+def test_weights_travel_as_one_array_and_come_back_bit_identical(kind):
+    """Fast, no processes: two weight objects per message (not two per tensor), the same bytes back."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from fedad_tutorial.flower.weights import from_record, to_record
+
+    torch.manual_seed(3)
+    state = FederatedConfig(model=kind).model_spec(7).build().state_dict()
+    record = to_record(state)
+    assert isinstance(record, ArrayRecord) and list(record) == ["weights"]
+    assert len(record.children) == 1 and len(record["weights"].children) == 1  # one Array, one chunk
+    back = from_record(record, FederatedConfig(model=kind).model_spec(7).build().state_dict())
+    assert list(back) == list(state)
+    for name, tensor in state.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+    with pytest.raises(ValueError, match="numbers; this model has"):
+        from_record(record, FederatedConfig(model=kind).model_spec(8).build().state_dict())

@@ -1,8 +1,9 @@
 """The Flower ``ClientApp``: one node's side of the federation, on Flower's Message API.
 
-Each handler receives a :class:`~flwr.app.Message` (a ``RecordDict`` of ``ArrayRecord`` weights
-and a ``ConfigRecord`` of settings) and returns a reply. The node's rows never leave it: replies
-carry weights, a row count, summary statistics, a score histogram or metrics on held-out rows.
+Each handler receives a :class:`~flwr.app.Message` (a ``RecordDict`` of the model's weights,
+packed by :mod:`~fedad_tutorial.flower.weights`, and a ``ConfigRecord`` of settings) and returns
+a reply. The node's rows never leave it: replies carry weights, a row count, summary statistics,
+a score histogram or metrics on held-out rows.
 
 Where the node's data comes from (``Context.node_config``):
 
@@ -26,6 +27,7 @@ from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, train_test_split
 from fedad_tutorial.federated import client_record
 from fedad_tutorial.flower.settings import MessageConfig, config_from_message
+from fedad_tutorial.flower.weights import from_record, to_record
 from fedad_tutorial.scaling import FeatureStats
 from fedad_tutorial.thresholds import ScoreHistogram, percentile_threshold
 from fedad_tutorial.training import client_generator, score_rows, train_local
@@ -56,12 +58,20 @@ def _split(context: Context, data_paths, mc: MessageConfig) -> tuple[Split, list
 
 def _model(msg: Message, mc: MessageConfig, dim: int) -> torch.nn.Module:
     model = mc.spec(dim).build()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.load_state_dict(from_record(msg.content["arrays"], model.state_dict()))
     return model.eval()
 
 
 def _scores(model, rows: np.ndarray, mc: MessageConfig) -> np.ndarray:
     return score_rows(model, torch.from_numpy(mc.scaler.transform(rows)), mc.score_method).numpy()
+
+
+def warm_up() -> None:
+    """Do now what PyTorch does on a process's first training step: creating the first optimizer
+    imports much of PyTorch's compiler stack, seconds of CPU a deployed node would otherwise spend
+    inside its first ``train`` message, which every node of the round waits for. Touches no
+    random state and no data."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
@@ -90,7 +100,7 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
         rows = torch.from_numpy(mc.scaler.transform(split.train))
         loss = train_local(model, rows, mc.training, client_generator(mc.seed, mc.server_round, k))
         metrics = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
-        return Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg)
+        return Message(RecordDict({"arrays": to_record(model.state_dict()), "metrics": metrics}), reply_to=msg)
 
     @app.query("histogram")
     def histogram(msg: Message, context: Context) -> Message:

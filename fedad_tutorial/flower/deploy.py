@@ -332,7 +332,7 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     host, port = split_address(server_address)
     check_server(host, port, root_certificates, wait_timeout)  # before the slow imports below
 
-    from fedad_tutorial.flower.client_app import make_client_app
+    from fedad_tutorial.flower.client_app import make_client_app, warm_up
     from fedad_tutorial.flower.runtime import ClientWorker
     from fedad_tutorial.threads import set_threads
 
@@ -354,6 +354,7 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
                             "--superexec-auth-secret-file", str(secret_file), "--host", "127.0.0.1",
                             "--port", str(runtime_port), "--node-config", node_config,
                             "--max-wait-time", str(wait_timeout)], flower_env(state / "home"), log)
+        warm_up()  # while the SuperNode starts, not during the first round
         try:
             _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
         except RuntimeError:

@@ -12,7 +12,8 @@ both with ``--isolation process`` and a SuperExec secret, and acquires the tasks
   from this package's installed ClientApp, never from code in a bundle.
 
 Both keep the model code and the node's data loaded across messages (one Python process per
-command, not one per message), and poll with short sleeps (Flower's own loops sleep 3 s).
+command, not one per message), and wait with short sleeps where Flower's own loops sleep
+seconds (:mod:`~fedad_tutorial.flower.latency`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.grid import HttpGrid
+
+from fedad_tutorial.flower.latency import shorten_pull_backoff
 
 #: The app bundle's identity: ``[tool.flwr.app] publisher`` and the components it must name.
 PUBLISHER = "fedad"
@@ -128,7 +131,11 @@ def _refuse(address: str, root_certificates: bytes | None, token: str, reason: s
 
 
 class FastGrid(HttpGrid):
-    """Flower's HTTP Grid, but polling for replies every 50 ms instead of every 3 s."""
+    """Flower's HTTP Grid, but polling for replies every :data:`POLL` s instead of every 3 s.
+
+    A reply is listed as soon as its node announces it, before its contents are uploaded; pulling
+    it then retries after a back-off that :func:`~fedad_tutorial.flower.latency.shorten_pull_backoff`
+    starts short."""
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         pending = set(self.push_messages(messages))
@@ -151,6 +158,7 @@ def run_server_task(address: str, root_certificates: bytes | None, secret: bytes
 
     Tasks of other runs are failed. ``alive`` is called while waiting (it raises if the
     SuperLink died); after ``timeout`` seconds without our task, RuntimeError."""
+    shorten_pull_backoff()  # the replies' contents: see FastGrid
     acquirer = _client(address, root_certificates, "SuperExec", secret=secret)
     deadline = time.monotonic() + timeout
     try:
@@ -199,6 +207,7 @@ class ClientWorker:
     """Take the ClientApp tasks of a local SuperNode and answer them with fedad's ClientApp."""
 
     def __init__(self, address: str, secret: bytes, app: ClientApp) -> None:
+        shorten_pull_backoff()  # a task is handed out before its message's contents reach the SuperNode
         self.address, self.app = address, app
         self.acquirer = _client(address, None, "SuperExec", secret=secret, retry=False)
         self.refused: list[str] = []

@@ -46,6 +46,7 @@ from fedad_tutorial.flower.settings import (
     FlowerSettings,
     message_config,
 )
+from fedad_tutorial.flower.weights import from_record, to_record
 from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
@@ -124,7 +125,7 @@ class DetectorFedAvg(FedAvg):
     """Flower's FedAvg with the package's client sampling and averaging, and per-node history rows."""
 
     def __init__(self, settings: FlowerSettings, nodes: list[Node], scaler: Scaler,
-                 progress=None) -> None:
+                 progress=None, template: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__(fraction_train=settings.config.fraction, min_available_nodes=settings.min_clients,
                          min_train_nodes=1, min_evaluate_nodes=1)
         self.settings = settings
@@ -133,6 +134,7 @@ class DetectorFedAvg(FedAvg):
         self.missing: list[str] = []  # "name (why)"
         self.missing_names: list[str] = []
         self.scaler = scaler
+        self.template = template  # the global model's state dict: names and shapes of the packed weights
         self.records: list[dict] = []
         self.losses: dict[int, float] = {}
         self.progress = progress
@@ -200,12 +202,12 @@ class DetectorFedAvg(FedAvg):
         ok = self._collect(self._sent, got, "train")
         if not ok:
             raise FlowerRunError(f"round {server_round}: no training replies")
-        states = [got[i].content["arrays"].to_torch_state_dict() for i in ok]  # node order
+        states = [from_record(got[i].content["arrays"], self.template) for i in ok]  # node order
         weights = [int(got[i].content["metrics"]["num-examples"]) for i in ok]
         self.losses = {i: float(got[i].content["metrics"]["loss"]) for i in ok}
         averaged = fedavg(states, weights)
         mean_loss = float(np.average(list(self.losses.values()), weights=weights))
-        return ArrayRecord(averaged), MetricRecord({"loss": mean_loss})
+        return to_record(averaged), MetricRecord({"loss": mean_loss})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         threshold = None
@@ -283,10 +285,10 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     features = nodes[0].features
     torch.manual_seed(config.seed)  # the same initial weights as run_federated
     model = config.model_spec(len(features)).build().eval()
-    strategy = DetectorFedAvg(settings, nodes, scaler, progress)
-    result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=config.rounds,
+    strategy = DetectorFedAvg(settings, nodes, scaler, progress, template=model.state_dict())
+    result = strategy.start(grid, to_record(model.state_dict()), num_rounds=config.rounds,
                             timeout=settings.round_timeout)
-    model.load_state_dict(result.arrays.to_torch_state_dict())
+    model.load_state_dict(from_record(result.arrays, model.state_dict()))
     threshold = strategy.final_threshold  # from the last round's evaluate replies
     detector = Detector(model.eval(), scaler, threshold, features, config.score_method)
     fed = FederationResult(pd.DataFrame(strategy.records), detector, {}, config)

@@ -1,0 +1,46 @@
+"""Flower's waits, shortened: the one place where ``fedad`` changes Flower's timing.
+
+A message of a deployment goes ServerApp -> SuperLink -> SuperNode -> ClientApp and its reply
+back, and Flower 1.41 waits at several of those hops with sleeps sized for large federations:
+
+- a SuperNode sleeps 3 s after every pull that found no message, and 0.5 s between checks for
+  the ClientApp's reply (:func:`shorten_supernode_sleeps` divides both by :data:`SUPERNODE_FACTOR`);
+- a message is announced before its contents are uploaded (its weights, one object per array, come
+  in separate requests), so whoever pulls it soon after, the SuperNode from the SuperLink, the
+  ClientApp from the SuperNode, the ServerApp its replies, often finds a part missing and retries
+  after a back-off that starts at 1 s and doubles (:func:`shorten_pull_backoff` starts it at
+  :data:`PULL_BACKOFF` instead; the doubling, the cap and the limits on tries and time are Flower's);
+- the ServerApp's ``Grid.send_and_receive`` sleeps 3 s between polls for replies (our
+  :class:`~fedad_tutorial.flower.runtime.FastGrid` polls every
+  :data:`~fedad_tutorial.flower.runtime.POLL` s).
+
+None of this changes what is sent or computed, only how soon a waiting process looks again.
+These patches touch only the processes ``fedad`` itself runs (its server and client commands and
+the SuperNode it starts); the SuperLink is Flower's unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+
+#: The SuperNode's sleeps are divided by this (3 s -> 0.3 s between empty pulls; 0.5 s -> 0.05 s).
+SUPERNODE_FACTOR = 10.0
+#: The first back-off (seconds) when a pulled message's contents are not all uploaded yet.
+PULL_BACKOFF = 0.05
+
+
+def shorten_pull_backoff() -> None:
+    """Start Flower's object-pull back-off at :data:`PULL_BACKOFF` s in this process."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
+        function.__kwdefaults__["initial_backoff"] = PULL_BACKOFF
+
+
+def shorten_supernode_sleeps() -> None:
+    """Divide the sleeps of the SuperNode's pull and push loops by :data:`SUPERNODE_FACTOR`."""
+    from flwr.supernode import start_client_internal
+
+    start_client_internal.time = types.SimpleNamespace(
+        **{**vars(time), "sleep": lambda seconds: time.sleep(seconds / SUPERNODE_FACTOR)})
