@@ -24,11 +24,11 @@ from fedad_tutorial import __version__
 from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, Param
 from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.runs import MODEL_FILE
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, set_threads
 
 EXIT_USER_ERROR = 2
-MODEL_FILE = "model.pt"  # the run folder's detector file (fedad_tutorial.runs writes it)
 
 
 class _Parser(argparse.ArgumentParser):

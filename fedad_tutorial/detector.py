@@ -88,14 +88,7 @@ class Detector:
 
     def scaled(self, features: np.ndarray) -> torch.Tensor:
         """Raw rows as the model sees them: checked (:meth:`check_rows`), scaled, float32."""
-        z = self.scaler.transform(self.check_rows(features))
-        bad = ~np.isfinite(z)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            raise RowError(row, self.feature_names[col], "the scaled value overflows float32: the value is "
-                           f"far outside the training range (mean {self.scaler.mean[col]:.4g}, "
-                           f"std {self.scaler.std[col]:.4g})")
-        return torch.from_numpy(z)
+        return torch.from_numpy(self.scaler.transform_checked(self.check_rows(features), self.feature_names))
 
     @torch.no_grad()
     def score_samples(self, features: np.ndarray) -> np.ndarray:

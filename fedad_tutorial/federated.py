@@ -36,7 +36,7 @@ from fedad_tutorial.config import ENGINES, FederatedConfig
 from fedad_tutorial.data import Split
 from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.detector import Detector
-from fedad_tutorial.errors import UserError
+from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
@@ -186,12 +186,10 @@ def _check_scaled(splits: Sequence[Split], scalers: list[Scaler], names: list[st
     """Refuse rows that standardisation pushes beyond float32 (a value far outside the training range)."""
     for split, scaler in zip(splits, scalers, strict=True):
         for part, rows in (("training", split.train), ("test", split.test)):
-            bad = ~np.isfinite(scaler.transform(rows))
-            if bad.any():
-                row, col = (int(i) for i in np.argwhere(bad)[0])
-                raise UserError(f"{split.name}: {part} row {row}, column '{names[col]}': the scaled value "
-                                f"overflows float32 ({float(rows[row, col]):g} with training mean "
-                                f"{scaler.mean[col]:.4g} and std {scaler.std[col]:.4g})")
+            try:
+                scaler.transform_checked(rows, names)
+            except RowError as exc:
+                raise UserError(f"{split.name}: {part} row {exc.row}, column '{exc.column}': {exc.reason}") from None
 
 
 def run_federated(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedad_tutorial.errors import UserError
+from fedad_tutorial.errors import RowError, UserError
 
 #: The largest magnitude a value may have: float32's largest finite number (the models compute in float32).
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -60,9 +60,21 @@ class Scaler:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Standardised rows in float32; a value pushed beyond float32's range becomes infinite, without
-        a warning: the callers that must refuse it (the detector, the federation) check and say where."""
+        a warning (:meth:`transform_checked` refuses it instead)."""
         with np.errstate(over="ignore"):
             return ((np.asarray(features, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+
+    def transform_checked(self, features: np.ndarray, feature_names: list[str]) -> np.ndarray:
+        """:meth:`transform`, refusing a value that standardisation pushes beyond float32 (one far
+        outside the training range) with a :class:`~fedad_tutorial.errors.RowError` naming where."""
+        z = self.transform(features)
+        bad = ~np.isfinite(z)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            value = float(np.asarray(features)[row, col])
+            raise RowError(row, feature_names[col], f"the scaled value overflows float32 ({value:g} with training "
+                                                    f"mean {self.mean[col]:.4g} and std {self.std[col]:.4g})")
+        return z
 
 
 def federated_scaler(client_stats: list[FeatureStats]) -> Scaler:
