@@ -153,7 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
     score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    score.add_argument("--explain", metavar="K|FEATURES", default=None,
+                       help="for each flagged row, add columns naming the K metrics that contribute most to its "
+                            "score (or the comma-separated FEATURES): value, the model's normal range and the "
+                            "metric's share of the score")
+    score.add_argument("--report", type=Path, metavar="FILE", default=None,
+                       help="also draw the highest-scoring alarms and their top metrics (FILE.html or FILE.png)")
+    choice = score.add_mutually_exclusive_group()
+    choice.add_argument("--percentile", type=_typed(float, Param("", low=0, high=100, low_open=True, high_open=True)),
+                        default=None, help="flag rows above this percentile of the federation's training scores "
+                                           "instead of the saved threshold (from the histogram in the model file)")
+    choice.add_argument("--max-alarm-rate", type=_fraction, default=None,
+                        help="flag at most this share of the federation's training rows (the threshold at the "
+                             "100 x (1 - R)th percentile) instead of the saved threshold")
     _threads_flag(score)
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_flower_commands(sub, fmt)
     return parser
 
@@ -329,14 +343,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     from fedad_tutorial.detector import Detector
     from fedad_tutorial.metrics import detection_metrics
-    from fedad_tutorial.scoring import score_csv
+    from fedad_tutorial.scoring import parse_explain, score_csv
 
+    explain = parse_explain(args.explain) if args.explain is not None else None
     detector = Detector.load(args.model)
-    scored = score_csv(detector, args.data, args.output, model=args.model)
+    threshold = detector.threshold_for(args.percentile, args.max_alarm_rate, source=str(args.model))
+    scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold, explain=explain,
+                       report=args.report, quiet=args.quiet)
+    chosen = "" if args.percentile is None and args.max_alarm_rate is None else (
+        f", the {args.percentile:g}th percentile" if args.percentile is not None
+        else f", at most {args.max_alarm_rate:g} of training rows")
+    also = f" and {args.report}" if args.report is not None else ""
     print(f"Scored {len(scored.scores)} rows of {args.data}: {scored.flags.sum()} flagged "
-          f"(threshold {detector.threshold:.4g}); wrote {args.output}")
+          f"(threshold {threshold:.4g}{chosen}); wrote {args.output}{also}")
     if scored.labels is not None:
-        m = detection_metrics(scored.labels, scored.scores, detector.threshold)
+        m = detection_metrics(scored.labels, scored.scores, threshold)
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
               f"ROC-AUC {m['roc_auc']:.3f}")
     return 0

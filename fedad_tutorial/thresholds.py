@@ -43,6 +43,17 @@ class ScoreHistogram:
     counts: np.ndarray
 
     @classmethod
+    def from_counts(cls, counts: np.ndarray) -> ScoreHistogram:
+        """A histogram from counts received or loaded (one per shared bin, whole, non-negative, not all zero);
+        raises ValueError otherwise."""
+        counts = np.asarray(counts)
+        if counts.shape != (len(_EDGES) - 1,):
+            raise ValueError(f"a score histogram needs {len(_EDGES) - 1} counts, got shape {counts.shape}")
+        if counts.dtype.kind not in "iu" or (counts < 0).any() or counts.sum() == 0:
+            raise ValueError("a score histogram needs whole, non-negative counts, not all zero")
+        return cls(counts.astype(np.int64))
+
+    @classmethod
     def of(cls, scores: np.ndarray) -> ScoreHistogram:
         clipped = np.clip(np.asarray(scores, dtype=np.float64), 0.0, _EDGES[-1])
         counts, _ = np.histogram(clipped, bins=_EDGES)
@@ -68,14 +79,25 @@ class ScoreHistogram:
         return float(_EDGES[b] + inside * (_EDGES[b + 1] - _EDGES[b]))
 
 
-def federated_percentile(client_scores: list[np.ndarray], q: float = 95.0) -> float:
-    """The global ``q``-th percentile from each client's histogram (what a server would compute)."""
+    def bin_width_at(self, value: float) -> float:
+        """The width of the shared bin holding ``value``: how far :meth:`quantile` may be from the exact one."""
+        b = int(np.clip(np.searchsorted(_EDGES, value, side="right") - 1, 0, len(_EDGES) - 2))
+        return float(_EDGES[b + 1] - _EDGES[b])
+
+
+def federated_histogram(client_scores: list[np.ndarray]) -> ScoreHistogram:
+    """The sum of each client's histogram (what a server receives: counts, never scores)."""
     if not client_scores:
         raise UserError("no client scores to aggregate")
     total = ScoreHistogram.of(client_scores[0])
     for scores in client_scores[1:]:
         total = total + ScoreHistogram.of(scores)
-    return total.quantile(q)
+    return total
+
+
+def federated_percentile(client_scores: list[np.ndarray], q: float = 95.0) -> float:
+    """The global ``q``-th percentile from each client's histogram (what a server would compute)."""
+    return federated_histogram(client_scores).quantile(q)
 
 
 def fpr_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:
