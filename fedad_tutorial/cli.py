@@ -29,6 +29,8 @@ from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, set_threads
 
 EXIT_USER_ERROR = 2
+#: What a run folder holds, as the commands that write one say.
+_RUN_FILES = f"{MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, tensorboard/"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -250,6 +252,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 
     from fedad_tutorial.federated import round_means, run_federated
     from fedad_tutorial.runs import write_run
+    from fedad_tutorial.tensorboard_log import heldout_histograms
 
     def on_round(rnd: int, frame) -> None:
         if not quiet:
@@ -262,7 +265,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
               f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
         print(_header("round"))
     result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
-    write_run(output_dir, result, data_description)
+    write_run(output_dir, result, data_description, heldout=heldout_histograms(result.detector, splits))
     if not quiet:
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
@@ -323,7 +326,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
     return 0
 
 
@@ -336,7 +339,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
     return 0
 
 
@@ -397,7 +400,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(_format_row("final", status.get("summary", {})))
-    print(f"Wrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, flower/)")
+    print(f"Wrote {args.output_dir}/ ({_RUN_FILES}, flower/)")
     return 0
 
 
