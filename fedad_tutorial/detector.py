@@ -50,6 +50,8 @@ class Detector:
     feature_names: list[str]
     score_method: str | None = None
     score_histogram: ScoreHistogram | None = None  # the federation's training scores, as shared-bin counts
+    #: each metric's 1st and 99th percentile on the federation's training rows, raw units, shape (2, features)
+    feature_range: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.score_method is None:
@@ -157,6 +159,8 @@ class Detector:
         }
         if self.score_histogram is not None:
             payload["score_histogram"] = torch.from_numpy(self.score_histogram.counts.copy())
+        if self.feature_range is not None:
+            payload["feature_range"] = torch.from_numpy(np.asarray(self.feature_range, dtype=np.float64).copy())
         buffer = io.BytesIO()  # serialise first: a full disk then raises OSError (ENOSPC), not torch's error
         torch.save(payload, buffer)
         with atomic_path(path) as tmp:
@@ -229,7 +233,13 @@ class Detector:
             if not isinstance(histogram, torch.Tensor):
                 raise ValueError("the score histogram is not a tensor of counts")
             histogram = ScoreHistogram.from_counts(histogram.numpy())
+        feature_range = payload.get("feature_range")
+        if feature_range is not None:
+            if not (isinstance(feature_range, torch.Tensor) and tuple(feature_range.shape) == (2, spec.input_dim)
+                    and torch.isfinite(feature_range).all() and (feature_range[0] <= feature_range[1]).all()):
+                raise ValueError("the feature range is not a finite low <= high pair per feature")
+            feature_range = feature_range.double().numpy()
         model = spec.build()
         model.load_state_dict(state)
         return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method,
-                   histogram)
+                   histogram, feature_range)

@@ -91,10 +91,14 @@ def score_contributions(detector: Detector, rows: np.ndarray) -> tuple[np.ndarra
 
 
 def normal_range(detector: Detector, z: float = Z_99) -> tuple[np.ndarray, np.ndarray]:
-    """Each metric's normal range in raw units as the model learned it: the federation's mean plus or
-    minus ``z`` standard deviations (its scaler), by default the 1st-99th percentile a normal
-    distribution with those moments would have. A model file holds no training rows, so this is
-    the range it can show (notebook 12's table uses a client's own rows instead)."""
+    """Each metric's normal range in raw units as the model file knows it (it holds no training rows):
+    the 1st-99th percentile of the federation's training rows that training stored
+    (``detector.feature_range``, from per-metric counts on shared bins), or, for a model file without
+    it, the federation's mean plus or minus ``z`` standard deviations (its scaler: the 1st-99th
+    percentile of a normal distribution with those moments). Notebook 12's table uses a client's own
+    rows instead."""
+    if detector.feature_range is not None:
+        return np.asarray(detector.feature_range[0], np.float64), np.asarray(detector.feature_range[1], np.float64)
     mean = np.asarray(detector.scaler.mean, dtype=np.float64)
     std = np.asarray(detector.scaler.std, dtype=np.float64)
     return mean - z * std, mean + z * std

@@ -39,7 +39,13 @@ from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
-from fedad_tutorial.thresholds import ScoreHistogram, federated_histogram, federated_percentile, percentile_threshold
+from fedad_tutorial.thresholds import (
+    ScoreHistogram,
+    federated_feature_range,
+    federated_histogram,
+    federated_percentile,
+    percentile_threshold,
+)
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
 
@@ -242,8 +248,9 @@ def run_federated(
     model = models[0]
     thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
     histogram = _global_histogram(model, splits, [global_scaler] * len(splits), config)
+    feature_range = federated_feature_range([global_scaler.transform(s.train) for s in splits])
     detector = Detector(model, global_scaler, histogram.quantile(config.threshold_percentile), names,
-                        config.score_method, histogram)
+                        config.score_method, histogram, global_scaler.mean + feature_range * global_scaler.std)
     client_detectors = {
         s.name: Detector(model, sc, float(thresholds[s.name]), names, config.score_method)
         for s, sc in zip(splits, scalers, strict=False)

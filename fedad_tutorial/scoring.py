@@ -184,6 +184,10 @@ def _keep_top(top: list, scores: np.ndarray, flags: np.ndarray, chunk) -> None:
             heapq.heapreplace(top, item)
 
 
+_RANGE = {True: "1st-99th percentile of the federation's training rows",
+          False: "the federation's mean &plusmn; 2.33 standard deviations"}
+
+
 def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path, k: int) -> Path:
     """Draw the top alarms (notebook 12's figure: each alarm's top metrics by reconstruction error, with
     their values and the model's normal ranges) to a PNG, or to an HTML page with the figure and tables."""
@@ -196,6 +200,7 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
     from fedad_tutorial.explain import alarm_table, plot_alarm
 
     alarms = scored.top_alarms
+    has_range = detector.feature_range is not None
     n_flagged = int(scored.flags.sum())
     title = (f"{data.name}: {n_flagged} of {len(scored.scores)} rows flagged (threshold {scored.threshold:.4g}); "
              f"the {len(alarms)} highest-scoring alarms")
@@ -223,8 +228,8 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
             parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                      "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
                      "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
-                     f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. Normal range: the federation's "
-                     f"mean &plusmn; 2.33 standard deviations; error: squared reconstruction error (scaled units).</p>",
+                     f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. Normal range: {_RANGE[has_range]}; "
+                     "error: squared reconstruction error (scaled units).</p>",
                      f"<img alt='top alarms' src='data:image/png;base64,{image}'>"]
             for line, score, table in tables:
                 parts.append(f"<h2>line {line}, score {score:.4g}</h2>")

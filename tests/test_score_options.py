@@ -143,6 +143,11 @@ def test_a_damaged_histogram_is_refused(flow, tmp_path):
         torch.save({**payload, "score_histogram": bad}, tmp_path / "bad.pt")
         with pytest.raises(UserError, match="damaged fedad model file"):
             Detector.load(tmp_path / "bad.pt")
+    flipped = payload["feature_range"].flip(0)  # low above high
+    for bad in (flipped, payload["feature_range"][:, :3], payload["feature_range"] * float("nan")):
+        torch.save({**payload, "feature_range": bad}, tmp_path / "bad.pt")
+        with pytest.raises(UserError, match="damaged fedad model file"):
+            Detector.load(tmp_path / "bad.pt")
 
 
 def test_percentile_and_max_alarm_rate_move_the_threshold(flow, capsys):
@@ -185,3 +190,21 @@ def test_progress_bar_on_stderr_only_when_asked(flow, tmp_path, monkeypatch, cap
     score_csv(det, data / "node_1.csv", tmp_path / "b.csv", quiet=True)
     assert capsys.readouterr().err == ""
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_the_model_file_keeps_each_metrics_federated_normal_range(trained, tmp_path):
+    result, splits = trained
+    det = Detector.load(result.detector.save(tmp_path / "model.pt"))
+    pooled = np.concatenate([s.train for s in splits]).astype(np.float64)
+    exact = np.percentile(pooled, [1.0, 99.0], axis=0, method="inverted_cdf")
+    bin_width = 0.05 * det.scaler.std  # the shared bins are 0.05 standard deviations wide
+    assert (np.abs(det.feature_range - exact) <= 1.01 * bin_width + 1e-6 * np.abs(exact)).all()
+    from fedad_tutorial.explain import normal_range
+
+    low, high = normal_range(det)
+    assert (low == det.feature_range[0]).all() and (high == det.feature_range[1]).all()
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    del payload["feature_range"]
+    torch.save(payload, tmp_path / "old.pt")
+    low, high = normal_range(Detector.load(tmp_path / "old.pt"))  # older files: mean +- 2.33 std
+    np.testing.assert_allclose((low + high) / 2, det.scaler.mean, rtol=1e-5, atol=1e-6)
