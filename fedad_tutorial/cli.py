@@ -87,6 +87,7 @@ _positive_int = _int_in(1, 10**9)
 _positive_float = _typed(float, Param("", low=0, low_open=True))
 _fraction = _typed(float, Param("", low=0, high=1, low_open=True, high_open=True))
 _rate = _typed(float, Param("", low=0, high=1, high_open=True))
+_percent = _typed(float, Param("", low=0, high=100, low_open=True, high_open=True))
 _seed = _int_in(0, MAX_SEED)
 #: Flags whose spelling differs from the configuration field's name.
 _FLAG_ALIASES = {"rounds": ("--rounds", "--num-rounds")}
@@ -162,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--report", type=Path, metavar="FILE", default=None,
                        help="also draw the highest-scoring alarms and their top metrics (FILE.html or FILE.png)")
     choice = score.add_mutually_exclusive_group()
-    choice.add_argument("--percentile", type=_typed(float, Param("", low=0, high=100, low_open=True, high_open=True)),
-                        default=None, help="flag rows above this percentile of the federation's training scores "
+    choice.add_argument("--percentile", metavar="P", type=_percent,
+                        default=None, help="flag rows above the P-th percentile of the federation's training scores "
                                            "instead of the saved threshold (from the histogram in the model file)")
-    choice.add_argument("--max-alarm-rate", type=_fraction, default=None,
-                        help="flag at most this share of the federation's training rows (the threshold at the "
+    choice.add_argument("--max-alarm-rate", metavar="R", type=_fraction, default=None,
+                        help="flag at most the share R of the federation's training rows (the threshold at the "
                              "100 x (1 - R)th percentile) instead of the saved threshold")
     _threads_flag(score)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
