@@ -29,6 +29,8 @@ from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, set_threads
 
 EXIT_USER_ERROR = 2
+#: What a run folder holds, as the commands that write one say.
+_RUN_FILES = f"{MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, tensorboard/"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,6 +87,7 @@ _positive_int = _int_in(1, 10**9)
 _positive_float = _typed(float, Param("", low=0, low_open=True))
 _fraction = _typed(float, Param("", low=0, high=1, low_open=True, high_open=True))
 _rate = _typed(float, Param("", low=0, high=1, high_open=True))
+_percent = _typed(float, Param("", low=0, high=100, low_open=True, high_open=True))
 _seed = _int_in(0, MAX_SEED)
 #: Flags whose spelling differs from the configuration field's name.
 _FLAG_ALIASES = {"rounds": ("--rounds", "--num-rounds")}
@@ -153,7 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
     score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    score.add_argument("--explain", metavar="K|FEATURES", default=None,
+                       help="for each flagged row, add columns naming the K metrics that contribute most to its "
+                            "score (or the comma-separated FEATURES): value, the model's normal range and the "
+                            "metric's share of the score")
+    score.add_argument("--report", type=Path, metavar="FILE", default=None,
+                       help="also draw the highest-scoring alarms and their top metrics (FILE.html or FILE.png)")
+    choice = score.add_mutually_exclusive_group()
+    choice.add_argument("--percentile", metavar="P", type=_percent,
+                        default=None, help="flag rows above the P-th percentile of the federation's training scores "
+                                           "instead of the saved threshold (from the histogram in the model file)")
+    choice.add_argument("--max-alarm-rate", metavar="R", type=_fraction, default=None,
+                        help="flag at most the share R of the federation's training rows (the threshold at the "
+                             "100 x (1 - R)th percentile) instead of the saved threshold")
     _threads_flag(score)
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_flower_commands(sub, fmt)
     return parser
 
@@ -236,6 +253,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 
     from fedad_tutorial.federated import round_means, run_federated
     from fedad_tutorial.runs import write_run
+    from fedad_tutorial.tensorboard_log import heldout_histograms
 
     def on_round(rnd: int, frame) -> None:
         if not quiet:
@@ -248,7 +266,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
               f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
         print(_header("round"))
     result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
-    write_run(output_dir, result, data_description)
+    write_run(output_dir, result, data_description, heldout=heldout_histograms(result.detector, splits))
     if not quiet:
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
@@ -309,7 +327,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
     return 0
 
 
@@ -322,21 +340,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
     return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from fedad_tutorial.detector import Detector
     from fedad_tutorial.metrics import detection_metrics
-    from fedad_tutorial.scoring import score_csv
+    from fedad_tutorial.scoring import parse_explain, score_csv
 
+    explain = parse_explain(args.explain) if args.explain is not None else None
     detector = Detector.load(args.model)
-    scored = score_csv(detector, args.data, args.output, model=args.model)
+    threshold = detector.threshold_for(args.percentile, args.max_alarm_rate, source=str(args.model))
+    scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold, explain=explain,
+                       report=args.report, quiet=args.quiet)
+    chosen = "" if args.percentile is None and args.max_alarm_rate is None else (
+        f", the {args.percentile:g}th percentile" if args.percentile is not None
+        else f", at most {args.max_alarm_rate:g} of training rows")
+    also = f" and {args.report}" if args.report is not None else ""
     print(f"Scored {len(scored.scores)} rows of {args.data}: {scored.flags.sum()} flagged "
-          f"(threshold {detector.threshold:.4g}); wrote {args.output}")
+          f"(threshold {threshold:.4g}{chosen}); wrote {args.output}{also}")
     if scored.labels is not None:
-        m = detection_metrics(scored.labels, scored.scores, detector.threshold)
+        m = detection_metrics(scored.labels, scored.scores, threshold)
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
               f"ROC-AUC {m['roc_auc']:.3f}")
     return 0
@@ -376,7 +401,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print(_format_row("final", status.get("summary", {})))
-    print(f"Wrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, flower/)")
+    print(f"Wrote {args.output_dir}/ ({_RUN_FILES}, flower/)")
     return 0
 
 

@@ -74,6 +74,11 @@ class NodeCsvReader:
         self.feature_names = [self.header[j] for j in self._feature_idx]
         self.labelled = self.label_col is not None
 
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has got, in bytes (read ahead by up to a buffer): for progress bars."""
+        return self._handle.buffer.tell()
+
     def __enter__(self) -> NodeCsvReader:
         return self
 

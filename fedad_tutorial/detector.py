@@ -3,6 +3,11 @@
 The file is written with :func:`torch.save` and read back with ``torch.load(weights_only=True)``,
 which only rebuilds tensors and plain containers: loading a model file never runs code from it.
 
+A detector trained by a federation also keeps the federation's histogram of training scores
+(:class:`~fedad_tutorial.thresholds.ScoreHistogram`: counts on the shared bins, never a score), so
+:meth:`Detector.threshold_for` can move the threshold to another percentile without retraining.
+Model files written before it existed load without one.
+
 >>> import numpy as np
 >>> from fedad_tutorial.models import ModelSpec
 >>> from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
@@ -29,6 +34,7 @@ from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.models import ModelSpec, check_score_method, default_score_method
 from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
+from fedad_tutorial.thresholds import ScoreHistogram
 
 FORMAT = "fedad-detector"
 FORMAT_VERSION = 1
@@ -43,6 +49,9 @@ class Detector:
     threshold: float
     feature_names: list[str]
     score_method: str | None = None
+    score_histogram: ScoreHistogram | None = None  # the federation's training scores, as shared-bin counts
+    #: each metric's 1st and 99th percentile on the federation's training rows, raw units, shape (2, features)
+    feature_range: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.score_method is None:
@@ -109,6 +118,26 @@ class Detector:
                            f"{float(x[row, col]):.3g} standard deviations from the training mean")
         return scores
 
+    def threshold_for(self, percentile: float | None = None, max_alarm_rate: float | None = None,
+                      source: str = "the model file") -> float:
+        """The saved threshold, or the one at ``percentile`` of the federation's training scores, or the one
+        that flags at most a share ``max_alarm_rate`` of them (the ``100 * (1 - rate)``-th percentile).
+
+        Read from :attr:`score_histogram`, so within one shared bin's width of the exact percentile.
+        """
+        if percentile is None and max_alarm_rate is None:
+            return self.threshold
+        if percentile is not None and max_alarm_rate is not None:
+            raise UserError("give a percentile or a maximum alarm rate, not both")
+        if max_alarm_rate is not None:
+            if not 0.0 < max_alarm_rate < 1.0:
+                raise UserError(f"the maximum alarm rate must be between 0 and 1 (exclusive), got {max_alarm_rate:g}")
+            percentile = 100.0 * (1.0 - max_alarm_rate)
+        if self.score_histogram is None:
+            raise UserError(f"{source}: holds no histogram of training scores (written before fedad-tutorial "
+                            "kept one), so only its saved threshold can be used; retrain to choose another")
+        return self.score_histogram.quantile(percentile)
+
     def predict(self, features: np.ndarray) -> np.ndarray:
         """1 for rows whose score is above the threshold, else 0."""
         return (self.score_samples(features) > self.threshold).astype(np.int64)
@@ -128,6 +157,10 @@ class Detector:
             "threshold": float(self.threshold),
             "score_method": self.score_method,
         }
+        if self.score_histogram is not None:
+            payload["score_histogram"] = torch.from_numpy(self.score_histogram.counts.copy())
+        if self.feature_range is not None:
+            payload["feature_range"] = torch.from_numpy(np.asarray(self.feature_range, dtype=np.float64).copy())
         buffer = io.BytesIO()  # serialise first: a full disk then raises OSError (ENOSPC), not torch's error
         torch.save(payload, buffer)
         with atomic_path(path) as tmp:
@@ -195,6 +228,18 @@ class Detector:
             raise ValueError(f"the threshold is {threshold}")
         score_method = payload["score_method"]
         check_score_method(spec.kind, score_method)
+        histogram = payload.get("score_histogram")
+        if histogram is not None:
+            if not isinstance(histogram, torch.Tensor):
+                raise ValueError("the score histogram is not a tensor of counts")
+            histogram = ScoreHistogram.from_counts(histogram.numpy())
+        feature_range = payload.get("feature_range")
+        if feature_range is not None:
+            if not (isinstance(feature_range, torch.Tensor) and tuple(feature_range.shape) == (2, spec.input_dim)
+                    and torch.isfinite(feature_range).all() and (feature_range[0] <= feature_range[1]).all()):
+                raise ValueError("the feature range is not a finite low <= high pair per feature")
+            feature_range = feature_range.double().numpy()
         model = spec.build()
         model.load_state_dict(state)
-        return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method)
+        return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method,
+                   histogram, feature_range)

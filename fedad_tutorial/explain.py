@@ -7,6 +7,10 @@ the metric's typical error on normal (training) rows makes metrics that are alwa
 reconstruct stop dominating (``baseline=``). :func:`gradient_x_input` is a second attribution
 (the score's gradient times the scaled input), for comparison.
 
+:func:`score_contributions` is the additive split of *any* detector's score (autoencoder, VAE by
+reconstruction or by ELBO) that ``fedad score --explain`` writes, and :func:`normal_range` the
+range of each metric that a model file alone can tell (no training rows travel with it).
+
 To *measure* explanations, :func:`perturbed_metrics` says which metrics each injected anomaly
 type of :func:`~fedad_tutorial.data.make_cloud_federation` actually changed. The generator does not
 record its perturbed columns, so they are recovered from the generator's own rules (evaluation
@@ -37,16 +41,22 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from fedad_tutorial.data import FACTORS, LEVEL_SHIFT_METRICS, metric_catalog
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
+
+if TYPE_CHECKING:  # pandas and Matplotlib are imported where tables and figures are made
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: z of the 1st and 99th percentiles of a normal distribution: :func:`normal_range`'s default width.
+Z_99 = 2.326
 
 
 @torch.no_grad()
@@ -59,6 +69,39 @@ def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
     scaled = detector.scaled(rows)
     detector.model.eval()
     return ((detector.model(scaled) - scaled) ** 2).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def score_contributions(detector: Detector, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's score split into one term per metric and a term no metric owns: ``(terms, latent)``,
+    shapes ``(rows, features)`` and ``(rows,)``, with ``terms.sum(axis=1) + latent`` equal to
+    ``detector.score_samples(rows)`` for every model type and score method.
+
+    - score ``"reconstruction"`` (autoencoder, VAE): the mean squared error over the ``d`` metrics, so
+      metric ``j`` owns ``error_j / d`` and ``latent`` is 0;
+    - score ``"elbo"`` (VAE): ``sum_j error_j / 2 + beta * KL``, so metric ``j`` owns ``error_j / 2``
+      and ``latent`` is ``beta * KL``, the price of the row's unusual latent code.
+    """
+    errors = feature_errors(detector, rows)
+    if detector.score_method == "reconstruction":
+        return errors / errors.shape[1], np.zeros(len(errors))
+    # the KL term of VAE's ELBO score, as the model computes it (z = mu, as in its score)
+    _, kl = detector.model._terms(detector.scaled(rows), None)
+    return errors / 2.0, detector.spec.beta * kl.numpy().astype(np.float64)
+
+
+def normal_range(detector: Detector, z: float = Z_99) -> tuple[np.ndarray, np.ndarray]:
+    """Each metric's normal range in raw units as the model file knows it (it holds no training rows):
+    the 1st-99th percentile of the federation's training rows that training stored
+    (``detector.feature_range``, from per-metric counts on shared bins), or, for a model file without
+    it, the federation's mean plus or minus ``z`` standard deviations (its scaler: the 1st-99th
+    percentile of a normal distribution with those moments). Notebook 12's table uses a client's own
+    rows instead."""
+    if detector.feature_range is not None:
+        return np.asarray(detector.feature_range[0], np.float64), np.asarray(detector.feature_range[1], np.float64)
+    mean = np.asarray(detector.scaler.mean, dtype=np.float64)
+    std = np.asarray(detector.scaler.std, dtype=np.float64)
+    return mean - z * std, mean + z * std
 
 
 def gradient_x_input(detector: Detector, rows: np.ndarray) -> np.ndarray:
@@ -146,18 +189,24 @@ def chance_hit_rate(num_features: int, truth_size: int, k: int) -> float:
     return 1.0 - comb(num_features - truth_size, k) / comb(num_features, k)
 
 
-def alarm_table(detector: Detector, row: np.ndarray, normal_rows: np.ndarray, k: int = 5,
+def alarm_table(detector: Detector, row: np.ndarray, normal_rows: np.ndarray | None, k: int = 5,
                 baseline: np.ndarray | None = None, quantiles: tuple[float, float] = (1.0, 99.0)) -> pd.DataFrame:
     """What an operator reads for one alarm: its ``k`` top metrics, their values and normal ranges.
 
     Columns: ``metric``, ``value`` (raw units), ``normal_low`` / ``normal_high`` (the ``quantiles``
-    of the metric over ``normal_rows``, e.g. the client's own training rows), ``error`` (squared,
-    scaled units) and ``relative_error`` (``error / baseline``, or ``error`` without a baseline).
+    of the metric over ``normal_rows``, e.g. the client's own training rows; with ``normal_rows=None``
+    the model's own :func:`normal_range`), ``error`` (squared, scaled units) and ``relative_error``
+    (``error / baseline``, or ``error`` without a baseline).
     """
+    import pandas as pd
+
     row = np.asarray(row, dtype=np.float64).reshape(1, -1)
     errors = feature_errors(detector, row)[0]
     relative = errors / np.maximum(baseline, 1e-12) if baseline is not None else errors
-    low, high = np.percentile(np.asarray(normal_rows, dtype=np.float64), quantiles, axis=0)
+    if normal_rows is None:
+        low, high = normal_range(detector)
+    else:
+        low, high = np.percentile(np.asarray(normal_rows, dtype=np.float64), quantiles, axis=0)
     idx = top_features(relative[None, :], k)[0]
     table = pd.DataFrame({"metric": [detector.feature_names[j] for j in idx], "value": row[0, idx],
                           "normal_low": low[idx], "normal_high": high[idx], "error": errors[idx],

@@ -39,7 +39,13 @@ from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
-from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
+from fedad_tutorial.thresholds import (
+    ScoreHistogram,
+    federated_feature_range,
+    federated_histogram,
+    federated_percentile,
+    percentile_threshold,
+)
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
 
@@ -241,8 +247,10 @@ def run_federated(
                              desc=mode)
     model = models[0]
     thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
-    global_threshold = _global_threshold(model, splits, [global_scaler] * len(splits), config)
-    detector = Detector(model, global_scaler, global_threshold, names, config.score_method)
+    histogram = _global_histogram(model, splits, [global_scaler] * len(splits), config)
+    feature_range = federated_feature_range([global_scaler.transform(s.train) for s in splits])
+    detector = Detector(model, global_scaler, histogram.quantile(config.threshold_percentile), names,
+                        config.score_method, histogram, global_scaler.mean + feature_range * global_scaler.std)
     client_detectors = {
         s.name: Detector(model, sc, float(thresholds[s.name]), names, config.score_method)
         for s, sc in zip(splits, scalers, strict=False)
@@ -350,10 +358,12 @@ def _client_scores(model: nn.Module, splits: Sequence[Split], scalers: list[Scal
     return out
 
 
-def _global_threshold(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
-                      config: FederatedConfig) -> float:
+def _global_histogram(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
+                      config: FederatedConfig) -> ScoreHistogram:
+    """The clients' training-score counts on the shared bins, summed: the saved threshold's percentile,
+    and kept in the model file so another percentile can be chosen when scoring."""
     scores = _client_scores(model, splits, scalers, config.score_method)
-    return federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
+    return federated_histogram([tr for tr, _ in scores])
 
 
 def _evaluate(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler], config: FederatedConfig,

@@ -21,9 +21,11 @@ from fedad_tutorial.errors import UserError
 #: The file that marks a folder as a fedad run folder (it holds the package version).
 MARKER = ".fedad-run"
 #: What a run folder holds at its top level; ``flower`` keeps a Flower server's logs.
-RUN_ENTRIES = frozenset({MARKER, "model.pt", "history.csv", "summary.json", "figures", "flower"})
+RUN_ENTRIES = frozenset({MARKER, "model.pt", "history.csv", "summary.json", "figures", "flower", "tensorboard"})
 #: What a run's ``figures`` folder holds.
 RUN_FIGURES = frozenset({"f1_per_round.png"})
+#: What a run's ``tensorboard`` folder holds: TensorBoard event files.
+RUN_EVENTS = "events.out.tfevents.*"
 
 
 def _relation(a: Path, b: Path) -> str | None:
@@ -61,9 +63,12 @@ def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
     try:
         entries = {p.name for p in path.iterdir()}
-        figures = path / "figures"
+        figures, events = path / "figures", path / "tensorboard"
         if not entries <= RUN_ENTRIES or (figures.exists() and not (
                 figures.is_dir() and {p.name for p in figures.iterdir()} <= RUN_FIGURES)):
+            return False
+        if events.exists() and not (events.is_dir() and all(
+                p.is_file() and p.match(RUN_EVENTS) for p in events.iterdir())):
             return False
         if (path / MARKER).is_file():
             return True

@@ -3,7 +3,8 @@
 Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
 it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
-``figures/f1_per_round.png``. ``fedad simulate``, ``fedad run`` and the Flower server all write it.
+``figures/f1_per_round.png`` and ``tensorboard/`` (the history as TensorBoard events:
+:mod:`fedad_tutorial.tensorboard_log`). ``fedad simulate``, ``fedad run`` and the Flower server all write it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import TYPE_CHECKING
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_dir
 from fedad_tutorial.outputs import check_run_dir, write_marker
+from fedad_tutorial.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
+from fedad_tutorial.tensorboard_log import write_events
 
 if TYPE_CHECKING:
     from fedad_tutorial.federated import FederationResult
+    from fedad_tutorial.thresholds import ScoreHistogram
 
 MODEL_FILE = "model.pt"
 
@@ -34,13 +38,15 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
+def write_run(output_dir: str | Path, result: FederationResult, data: dict,
+              heldout: dict[str, ScoreHistogram] | None = None, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
     ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
     their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
     description of the clients' data), the saved threshold and score method, the final round's
-    means and rows, then ``extra`` entries.
+    means and rows, then ``extra`` entries. ``heldout``: the final model's held-out score histograms
+    for TensorBoard (:func:`~fedad_tutorial.tensorboard_log.heldout_histograms`), if the caller has them.
     """
     output_dir = check_run_dir(output_dir)
     detector, history = result.detector, result.history
@@ -59,6 +65,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
+        write_events(tmp / TENSORBOARD_FOLDER, history, result.config.to_dict(), detector.threshold, heldout)
         if "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
             from fedad_tutorial.plots import plot_f1_per_round, save_figure
 

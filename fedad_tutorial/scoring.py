@@ -4,11 +4,17 @@ The rows are read, validated and scored in chunks (:class:`~fedad_tutorial.csvio
 each chunk's scores are appended to a temporary output file that is renamed onto the output only
 when every row has been scored. A bad value anywhere (even in the last chunk) therefore leaves no
 output. Only the scores and labels, small next to the rows, are kept for the summary and metrics.
+
+With ``explain``, each flagged row also gets the metrics that contribute most to its score (or the
+metrics the user named): name, value, the model's normal range and the metric's share of the score
+(:func:`~fedad_tutorial.explain.score_contributions`, additive), computed chunk by chunk for the
+flagged rows only. ``report`` draws the highest-scoring alarms as notebook 12 does (HTML or PNG).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,13 @@ from fedad_tutorial.csvio import CHUNK_ROWS, NodeCsvReader
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.outputs import check_output_file
+from fedad_tutorial.progress import progress_bar
+
+#: Alarms drawn in a ``report`` (the highest scores).
+REPORT_ALARMS = 6
+#: Metrics per alarm in a ``report`` when ``explain`` does not say.
+REPORT_METRICS = 5
+REPORT_SUFFIXES = (".html", ".png")
 
 
 @dataclass
@@ -27,32 +40,199 @@ class ScoredFile:
     scores: np.ndarray
     flags: np.ndarray
     labels: np.ndarray | None
+    threshold: float = float("nan")
+    top_alarms: list[tuple[float, int, np.ndarray]] = field(default_factory=list)  # (score, line, raw row)
+
+
+class Explainer:
+    """The explanation columns of ``fedad score --explain``: ``top{i}_feature, top{i}_value,
+    top{i}_normal_low, top{i}_normal_high, top{i}_contribution`` for the ``k`` largest contributions,
+    or ``{name}_value, {name}_normal_low, ...`` for named metrics; ``latent_contribution`` too for a
+    VAE scored by ELBO (with every metric listed, the contributions then add up to the score)."""
+
+    def __init__(self, detector: Detector, explain: int | list[str]) -> None:
+        from fedad_tutorial.explain import normal_range
+
+        self.detector = detector
+        names = detector.feature_names
+        d = len(names)
+        if isinstance(explain, int):
+            if not 1 <= explain <= d:
+                raise UserError(f"--explain {explain}: the model has {d} features; give a number from 1 to {d}")
+            self.k, self.fixed = explain, None
+            prefixes = [f"top{i + 1}" for i in range(explain)]
+        else:
+            unknown = [f for f in explain if f not in names]
+            if unknown:
+                raise UserError(f"--explain: unknown feature {unknown[0]!r}; the model's features are "
+                                f"{', '.join(names[:8])}{', ...' if d > 8 else ''}")
+            if len(set(explain)) != len(explain):
+                raise UserError("--explain: a feature is named twice")
+            self.k, self.fixed = len(explain), np.array([names.index(f) for f in explain])
+            prefixes = list(explain)
+        self.latent = detector.score_method == "elbo"
+        self.low, self.high = normal_range(detector)
+        self.header = []
+        for prefix in prefixes:
+            self.header += ([f"{prefix}_feature"] if self.fixed is None else []) + [
+                f"{prefix}_{part}" for part in ("value", "normal_low", "normal_high", "contribution")]
+        if self.latent:
+            self.header.append("latent_contribution")
+        self.blank = "," * (len(self.header) - 1)
+
+    def cells(self, rows: np.ndarray, flagged: np.ndarray) -> list[str]:
+        """One string of comma-separated cells per row: the explanation of flagged rows, blanks otherwise."""
+        from fedad_tutorial.explain import score_contributions, top_features
+
+        out = [self.blank] * len(rows)
+        picked = np.flatnonzero(flagged)
+        if not picked.size:
+            return out
+        terms, latent = score_contributions(self.detector, rows[picked])
+        idx = top_features(terms, self.k) if self.fixed is None else np.broadcast_to(self.fixed, (len(picked), self.k))
+        names = self.detector.feature_names
+        for r, (row_idx, i) in enumerate(zip(idx, picked, strict=True)):
+            parts = []
+            for j in row_idx:
+                if self.fixed is None:
+                    parts.append(names[j])
+                parts += [f"{rows[i, j]:.6g}", f"{self.low[j]:.6g}", f"{self.high[j]:.6g}", f"{terms[r, j]:.6g}"]
+            if self.latent:
+                parts.append(f"{latent[r]:.6g}")
+            out[i] = ",".join(parts)
+        return out
+
+
+def parse_explain(text: str) -> int | list[str]:
+    """``--explain``'s value: a whole number K (the K largest contributions) or comma-separated feature names."""
+    text = text.strip()
+    if text.lstrip("+-").isdigit():
+        return int(text)
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise UserError(f"--explain: expected a number of features or comma-separated feature names, got {text!r}")
+    return names
 
 
 def score_csv(detector: Detector, data: str | Path, output: str | Path, model: str | Path | None = None,
-              chunk_rows: int = CHUNK_ROWS) -> ScoredFile:
+              chunk_rows: int = CHUNK_ROWS, threshold: float | None = None, explain: int | list[str] | None = None,
+              report: str | Path | None = None, quiet: bool = True) -> ScoredFile:
     """Score every row of the CSV ``data``; write ``score`` and ``is_anomaly`` columns to ``output``.
+
+    ``threshold``: flag rows above it instead of the detector's saved threshold. ``explain``: add the
+    :class:`Explainer` columns for flagged rows. ``report``: also write an HTML or PNG page of the
+    highest-scoring alarms. ``quiet=False`` shows a progress bar on stderr for files that take a while.
 
     ``output`` must not be a folder, the data file or the ``model`` file
     (:func:`~fedad_tutorial.outputs.check_output_file`). Raises :class:`UserError` naming the file,
     line and column of the first bad value; nothing is written then.
     """
     data, output = Path(data), Path(output)
-    check_output_file(output, [data] + ([model] if model is not None else []))
-    scores, flags, labels = [], [], []
-    with NodeCsvReader(data) as reader, atomic_path(output) as tmp, tmp.open("w", newline="") as out:
+    inputs = [data] + ([model] if model is not None else [])
+    check_output_file(output, inputs)
+    if report is not None:
+        report = Path(report)
+        if report.suffix.lower() not in REPORT_SUFFIXES:
+            raise UserError(f"{report}: a report is an .html or .png file")
+        check_output_file(report, inputs + [output])
+        if report.resolve() == output.resolve():
+            raise UserError(f"{report}: is also the --output file; give the report its own path")
+    threshold = detector.threshold if threshold is None else float(threshold)
+    explainer = Explainer(detector, explain) if explain is not None else None
+    scores, flags, labels, top = [], [], [], []
+    with (NodeCsvReader(data) as reader, atomic_path(output) as tmp, tmp.open("w", newline="") as out,
+          progress_bar(data.stat().st_size, f"scoring {data.name}", "B", quiet, unit_scale=True) as bar):
         detector.check_features(reader.feature_names, source=str(data))
-        out.write("score,is_anomaly\n")
+        out.write("score,is_anomaly" + ("," + ",".join(explainer.header) if explainer else "") + "\n")
         for chunk in reader.chunks(chunk_rows):
             try:
                 chunk_scores = detector.score_samples(chunk.features)
             except RowError as exc:
                 raise UserError(f"{data}, line {chunk.lines[exc.row]}, column '{exc.column}': {exc.reason}") from None
-            chunk_flags = (chunk_scores > detector.threshold).astype(np.int64)
-            out.writelines(f"{s:.6g},{f}\n" for s, f in zip(chunk_scores.tolist(), chunk_flags.tolist(), strict=True))
+            chunk_flags = (chunk_scores > threshold).astype(np.int64)
+            if explainer is None:
+                out.writelines(f"{s:.6g},{f}\n" for s, f in zip(chunk_scores.tolist(), chunk_flags.tolist(),
+                                                                 strict=True))
+            else:
+                cells = explainer.cells(chunk.features, chunk_flags.astype(bool))
+                out.writelines(f"{s:.6g},{f},{c}\n" for s, f, c in zip(chunk_scores.tolist(), chunk_flags.tolist(),
+                                                                       cells, strict=True))
+            if report is not None:
+                _keep_top(top, chunk_scores, chunk_flags, chunk)
             scores.append(chunk_scores)
             flags.append(chunk_flags)
             if chunk.labels is not None:
                 labels.append(chunk.labels)
-    return ScoredFile(np.concatenate(scores), np.concatenate(flags),
-                      np.concatenate(labels) if reader.labelled else None)
+            bar.update(reader.bytes_read - bar.n)
+        alarms = [(s, -neg_line, row) for s, neg_line, row in sorted(top, key=lambda t: t[:2], reverse=True)]
+        scored = ScoredFile(np.concatenate(scores), np.concatenate(flags),
+                            np.concatenate(labels) if reader.labelled else None, threshold, alarms)
+        if report is not None:  # written before the scores are renamed into place: both or neither
+            k = explainer.k if explainer is not None and explainer.fixed is None else REPORT_METRICS
+            write_report(detector, scored, report, data, min(k, len(detector.feature_names)))
+    return scored
+
+
+def _keep_top(top: list, scores: np.ndarray, flags: np.ndarray, chunk) -> None:
+    """Keep the :data:`REPORT_ALARMS` highest-scoring flagged rows seen so far in the min-heap ``top``
+    of ``(score, -line, row)`` (on equal scores, the earlier line stays)."""
+    for i in np.flatnonzero(flags):
+        item = (float(scores[i]), -int(chunk.lines[i]), chunk.features[i].copy())
+        if len(top) < REPORT_ALARMS:
+            heapq.heappush(top, item)
+        elif item[:2] > top[0][:2]:
+            heapq.heapreplace(top, item)
+
+
+_RANGE = {True: "1st-99th percentile of the federation's training rows",
+          False: "the federation's mean &plusmn; 2.33 standard deviations"}
+
+
+def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path, k: int) -> Path:
+    """Draw the top alarms (notebook 12's figure: each alarm's top metrics by reconstruction error, with
+    their values and the model's normal ranges) to a PNG, or to an HTML page with the figure and tables."""
+    import base64
+    import html
+    import io
+
+    from matplotlib.figure import Figure
+
+    from fedad_tutorial.explain import alarm_table, plot_alarm
+
+    alarms = scored.top_alarms
+    has_range = detector.feature_range is not None
+    n_flagged = int(scored.flags.sum())
+    title = (f"{data.name}: {n_flagged} of {len(scored.scores)} rows flagged (threshold {scored.threshold:.4g}); "
+             f"the {len(alarms)} highest-scoring alarms")
+    cols = 2 if len(alarms) > 1 else 1
+    rows = max(1, (len(alarms) + cols - 1) // cols)
+    fig = Figure(figsize=(6 * cols, 3.2 * rows), layout="constrained")
+    tables = []
+    if alarms:
+        for ax, (score, line, row) in zip(np.atleast_1d(fig.subplots(rows, cols)).ravel(), alarms, strict=False):
+            table = alarm_table(detector, row, None, k=k)
+            plot_alarm(table, ax=ax, title=f"line {line}, score {score:.4g}")
+            tables.append((line, score, table))
+        for ax in np.atleast_1d(fig.axes)[len(alarms):]:
+            ax.set_visible(False)
+    else:
+        fig.text(0.5, 0.5, "no row is above the threshold", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".png":
+            tmp.write_bytes(buffer.getvalue())
+        else:
+            image = base64.b64encode(buffer.getvalue()).decode("ascii")
+            parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                     "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+                     "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
+                     f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. Normal range: {_RANGE[has_range]}; "
+                     "error: squared reconstruction error (scaled units).</p>",
+                     f"<img alt='top alarms' src='data:image/png;base64,{image}'>"]
+            for line, score, table in tables:
+                parts.append(f"<h2>line {line}, score {score:.4g}</h2>")
+                parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+            tmp.write_text("\n".join(parts) + "</body></html>\n")
+    return path

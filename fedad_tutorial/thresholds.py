@@ -8,6 +8,8 @@
   pooled percentile.
 - :func:`fpr_threshold`: the threshold that gives a target false-positive rate on rows known (or
   assumed) to be normal.
+- :func:`federated_feature_range`: each metric's 1st-99th percentile over all clients' training
+  rows, from per-metric counts on shared bins (the normal range an explanation shows).
 """
 
 from __future__ import annotations
@@ -43,6 +45,17 @@ class ScoreHistogram:
     counts: np.ndarray
 
     @classmethod
+    def from_counts(cls, counts: np.ndarray) -> ScoreHistogram:
+        """A histogram from counts received or loaded (one per shared bin, whole, non-negative, not all zero);
+        raises ValueError otherwise."""
+        counts = np.asarray(counts)
+        if counts.shape != (len(_EDGES) - 1,):
+            raise ValueError(f"a score histogram needs {len(_EDGES) - 1} counts, got shape {counts.shape}")
+        if counts.dtype.kind not in "iu" or (counts < 0).any() or counts.sum() == 0:
+            raise ValueError("a score histogram needs whole, non-negative counts, not all zero")
+        return cls(counts.astype(np.int64))
+
+    @classmethod
     def of(cls, scores: np.ndarray) -> ScoreHistogram:
         clipped = np.clip(np.asarray(scores, dtype=np.float64), 0.0, _EDGES[-1])
         counts, _ = np.histogram(clipped, bins=_EDGES)
@@ -68,14 +81,58 @@ class ScoreHistogram:
         return float(_EDGES[b] + inside * (_EDGES[b + 1] - _EDGES[b]))
 
 
-def federated_percentile(client_scores: list[np.ndarray], q: float = 95.0) -> float:
-    """The global ``q``-th percentile from each client's histogram (what a server would compute)."""
+    def bin_width_at(self, value: float) -> float:
+        """The width of the shared bin holding ``value``: how far :meth:`quantile` may be from the exact one."""
+        b = int(np.clip(np.searchsorted(_EDGES, value, side="right") - 1, 0, len(_EDGES) - 2))
+        return float(_EDGES[b + 1] - _EDGES[b])
+
+
+def federated_histogram(client_scores: list[np.ndarray]) -> ScoreHistogram:
+    """The sum of each client's histogram (what a server receives: counts, never scores)."""
     if not client_scores:
         raise UserError("no client scores to aggregate")
     total = ScoreHistogram.of(client_scores[0])
     for scores in client_scores[1:]:
         total = total + ScoreHistogram.of(scores)
-    return total.quantile(q)
+    return total
+
+
+def federated_percentile(client_scores: list[np.ndarray], q: float = 95.0) -> float:
+    """The global ``q``-th percentile from each client's histogram (what a server would compute)."""
+    return federated_histogram(client_scores).quantile(q)
+
+
+# Shared bins for standardised metric values: 0.05 standard deviations wide, from -20 to 20.
+_Z_EDGES = np.linspace(-20.0, 20.0, 801)
+
+
+def feature_counts(scaled_rows: np.ndarray) -> np.ndarray:
+    """One client's counts of each standardised metric on the shared bins, shape ``(features, bins)``;
+    values beyond the outer bins are counted in them."""
+    z = np.clip(np.asarray(scaled_rows, dtype=np.float64), _Z_EDGES[0], _Z_EDGES[-1])
+    bins = np.clip(np.searchsorted(_Z_EDGES, z, side="right") - 1, 0, len(_Z_EDGES) - 2)
+    d = z.shape[1]
+    flat = (bins + np.arange(d) * (len(_Z_EDGES) - 1)).ravel()
+    return np.bincount(flat, minlength=d * (len(_Z_EDGES) - 1)).reshape(d, -1)
+
+
+def federated_feature_range(client_scaled_rows: list[np.ndarray], quantiles: tuple[float, float] = (1.0, 99.0)
+                            ) -> np.ndarray:
+    """Each metric's ``quantiles`` over every client's standardised training rows, shape ``(2, features)``
+    (standardised units), from the sum of the clients' :func:`feature_counts`: within 0.05 standard
+    deviations of the pooled percentiles."""
+    counts = sum(feature_counts(rows) for rows in client_scaled_rows)
+    cum = np.cumsum(counts, axis=1)
+    out = np.empty((len(quantiles), counts.shape[0]))
+    for i, q in enumerate(quantiles):
+        _check_percentile(q)
+        target = q / 100.0 * cum[:, -1]
+        for j in range(counts.shape[0]):
+            b = int(np.searchsorted(cum[j], target[j], side="left"))
+            below = cum[j, b - 1] if b > 0 else 0
+            inside = (target[j] - below) / max(counts[j, b], 1)
+            out[i, j] = _Z_EDGES[b] + inside * (_Z_EDGES[b + 1] - _Z_EDGES[b])
+    return out
 
 
 def fpr_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:

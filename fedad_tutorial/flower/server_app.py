@@ -172,13 +172,17 @@ class DetectorFedAvg(FedAvg):
                 f"{self.settings.min_clients}; missing: {'; '.join(self.missing)}")
         return [i for i in sent if i in replies]
 
-    def _quantile(self, replies: dict[int, Message], ok: list[int]) -> float:
-        """The federation's percentile from the nodes' score histograms (never raw scores)."""
+    def _histogram(self, replies: dict[int, Message], ok: list[int]) -> ScoreHistogram:
+        """The federation's training-score histogram: the sum of the nodes' counts (never raw scores)."""
         total = None
-        for i in ok:  # in node order, like federated_percentile
+        for i in ok:  # in node order, like federated_histogram
             h = ScoreHistogram(replies[i].content["histogram"]["counts"].numpy().astype(np.int64))
             total = h if total is None else total + h
-        return total.quantile(self.settings.config.threshold_percentile)
+        return total
+
+    def _quantile(self, replies: dict[int, Message], ok: list[int]) -> float:
+        """The federation's percentile from the nodes' score histograms."""
+        return self._histogram(replies, ok).quantile(self.settings.config.threshold_percentile)
 
     def global_threshold(self, grid: Grid, arrays: ArrayRecord, rnd: int) -> float:
         """Ask the nodes for their training-score histograms under ``arrays``; return the percentile."""
@@ -231,7 +235,8 @@ class DetectorFedAvg(FedAvg):
                    "loss": self.losses.get(i, math.nan), **numbers}
             rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
         self.records += rows
-        self.final_threshold = self._quantile(got, ok)
+        self.final_histogram = self._histogram(got, ok)  # kept in the model file
+        self.final_threshold = self.final_histogram.quantile(self.settings.config.threshold_percentile)
         means = round_means(pd.DataFrame(rows), _PROGRESS)
         if self.progress is not None:
             self.progress(server_round, means)
@@ -290,7 +295,7 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
                             timeout=settings.round_timeout)
     model.load_state_dict(from_record(result.arrays, model.state_dict()))
     threshold = strategy.final_threshold  # from the last round's evaluate replies
-    detector = Detector(model.eval(), scaler, threshold, features, config.score_method)
+    detector = Detector(model.eval(), scaler, threshold, features, config.score_method, strategy.final_histogram)
     fed = FederationResult(pd.DataFrame(strategy.records), detector, {}, config)
     if settings.output_dir:
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
