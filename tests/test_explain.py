@@ -34,7 +34,7 @@ def test_feature_errors_decompose_the_score(trained):
     rows = splits[0].test
     errors = feature_errors(result.detector, rows)
     assert errors.shape == rows.shape and (errors >= 0).all()
-    np.testing.assert_allclose(errors.mean(axis=1), result.detector.score_samples(rows), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(errors.mean(axis=1), result.detector.decision_function(rows), rtol=1e-5, atol=1e-7)
     with pytest.raises(UserError):
         feature_errors(result.detector, rows[:, :5])
 
