@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fedad_tutorial.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 
 def figures_dir() -> Path:
@@ -563,4 +567,116 @@ def plot_budget_curves(auc: pd.DataFrame, loss: pd.DataFrame, default_rounds: in
     ax_loss.set(ylabel="validation loss (unlabelled rows)", yscale="log",
                 title="...while the validation loss keeps falling")
     ax_auc.legend(frameon=False, fontsize=8, ncol=2)
+    return fig
+
+
+# --- Notebook 05: thresholds ---------------------------------------------------------------------------------
+
+
+def plot_threshold_comparison(table: pd.DataFrame, fpr_target: float | None = None) -> Figure:
+    """False-positive rate and F1 on held-out rows per client, one bar per threshold strategy.
+
+    ``table``: one row per (``strategy``, ``client``) with ``fpr`` and ``f1`` columns.
+    """
+    strategies, clients = list(dict.fromkeys(table["strategy"])), list(dict.fromkeys(table["client"]))
+    fig, axes = new_figure(1, 2)
+    for ax, metric, name in zip(axes, ("fpr", "f1"), ("false-positive rate", "F1"), strict=True):
+        wide = table.pivot(index="strategy", columns="client", values=metric).loc[strategies, clients]
+        plot_grouped_bars(wide, ax, xlabel="client", ylabel=name, title=f"{name} on held-out rows, per client")
+    if fpr_target is not None:
+        axes[0].axhline(fpr_target, color="black", ls=":", lw=1, label=f"{fpr_target:.0%} target")
+    axes[1].set_ylim(0, 1.2)
+    axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_threshold_sweep(sweep: pd.DataFrame, best_f1: float, cheapest: float, cost_label: str) -> Figure:
+    """Precision, recall and F1, and the expected cost with the alarm load, against the threshold percentile.
+
+    ``sweep``: one row per ``percentile`` with ``precision, recall, f1, cost per row, alarms per node-day``;
+    ``best_f1`` and ``cheapest``: the percentiles to mark.
+    """
+    fig, (left, right) = new_figure(1, 2)
+    for metric in ("precision", "recall", "f1"):
+        left.plot(sweep["percentile"], sweep[metric], label=metric if metric != "f1" else "F1")
+    left.axvline(best_f1, color="grey", ls=":", lw=1)
+    left.set(xlabel="threshold percentile of training scores", ylabel="score on held-out rows",
+             title="precision, recall and F1 vs threshold", ylim=(0, 1.02))
+    left.legend(frameon=False, fontsize=8)
+    right.plot(sweep["percentile"], sweep["cost per row"], color="tab:red", label="expected cost per row")
+    right.axvline(cheapest, color="tab:red", ls=":", lw=1)
+    right.set(xlabel="threshold percentile of training scores", ylabel=cost_label, title="the cost of a threshold")
+    twin = right.twinx()
+    twin.plot(sweep["percentile"], sweep["alarms per node-day"], color="tab:blue", ls="--",
+              label="alarms per node-day")
+    twin.set_ylabel("alarms per node and day (1 row/min)")
+    right.legend(handles=right.lines[:1] + twin.lines, frameon=False, fontsize=8, loc="upper center")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_thresholds_per_round(local: pd.DataFrame, global_per_round: pd.Series) -> Figure:
+    """Each client's local 95th-percentile threshold per round (one column each) and the global one."""
+    fig, ax = new_figure(width=8, height=4)
+    for client in local.columns:
+        ax.plot(local.index, local[client], lw=1.2, alpha=0.7, label=f"{client} (local p95)")
+    ax.plot(global_per_round.index, global_per_round.to_numpy(), color="black", lw=2.5,
+            label="global p95 (histograms)")
+    ax.set_yscale("log")
+    ax.set(xlabel="round", ylabel="threshold (reconstruction error, log scale)",
+           title="95th-percentile threshold per round")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return fig
+
+
+# --- Notebook 03: the variational autoencoder ----------------------------------------------------------------
+
+#: Colour and marker per row type in the latent-space figure (markers tell the types apart in grey print).
+LATENT_STYLE = {"normal": ("lightgrey", "."), "spike": ("tab:red", "^"), "correlation_break": ("tab:orange", "s"),
+                "level_shift": ("tab:purple", "D"), "flatline": ("tab:green", "x")}
+
+
+def plot_beta_sweep(beta_table: pd.DataFrame) -> Figure:
+    """ROC-AUC of both VAE scores, and the two ELBO terms on normal rows, against beta (the table's index)."""
+    fig, (auc_ax, kl_ax) = new_figure(1, 2, 10, 3.8)
+    for column, marker in (("ROC-AUC (elbo)", "o"), ("ROC-AUC (reconstruction)", "s")):
+        auc_ax.plot(beta_table.index, beta_table[column], marker=marker, label=f"{column[9:-1]} score")
+    auc_ax.set(xscale="log", xlabel="beta (weight of the KL term)", ylabel="ROC-AUC on held-out rows",
+               title="Detection quality vs beta")
+    kl_ax.plot(beta_table.index, beta_table["KL (normal rows)"], marker="o", color="tab:purple",
+               label="KL to the prior")
+    kl_ax.plot(beta_table.index, beta_table["reconstruction (normal rows)"], marker="s", color="tab:green",
+               label="reconstruction term")
+    kl_ax.set(xscale="log", yscale="log", xlabel="beta (weight of the KL term)",
+              ylabel="nats per row (normal held-out rows)", title="The two ELBO terms vs beta")
+    for ax in (auc_ax, kl_ax):
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_latent_means(models: dict[str, object], x: torch.Tensor, row_types: np.ndarray) -> Figure:
+    """Each model's latent means ``mu`` of rows ``x`` on their first two principal components, by row type,
+    with the prior's radius-2 circle; prints the variance the two components explain."""
+    import torch
+    from sklearn.decomposition import PCA
+
+    fig, axes = new_figure(1, len(models), 11, 4.8, sharex=True, sharey=True, squeeze=False)
+    angle = np.linspace(0, 2 * np.pi, 200)
+    for ax, (name, model) in zip(axes[0], models.items(), strict=True):
+        with torch.no_grad():
+            codes = model.encode(x)[0].numpy()
+        pca = PCA(n_components=2).fit(codes)
+        projected = pca.transform(codes)
+        for kind, (color, marker) in LATENT_STYLE.items():
+            sel = row_types == kind
+            ax.scatter(projected[sel, 0], projected[sel, 1], s=8 if kind == "normal" else 30, c=color,
+                       marker=marker, label=f"{kind} ({sel.sum()})", alpha=0.8)
+        ax.plot(2 * np.cos(angle), 2 * np.sin(angle), "k--", lw=1, label="prior, radius 2")
+        ax.set(xlabel="principal component 1 of mu", ylabel="principal component 2 of mu", title=name,
+               xlim=(-8, 8), ylim=(-8, 8), aspect="equal")
+        print(f"{name}: variance explained by 2 components {pca.explained_variance_ratio_.sum():.2f}")
+    axes[0, 0].legend(frameon=False, fontsize=8, loc="lower right")
     return fig
