@@ -176,16 +176,33 @@ def mean_per_round(history: pd.DataFrame, metric: str = "f1") -> pd.Series:
 
 
 def plot_grouped_bars(table: pd.DataFrame, ax: Axes, tick_labels: list[str] | None = None, width: float = 0.27,
-                      **labels) -> Axes:
-    """Bars grouped by ``table``'s columns, one bar (and legend entry) per row of ``table``."""
+                      bar_labels: str | None = None, colors: dict | None = None, **labels) -> Axes:
+    """Bars grouped by ``table``'s columns, one bar (and legend entry) per row of ``table``.
+
+    ``bar_labels``: a format (e.g. ``"%.2f"``) to write each bar's value on it; ``colors``: a colour for
+    some rows (the others take the next colour of the cycle).
+    """
     x = np.arange(len(table.columns))
     offsets = (np.arange(len(table.index)) - (len(table.index) - 1) / 2) * width
     for offset, (name, row) in zip(offsets, table.iterrows(), strict=True):
-        ax.bar(x + offset, row.to_numpy(dtype=float), width=width, label=str(name))
+        bars = ax.bar(x + offset, row.to_numpy(dtype=float), width=width, label=str(name),
+                      color=(colors or {}).get(name))
+        if bar_labels:
+            ax.bar_label(bars, fmt=bar_labels, fontsize=7)
     ax.set_xticks(x, tick_labels if tick_labels is not None else [str(c) for c in table.columns])
     ax.set(**labels)
     ax.grid(axis="y", alpha=0.3)
     return ax
+
+
+def bar_figure(table: pd.DataFrame, size: tuple[float, float] = (9.0, 4.0), legend: dict | None = None,
+               **bars) -> Figure:
+    """A figure of :func:`plot_grouped_bars` (``bars``: its arguments) with a legend (``legend``: its
+    keyword arguments)."""
+    fig, ax = new_figure(width=size[0], height=size[1])
+    plot_grouped_bars(table, ax, **bars)
+    ax.legend(**{"frameon": False, "fontsize": 8, **(legend or {})})
+    return fig
 
 
 # --- Notebook 01: the data -----------------------------------------------------------------------------------

@@ -69,3 +69,12 @@ def test_budget_curves_draw_every_split_and_the_mean():
     fig = plots.plot_budget_curves(auc, auc * 0.1)
     mean = [line for line in fig.axes[0].get_lines() if line.get_label() == "mean"][0]
     np.testing.assert_allclose(mean.get_ydata(), auc.mean(axis=1))
+
+
+def test_bar_figure_labels_each_bar_and_colours_the_named_rows():
+    table = pd.DataFrame({"spike": [0.25, 0.9], "flatline": [0.1, 0.8]}, index=["chance", "model"])
+    fig = plots.bar_figure(table, width=0.3, bar_labels="%.2f", colors={"chance": "lightgrey"}, ylim=(0, 1.3))
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.80", "0.90"]
+    assert ax.patches[0].get_facecolor() != ax.patches[2].get_facecolor()  # grey chance bars, coloured model bars
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance", "model"] and ax.get_ylim() == (0, 1.3)
