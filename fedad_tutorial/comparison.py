@@ -84,8 +84,8 @@ def _neural(mode: str, **overrides) -> Scorer:
         splits = [h.split() for h in hospitals]
         result = run_federated(splits, config, mode=mode, progress=False)
         if mode == "local":  # each hospital's own model on its own held-out rows
-            return np.concatenate([result.client_detectors[s.name].score_samples(s.test) for s in splits])
-        return result.detector.score_samples(np.concatenate([s.test for s in splits]))
+            return np.concatenate([result.client_detectors[s.name].decision_function(s.test) for s in splits])
+        return result.detector.decision_function(np.concatenate([s.test for s in splits]))
 
     return score
 
@@ -166,8 +166,8 @@ def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: Federa
     rows = []
     for rnd, state in enumerate(recorder.states, start=1):
         detector.model.load_state_dict(state)
-        rows.append({"round": rnd, "roc_auc": roc_auc(labels, detector.score_samples(test)),
-                     "validation_loss": float(detector.score_samples(validation).mean())})
+        rows.append({"round": rnd, "roc_auc": roc_auc(labels, detector.decision_function(test)),
+                     "validation_loss": float(detector.decision_function(validation).mean())})
     return pd.DataFrame(rows)
 
 

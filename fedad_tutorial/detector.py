@@ -14,7 +14,7 @@ Model files written before it existed load without one.
 >>> rows = np.random.default_rng(0).normal(size=(50, 4)).astype("float32")
 >>> det = Detector(ModelSpec(input_dim=4, latent_dim=2).build(), Scaler.fit(rows), 1.0,
 ...                ["a", "b", "c", "d"])
->>> det.score_samples(rows).shape, set(det.predict(rows)) <= {0, 1}
+>>> det.decision_function(rows).shape, set(det.predict(rows)) <= {0, 1}
 ((50,), True)
 """
 
@@ -100,8 +100,8 @@ class Detector:
         return torch.from_numpy(self.scaler.transform_checked(self.check_rows(features), self.feature_names))
 
     @torch.no_grad()
-    def score_samples(self, features: np.ndarray) -> np.ndarray:
-        """One anomaly score per row, higher = more anomalous.
+    def decision_function(self, features: np.ndarray) -> np.ndarray:
+        """One anomaly score per row, higher = more anomalous (PyOD's convention for this name).
 
         A row so far outside the training range that its score overflows float32 is an error
         (a :class:`~fedad_tutorial.errors.RowError` naming the row's most extreme column), not an
@@ -140,7 +140,7 @@ class Detector:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """1 for rows whose score is above the threshold, else 0."""
-        return (self.score_samples(features) > self.threshold).astype(np.int64)
+        return (self.decision_function(features) > self.threshold).astype(np.int64)
 
     def save(self, path: str | Path) -> Path:
         """Write the detector to ``path`` atomically (a temporary file, then a rename)."""

@@ -32,7 +32,7 @@ only, never for training or scoring):
 >>> torch.manual_seed(0) and None
 >>> rows = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
 >>> det = Detector(ModelSpec("ae", 5, (8,), 2).build(), Scaler.fit(rows), 1.0, list("abcde"))
->>> bool(np.allclose(feature_errors(det, rows).mean(axis=1), det.score_samples(rows), atol=1e-6))
+>>> bool(np.allclose(feature_errors(det, rows).mean(axis=1), det.decision_function(rows), atol=1e-6))
 True
 >>> top_features(np.array([[0.1, 3.0, 0.2], [5.0, 0.0, 1.0]]), k=2).tolist()
 [[1, 2], [0, 2]]
@@ -64,7 +64,7 @@ def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
     """Squared reconstruction error per row and metric, in scaled units, shape ``(rows, features)``.
 
     For an autoencoder (and a VAE scored by ``"reconstruction"``) the row mean equals
-    ``detector.score_samples(rows)``: the errors are an exact decomposition of the score.
+    ``detector.decision_function(rows)``: the errors are an exact decomposition of the score.
     """
     scaled = detector.scaled(rows)
     detector.model.eval()

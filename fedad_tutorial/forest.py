@@ -119,8 +119,9 @@ class FederatedIsolationForest:
         seed: client ``k`` uses ``random_state = seed + k``.
 
     After :meth:`fit`: ``scaler_`` (global), ``client_forests_``, ``forest_`` (pooled),
-    ``max_samples_``. :meth:`score_samples` returns an anomaly score, *higher = more anomalous*
-    (the negated scikit-learn score, like every detector in this course).
+    ``max_samples_``. :meth:`decision_function` returns an anomaly score, *higher = more anomalous*,
+    like every detector in this course (PyOD's convention; scikit-learn's ``score_samples`` and
+    ``decision_function`` on the pooled ``forest_`` are higher = more normal).
     """
 
     def __init__(self, trees_per_client: int = 100, max_samples: int = 128, proportional: bool = False,
@@ -152,7 +153,7 @@ class FederatedIsolationForest:
         self.forest_ = pool_forests(self.client_forests_)
         return self
 
-    def score_samples(self, rows: np.ndarray) -> np.ndarray:
+    def decision_function(self, rows: np.ndarray) -> np.ndarray:
         """Anomaly score of raw rows, higher = more anomalous (``-forest_.score_samples``), in (0, 1]."""
         return -self.forest_.score_samples(self.scaler_.transform(rows)).astype(np.float64)
 

@@ -146,7 +146,7 @@ def score_csv(detector: Detector, data: str | Path, output: str | Path, model: s
         out.write("score,is_anomaly" + ("," + ",".join(explainer.header) if explainer else "") + "\n")
         for chunk in reader.chunks(chunk_rows):
             try:
-                chunk_scores = detector.score_samples(chunk.features)
+                chunk_scores = detector.decision_function(chunk.features)
             except RowError as exc:
                 raise UserError(f"{data}, line {chunk.lines[exc.row]}, column '{exc.column}': {exc.reason}") from None
             chunk_flags = (chunk_scores > threshold).astype(np.int64)

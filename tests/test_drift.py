@@ -121,7 +121,7 @@ def test_drift_on_a_trained_detector_is_found_where_it_happens():
     result = run_federated(splits, config, progress=False)
     found = {}
     for s in streams:
-        scores = result.client_detectors[s.name].score_samples(s.features)
+        scores = result.client_detectors[s.name].decision_function(s.features)
         found[s.name] = first_drift_window(scores[400:600], scores, 100, start=600)["drift"].tolist()
     assert found["node_2"] == [True, True, True]
     assert not any(found["node_1"]) and not any(found["node_3"])

@@ -280,7 +280,7 @@ def test_streamed_scoring_matches_and_stops_at_a_late_bad_row(flow, tmp_path):
     data, run = flow
     det = Detector.load(run / "model.pt")
     scored = score_csv(det, data / "node_2.csv", tmp_path / "s.csv", chunk_rows=37)
-    whole = det.score_samples(read_node_csv(data / "node_2.csv").features)
+    whole = det.decision_function(read_node_csv(data / "node_2.csv").features)
     np.testing.assert_allclose(scored.scores, whole, rtol=1e-6)
     assert scored.labels is not None and len(scored.labels) == 200
     bad = copy_data(data, tmp_path / "bad") / "node_2.csv"
@@ -300,7 +300,7 @@ def test_detector_refuses_nan_and_inf_rows(flow):
         det.predict(rows)
     rows[3, 2], rows[1, 0] = 0.0, 1e39
     with pytest.raises(RowError, match="row 1"):
-        det.score_samples(rows)
+        det.decision_function(rows)
     with pytest.raises(UserError, match="expected rows with 6 features"):
         det.check_rows(rows[:, :4])
     assert det.check_rows(rows[[0, 2, 3, 4]]).dtype == np.float32

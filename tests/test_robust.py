@@ -95,9 +95,9 @@ def _distances_with_one_boosted_attacker():
 
 def test_one_boosted_attacker_moves_fedavg_far_and_median_little():
     dist, honest_step = _distances_with_one_boosted_attacker()
-    # measured (distance from the honest clients' FedAvg, L2 over all weights): the honest step is
-    # 0.42; FedAvg lands 1.69 away ((10 - 1) / 5 of the attacker's step, norm 0.94 x 10), the median
-    # 0.36, the 20 % trimmed mean 0.26, clipping at norm 1.0 (above every honest step) 0.012
+    # distances from the honest clients' FedAvg (L2 over all weights): FedAvg lands (10 - 1) / 5 of the
+    # attacker's tenfold step away; the median and the 20 % trimmed mean stay within one honest step;
+    # clipping at norm 1.0 (above every honest step) hardly moves at all
     assert honest_step == pytest.approx(0.419, abs=0.005)
     assert dist["fedavg"] == pytest.approx(1.694, abs=0.01)
     assert dist["median"] == pytest.approx(0.359, abs=0.01)

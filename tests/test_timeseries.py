@@ -102,7 +102,7 @@ def test_windowed_autoencoder_finds_context_events_a_point_model_misses(streams)
         found = []
         for s, sp, st in zip(streams, splits, metas, strict=True):
             det = result.client_detectors[s.name]
-            alarms = det.score_samples(sp.test) > det.threshold
+            alarms = det.decision_function(sp.test) > det.threshold
             found += [alarms[(st < e.stop) & (st + window > e.start)].any() for e in s.events if e.kind != "spike"]
         return float(np.mean(found))
 

@@ -9,6 +9,9 @@ prints one line and returns an :class:`~fedad_tutorial.exercises.checking.Outcom
   so a learner's notebook always runs top to bottom;
 - a wrong answer gives a hint about what differs;
 - a right answer gives "Correct".
+
+A check never changes the notebook's random state (PyTorch's, NumPy's global or Python's): the cells
+after it draw the same numbers whether the check ran or not.
 """
 
 from fedad_tutorial.exercises.checking import Outcome, exercise

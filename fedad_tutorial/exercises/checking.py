@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping
+import random
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,19 +32,38 @@ class Outcome:
         return f"{symbol} {self.name}: {self.message}"
 
 
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run a block without touching the caller's random state (PyTorch's, NumPy's global and Python's).
+
+    A check seeds PyTorch to build fresh models and data, and a learner's answer may draw from
+    any global generator; afterwards the notebook's next cell must draw exactly what it would have
+    drawn had the check never run.
+    """
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
 def exercise(name: str, success: str = "Correct, well done.") -> Callable:
     """Turn a check function into one that prints and returns an :class:`Outcome`.
 
     The decorated check raises :class:`Mismatch` with a helpful hint when an answer is wrong. A
     ``NotImplementedError`` from the learner's code (the placeholder) becomes "not implemented yet";
     any other exception from the learner's code is reported as wrong, with its type and message.
+    The check runs inside :func:`isolated_rng`, so it leaves the notebook's random state as it was.
     """
 
     def decorate(check: Callable[..., None]) -> Callable[..., Outcome]:
         @functools.wraps(check)
         def run(*args, **kwargs) -> Outcome:
             try:
-                check(*args, **kwargs)
+                with isolated_rng():
+                    check(*args, **kwargs)
             except NotImplementedError:
                 outcome = Outcome(name, "not implemented",
                                   "not implemented yet: replace `raise NotImplementedError` with your code.")

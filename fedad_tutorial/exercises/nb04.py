@@ -38,8 +38,9 @@ def check_fedavg(learner_fn: Callable[[Sequence[StateDict], Sequence[float]], St
     """``learner_fn(states, weights)`` must return the ``weights``-weighted average of ``states``.
 
     Checked on fresh random state dicts with uneven weights (row counts), against
-    :func:`fedad_tutorial.federated.fedavg`: same keys, same shapes, values within 1e-5; the
-    weights need not sum to one (they are row counts); one client gives its own weights back.
+    :func:`fedad_tutorial.federated.fedavg`: same keys, same shapes, values within 1e-5 (in any
+    floating-point type: float64 tensors pass); the weights need not sum to one (they are row
+    counts); one client gives its own weights back.
     """
     rng = np.random.default_rng(seed)
     for num in (3, 5):
@@ -60,9 +61,9 @@ def check_fedavg(learner_fn: Callable[[Sequence[StateDict], Sequence[float]], St
                 expect(False, f"{key} differs from the weighted average by up to {gap:.2e}: {hint}")
         for s, f in zip(states, frozen, strict=True):
             expect(all(torch.equal(s[k], f[k]) for k in f), "do not modify the clients' state dicts in place")
-    single = _random_states(1, seed + 7)
-    got = learner_fn([{k: t.clone() for k, t in single[0].items()}], [123])
-    expect(all(torch.allclose(torch.as_tensor(got[k]), v, atol=1e-6) for k, v in single[0].items()),
+    single = _random_states(1, seed + 7)[0]
+    got_tensors = expect_state_dict(learner_fn([{k: t.clone() for k, t in single.items()}], [123]), single)
+    expect(all(torch.allclose(got_tensors[k].double(), v.double(), atol=1e-6) for k, v in single.items()),
            "with a single client, FedAvg must return that client's weights")
 
 

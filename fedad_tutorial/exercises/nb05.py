@@ -81,21 +81,25 @@ def check_expected_cost(learner_fn: Callable[[np.ndarray, np.ndarray, float, flo
     """``learner_fn(labels, scores, threshold, cost_false_alarm, cost_missed)`` -> mean cost per row.
 
     A row is flagged when its score is strictly above the threshold. Checked on fresh labelled
-    scores, thresholds and costs against :func:`~fedad_tutorial.thresholds.expected_cost`: within
-    1e-9 (relative).
+    scores, thresholds (each one a row's own score, so ``>=`` gives a different cost) and costs
+    against :func:`~fedad_tutorial.thresholds.expected_cost`: within 1e-9 (relative).
     """
     rng = np.random.default_rng(seed)
     for _ in range(5):
         n = int(rng.integers(200, 2000))
         labels = (rng.random(n) < rng.uniform(0.02, 0.15)).astype(np.int64)
         scores = _fresh_scores(rng, n) * np.where(labels == 1, rng.uniform(2, 8), 1.0)
-        thr = float(np.quantile(scores, rng.uniform(0.7, 0.99)))
+        thr = float(np.sort(scores)[int(rng.uniform(0.7, 0.99) * n)])  # a row's own score: ">" and ">=" differ
         c_fp, c_fn = float(rng.uniform(0.5, 3)), float(rng.uniform(5, 50))
         got = float(learner_fn(labels.copy(), scores.copy(), thr, c_fp, c_fn))
         want = expected_cost(labels, scores, thr, c_fp, c_fn)
         total = want * n
         if np.isclose(got, total, rtol=1e-9):
             expect(False, "you returned the total cost: divide by the number of rows (mean cost per row)")
+        at_or_above = scores >= thr
+        inclusive = (c_fp * np.sum(at_or_above & (labels == 0)) + c_fn * np.sum(~at_or_above & (labels == 1))) / n
+        expect(not np.isclose(got, inclusive, rtol=1e-9),
+               "a row whose score equals the threshold is not flagged: flag scores strictly above it (>, not >=)")
         swapped = expected_cost(labels, scores, thr, c_fn, c_fp)
         expect(not np.isclose(got, swapped, rtol=1e-9) or np.isclose(want, swapped),
                "costs swapped: a false alarm is a normal row (label 0) flagged, a miss is an anomaly not flagged")

@@ -74,19 +74,23 @@ def check_alarm_rate_per_window(learner_fn: Callable[[np.ndarray, float, int], n
     """``learner_fn(scores, threshold, window)`` must return one alarm rate per window of steps.
 
     Windows are consecutive, ``window`` steps each, the last one possibly shorter; a step alarms
-    when its score is strictly above ``threshold``. Checked on fresh streams against the
-    ``alarm_rate`` column of :func:`fedad_tutorial.drift.alarm_rate_per_window`: within 1e-12.
+    when its score is strictly above ``threshold`` (here one of the scores, so ``>=`` gives other
+    rates). Checked on fresh streams against the ``alarm_rate`` column of
+    :func:`fedad_tutorial.drift.alarm_rate_per_window`: within 1e-12.
     """
     rng = np.random.default_rng(seed)
     for n, window in ((1000, 100), (1050, 100), (333, 50), (90, 7)):
         scores = _fresh_scores(rng, n)
         scores[n // 2:] *= 2.0  # a drift halfway: the rate must change over time
-        threshold = float(np.quantile(scores[: n // 2], 0.95))
+        threshold = float(np.sort(scores[: n // 2])[int(0.95 * (n // 2))])  # a step's own score: ">" and ">=" differ
         got = np.asarray(learner_fn(scores.copy(), threshold, window), dtype=np.float64).ravel()
         want = alarm_rate_per_window(scores, threshold, window)["alarm_rate"].to_numpy()
         expect(got.size == want.size,
                f"{n} steps in windows of {window}: expected {want.size} windows (the last one may be "
                f"shorter), got {got.size}")
+        inclusive = np.array([np.mean(scores[i:i + window] >= threshold) for i in range(0, n, window)])
+        expect(not np.allclose(got, inclusive, rtol=0, atol=1e-12),
+               "a step whose score equals the threshold does not alarm: strictly above it (>, not >=)")
         expect(np.allclose(got, want, rtol=0, atol=1e-12),
                f"{n} steps, window {window}: rates differ (first difference in window "
                f"{int(np.argmax(~np.isclose(got, want)))}). Rate = share of steps in the window whose "

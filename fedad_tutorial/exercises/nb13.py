@@ -4,7 +4,7 @@
 - Exercise 13.2: a trimmed mean of per-row losses (the robust training step).
 
 Every check runs the learner's function on freshly drawn rows (or a freshly initialised model) and
-compares its behaviour with :func:`fedad_tutorial.baselines.pca_scores` and
+compares its behaviour with :class:`fedad_tutorial.baselines.PCABaseline` and
 :func:`fedad_tutorial.training.batch_loss`.
 """
 
@@ -15,9 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedad_tutorial.baselines import pca_scores
+from fedad_tutorial.baselines import PCABaseline
 from fedad_tutorial.exercises.checking import exercise, expect
 from fedad_tutorial.models import ModelSpec
+from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import batch_loss
 
 
@@ -26,7 +27,7 @@ def check_pca_latent(learner_fn: Callable[[np.ndarray, np.ndarray, int], np.ndar
     """``learner_fn(train, test, components)`` must standardise with the training rows' mean and
     std, fit a PCA with ``components`` components on the standardised training rows, and return per
     test row :math:`\\sum_j z_j^2 / \\lambda_j` (code ``z``, explained variances ``lambda``).
-    Checked on fresh correlated rows against ``pca_scores(train, test, components, "latent")``:
+    Checked on fresh correlated rows against ``PCABaseline(components, "latent")``:
     equal up to one constant factor within 1e-3 (so ``ddof=0`` or ``1`` both pass)."""
     rng = np.random.default_rng(seed)
     for dim, components in ((6, 2), (12, 3)):
@@ -34,16 +35,29 @@ def check_pca_latent(learner_fn: Callable[[np.ndarray, np.ndarray, int], np.ndar
         train = (rng.normal(size=(300, dim)) @ mix * rng.uniform(0.5, 20, size=dim) + 3).astype(np.float32)
         test = (rng.normal(0.0, 1.5, size=(50, dim)) @ mix * rng.uniform(0.5, 20, size=dim)).astype(np.float32)
         got = np.asarray(learner_fn(train.copy(), test.copy(), components), dtype=np.float64).reshape(-1)
-        want = pca_scores(train, test, components, "latent")
+        reference = PCABaseline(components, "latent").fit(train)
+        want = reference.decision_function(test)
         expect(got.shape == want.shape, f"expected one score per test row {want.shape}, got shape {got.shape}")
         expect(bool(np.all(np.isfinite(got))), "some scores are not finite")
-        ratio = float(np.median(got / want))
-        close = np.allclose(got, ratio * want, rtol=1e-3, atol=1e-6 * float(np.abs(want).max()))
-        hint = ("did you standardise with the TRAINING rows' mean and std (not the test rows')?"
-                if not close and ratio > 0 else
-                "divide each squared code coordinate by its component's explained variance, then sum")
-        expect(ratio > 0 and close, f"{dim} features, {components} components: scores differ from the "
-               f"reference (largest relative gap {np.max(np.abs(got - ratio * want) / (want + 1e-12)):.3g}); {hint}")
+        if _proportional(got, want):
+            continue
+        codes = reference.pca_.transform(reference.scaler_.transform(test))
+        codes_test_scaled = reference.pca_.transform(Scaler.fit(test).transform(test))
+        if _proportional(got, (codes**2).sum(axis=1)):
+            hint = "divide each squared code coordinate by its component's explained variance, then sum"
+        elif _proportional(got, (codes_test_scaled**2 / reference.pca_.explained_variance_).sum(axis=1)):
+            hint = "standardise the test rows with the TRAINING rows' mean and std, not their own"
+        else:
+            hint = ("standardise with the training rows' mean and std, fit the PCA on the standardised training "
+                    "rows, and return sum_j z_j**2 / lambda_j per test row")
+        expect(False, f"{dim} features, {components} components: the scores are not proportional to the "
+                      f"reference; {hint}")
+
+
+def _proportional(got: np.ndarray, want: np.ndarray) -> bool:
+    """``got`` equals ``want`` up to one positive factor, within 1e-3 (relative)."""
+    ratio = float(np.median(got / want))
+    return ratio > 0 and bool(np.allclose(got, ratio * want, rtol=1e-3, atol=1e-6 * float(np.abs(want).max())))
 
 
 @exercise("Exercise 13.2: a trimmed mean of per-row losses")

@@ -1,0 +1,80 @@
+"""The course's plot helpers draw what the notebooks describe: the right bars, lines and panels."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedad_tutorial import plots
+from fedad_tutorial.data import make_cloud_federation
+from fedad_tutorial.timeseries import make_metric_streams
+
+
+def _history(clients: int = 3, rounds: int = 4, offset: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame([{"round": r, "client": f"node_{k}", "f1": offset + 0.1 * r + 0.01 * k, "roc_auc": 0.9}
+                         for r in range(1, rounds + 1) for k in range(clients)])
+
+
+def test_grouped_bars_draw_one_bar_per_cell_centred_on_each_column():
+    table = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]}, index=["x", "y", "z"])
+    fig, ax = plots.new_figure()
+    plots.plot_grouped_bars(table, ax, ylabel="value")
+    heights = [p.get_height() for p in ax.patches]
+    centres = [p.get_x() + p.get_width() / 2 for p in ax.patches]
+    assert heights == [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]  # row by row (one legend entry per row)
+    np.testing.assert_allclose(centres, [-0.27, 0.73, 0.0, 1.0, 0.27, 1.27], atol=1e-12)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"] and ax.get_ylabel() == "value"
+
+
+def test_mean_per_round_draws_each_runs_mean_over_clients():
+    runs = {"slow": _history(), "fast": _history(offset=0.2)}
+    fig = plots.plot_mean_per_round(runs, "f1")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["slow", "fast"]
+    np.testing.assert_allclose(lines[1].get_ydata(), 0.2 + 0.1 * np.arange(1, 5) + 0.01)
+    assert fig.axes[0].get_ylim() == (0, 1.02)
+
+
+def test_modes_per_client_puts_the_smallest_client_first():
+    final = pd.concat({mode: pd.DataFrame({"n_train": [300, 100, 200], "roc_auc": [0.9, 0.8, 0.95],
+                                           "f1": [0.7, 0.6, 0.8]}, index=["node_1", "node_2", "node_3"])
+                       for mode in ("federated", "centralized", "local")}, axis=1)
+    fig = plots.plot_modes_per_client(final)
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["node_2\n(100 rows)", "node_3\n(200 rows)", "node_1\n(300 rows)"]
+    assert len(fig.axes[1].patches) == 9 and fig.axes[1].patches[0].get_height() == 0.6
+
+
+@pytest.mark.parametrize("draw", [
+    lambda nodes: plots.plot_anomaly_profiles(nodes[0]),
+    lambda nodes: plots.plot_federation_overview(nodes),
+    lambda nodes: plots.plot_metric_correlations(nodes[0]),
+])
+def test_data_figures_have_their_panels(draw):
+    nodes = make_cloud_federation(num_nodes=3, samples_per_node=200, anomaly_rate=0.1, seed=0)
+    fig = draw(nodes)
+    assert len(fig.axes) >= 1 and all(ax.has_data() for ax in fig.axes if ax.get_label() != "<colorbar>")
+
+
+def test_stream_figure_shades_every_event():
+    stream = make_metric_streams(num_nodes=1, days=6, steps_per_day=48, events_per_kind=1, event_from_day=2,
+                                 seed=0)[0]
+    fig = plots.plot_stream(stream, 48, 2)
+    top = fig.axes[0]
+    assert len(top.patches) == len(stream.events) and len(top.get_lines()) == 3  # stream, profile, training end
+
+
+def test_budget_curves_draw_every_split_and_the_mean():
+    rounds = pd.Index(range(1, 11), name="round")
+    auc = pd.DataFrame({0: np.linspace(0.9, 0.8, 10), 1: np.linspace(0.95, 0.85, 10)}, index=rounds)
+    fig = plots.plot_budget_curves(auc, auc * 0.1)
+    mean = [line for line in fig.axes[0].get_lines() if line.get_label() == "mean"][0]
+    np.testing.assert_allclose(mean.get_ydata(), auc.mean(axis=1))
+
+
+def test_bar_figure_labels_each_bar_and_colours_the_named_rows():
+    table = pd.DataFrame({"spike": [0.25, 0.9], "flatline": [0.1, 0.8]}, index=["chance", "model"])
+    fig = plots.bar_figure(table, width=0.3, bar_labels="%.2f", colors={"chance": "lightgrey"}, ylim=(0, 1.3))
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.80", "0.90"]
+    assert ax.patches[0].get_facecolor() != ax.patches[2].get_facecolor()  # grey chance bars, coloured model bars
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance", "model"] and ax.get_ylim() == (0, 1.3)
