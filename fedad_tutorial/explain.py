@@ -75,7 +75,7 @@ def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
 def score_contributions(detector: Detector, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's score split into one term per metric and a term no metric owns: ``(terms, latent)``,
     shapes ``(rows, features)`` and ``(rows,)``, with ``terms.sum(axis=1) + latent`` equal to
-    ``detector.score_samples(rows)`` for every model type and score method.
+    ``detector.decision_function(rows)`` for every model type and score method.
 
     - score ``"reconstruction"`` (autoencoder, VAE): the mean squared error over the ``d`` metrics, so
       metric ``j`` owns ``error_j / d`` and ``latent`` is 0;

@@ -228,6 +228,6 @@ def heldout_histograms(detector, splits) -> dict[str, ScoreHistogram]:
     counts of all rows); empty without labels."""
     if detector is None or not splits or any(s.test_labels is None for s in splits):
         return {}
-    scores = detector.score_samples(np.concatenate([s.test for s in splits]))  # one pass: scores are per row
+    scores = detector.decision_function(np.concatenate([s.test for s in splits]))  # one pass: scores are per row
     labels = np.concatenate([np.asarray(s.test_labels) for s in splits])
     return {"normal": ScoreHistogram.of(scores[labels == 0]), "anomalous": ScoreHistogram.of(scores[labels == 1])}

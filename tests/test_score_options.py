@@ -44,7 +44,7 @@ def test_contributions_add_up_to_the_score_for_every_model_type(kind, method):
     det = Detector(ModelSpec(kind, 7, (16,), 3).build(), Scaler.fit(rows), 1.0, list("abcdefg"), method)
     noisy = rows * rng.uniform(0.5, 3, size=rows.shape).astype(np.float32)
     terms, latent = score_contributions(det, noisy)
-    np.testing.assert_allclose(terms.sum(axis=1) + latent, det.score_samples(noisy), rtol=1e-5)
+    np.testing.assert_allclose(terms.sum(axis=1) + latent, det.decision_function(noisy), rtol=1e-5)
     assert (terms >= 0).all() and (latent >= 0).all()
     assert (latent > 0).all() == (method == "elbo")
 
@@ -105,7 +105,7 @@ def test_threshold_at_another_percentile_is_the_exact_quantile_within_a_bin(trai
     result, splits = trained
     det = Detector.load(result.detector.save(tmp_path / "model.pt"))
     assert det.threshold == result.detector.threshold == det.threshold_for(95.0)  # the saved one, from the same counts
-    pooled = det.score_samples(np.concatenate([s.train for s in splits]))
+    pooled = det.decision_function(np.concatenate([s.train for s in splits]))
     # the histogram finds the bin of the score at rank q% of n: the inverted-CDF quantile (no interpolation
     # between two scores, which can be far apart in the tail)
     exact = float(np.percentile(pooled, q, method="inverted_cdf"))
