@@ -7,7 +7,7 @@ Usage::
 
 Writes ``figures/wdbc_results.md`` (the markdown table, shown in notebook 13 and the README) and
 ``figures/wdbc_results.csv`` (one row per split and method) and prints the table. The methods, the
-command-line flow among them, are those of :mod:`fedad_tutorial.comparison`.
+command-line flow among them, are those of ``benchmarks/comparison.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import torch
+from comparison import compare, markdown_table, summary_table
 
-from fedad_tutorial.comparison import compare, markdown_table, summary_table
 from fedad_tutorial.plots import figures_dir
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from comparison import COMMAND_LINE, command_line_scores, compare
 
-from fedad_tutorial.comparison import COMMAND_LINE, budget_curve, command_line_scores, compare
+from fedad_tutorial.budget import budget_curve
 from fedad_tutorial.csvio import find_node_csvs, read_node_csv
 from fedad_tutorial.datasets import export_hospitals, wdbc_hospitals
 from fedad_tutorial.errors import UserError

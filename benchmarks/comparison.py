@@ -1,9 +1,10 @@
-"""Compare detectors on the WDBC hospital federation: same splits, same held-out rows, several seeds.
+"""The comparison harness: detectors on the WDBC hospital federation, same splits, same held-out rows.
 
 Every method trains on the hospitals' unlabelled training rows (contaminated with ~3 % malignant
 cases) and scores the pooled held-out rows of all hospitals; labels are used only for the
-ROC-AUC of those held-out rows. ``benchmarks/wdbc_table.py``, notebook 13 and the tests all call
-:func:`compare`, so the table in the README and the notebook's numbers come from one code path.
+ROC-AUC of those held-out rows. ``benchmarks/wdbc_table.py`` and ``tests/test_wdbc.py`` call
+:func:`compare`; the table it writes is the one notebook 13 shows. It lives beside the benchmarks,
+not in the package, because it runs the ``fedad`` command line (an app) on the chapters' data.
 
 Methods (names are the keys of :data:`METHODS`):
 
@@ -36,9 +37,8 @@ import pandas as pd
 
 from fedad_tutorial.baselines import isolation_forest_scores, norm_scores, pca_scores
 from fedad_tutorial.csvio import find_node_csvs
-from fedad_tutorial.data import hold_out
 from fedad_tutorial.datasets import Hospital, export_hospitals, wdbc_hospitals
-from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, RecordingAggregator, run_federated
+from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.metrics import roc_auc
 
 #: Trimmed share used by the ``trimmed`` variants (above the expected ~3-5 % contamination).
@@ -141,33 +141,6 @@ def compare(seeds: Sequence[int], methods: Sequence[str] | None = None, **federa
         for name in methods or METHODS:
             rows.append({"seed": seed, "method": name,
                          "roc_auc": roc_auc(labels, METHODS[name](hospitals, seed))})
-    return pd.DataFrame(rows)
-
-
-def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: FederatedConfig = RECOMMENDED,
-                 test_fraction: float = 0.3) -> pd.DataFrame:
-    """Round by round: the ROC-AUC on the held-out test rows and the loss on unlabelled validation rows.
-
-    Trains as ``fedad simulate`` does (``test_fraction`` of each hospital's training rows kept back by
-    :func:`~fedad_tutorial.data.hold_out`) and records the global weights after every round with a
-    :class:`~fedad_tutorial.federated.RecordingAggregator`.
-    The validation loss is the mean score of the kept-back rows (the AE's score is its loss); it
-    needs no labels, so it is what an early-stopping rule could watch.
-
-    Returns:
-        One row per round: ``round, roc_auc, validation_loss``.
-    """
-    splits = hold_out([h.train for h in hospitals], test_fraction, config.seed)
-    recorder = RecordingAggregator()
-    detector = run_federated(splits, replace(config, rounds=rounds), progress=False, aggregator=recorder).detector
-    test = np.concatenate([h.test.features for h in hospitals])
-    labels = np.concatenate([h.test.labels for h in hospitals])
-    validation = np.concatenate([s.test for s in splits])
-    rows = []
-    for rnd, state in enumerate(recorder.states, start=1):
-        detector.model.load_state_dict(state)
-        rows.append({"round": rnd, "roc_auc": roc_auc(labels, detector.decision_function(test)),
-                     "validation_loss": float(detector.decision_function(validation).mean())})
     return pd.DataFrame(rows)
 
 
