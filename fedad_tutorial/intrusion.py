@@ -260,16 +260,6 @@ def results_table(servers: Sequence[Server], scores: dict[str, list[np.ndarray]]
     return pd.DataFrame(rows)
 
 
-def compare(seeds: Sequence[int], recalls: Sequence[float] = RECALLS, detectors: Sequence[str] | None = None,
-            **federation) -> pd.DataFrame:
-    """:func:`results_table` for each seed's federation (sample, profiles, training rows and models)."""
-    tables = []
-    for seed in seeds:
-        servers = connection_federation(seed=seed, **federation)
-        tables.append(results_table(servers, detector_scores(servers, seed, detectors), recalls).assign(seed=seed))
-    return pd.concat(tables, ignore_index=True)
-
-
 def recall_curve(labels: np.ndarray, scores: np.ndarray, recalls: Sequence[float]) -> np.ndarray:
     """:func:`alarms_per_10k` at each of ``recalls``: the operator's price list."""
     return np.array([alarms_per_10k(labels, scores, r) for r in recalls])
