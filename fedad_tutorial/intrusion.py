@@ -27,13 +27,13 @@ the attacks.
 
 >>> raw, labels = load_connections("smtp")
 >>> raw.shape, int(labels.sum()), raw[:2].tolist()
-((95156, 3), 30, [[0.0, 1193.0, 329.0], [0.0, 1677.0, 333.0]])
+((95156, 3), 30, [[1.0, 1207.0, 329.0], [1.0, 1679.0, 333.0]])
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -94,7 +94,7 @@ def log_features(counts: np.ndarray) -> np.ndarray:
     dominated by a few huge transfers and squeeze every small connection to the same point. In
     logs, 100 -> 1,000 bytes is the same step as 1 MB -> 10 MB, and zero stays zero.
 
-    >>> log_features(np.array([[0.0, 9.0, 99.0]])).round(3).tolist()
+    >>> log_features(np.array([[0.0, 9.0, 99.0]])).astype(float).round(3).tolist()
     [[0.0, 2.303, 4.605]]
     """
     return np.log1p(np.asarray(counts, dtype=np.float64)).astype(np.float32)
@@ -155,7 +155,11 @@ def federated_forest(servers: Sequence[Server], seed: int = 0) -> list[np.ndarra
     return [forest.score_samples(s.test.features) for s in servers]
 
 
-def _pooled(fn) -> callable:
+Scorer = Callable[[Sequence[Server], int], list[np.ndarray]]
+
+
+def _pooled(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Scorer:
+    """A detector fitted on the pooled training rows of the servers it is given."""
     def score(servers: Sequence[Server], seed: int = 0) -> list[np.ndarray]:
         train = np.concatenate([s.train.features for s in servers])
         return [fn(train, s.test.features) for s in servers]
@@ -165,7 +169,7 @@ def _pooled(fn) -> callable:
 
 #: Detector name -> ``(servers, seed) -> held-out scores per server``. The norm needs only the
 #: federated mean and standard deviation; PCA pools the training rows (a centralized reference).
-DETECTORS = {
+DETECTORS: dict[str, Scorer] = {
     "federated AE": federated_autoencoder,
     "federated isolation forest": federated_forest,
     "scaled norm (federated mean/std)": _pooled(norm_scores),
