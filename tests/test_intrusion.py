@@ -45,6 +45,16 @@ def test_packaged_records_are_whole_counts_that_give_back_the_published_values()
         load_connections("ftp")
 
 
+def test_the_records_are_declared_package_data_so_the_wheel_ships_them():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["fedad_tutorial.resources.adbench"]
+    assert all(any(Path(name).match(p) for p in patterns) for name in (*FILES.values(), "README.md"))
+    assert all((DATA_DIR / name).is_file() for name in FILES.values())
+
+
 def test_log_features_keep_zero_and_order_and_shrink_the_range():
     counts = np.array([[0.0, 10.0, 1e7], [1.0, 100.0, 5.0]])
     logged = log_features(counts)
