@@ -171,8 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "100 x (1 - R)th percentile) instead of the saved threshold")
     _threads_flag(score)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_split_command(sub, fmt)
     _add_flower_commands(sub, fmt)
     return parser
+
+
+def _add_split_command(sub, fmt) -> None:
+    """``fedad split``: one table (a CSV or an ADBench ``.npz``) dealt out to node CSVs."""
+    split = sub.add_parser("split", formatter_class=fmt,
+                           help="deal the rows of one CSV or .npz (arrays X, y) out to node_*.csv files for simulate")
+    split.add_argument("input", type=Path, metavar="INPUT",
+                       help="a .csv (feature columns, optional 'label') or a .npz with X (rows x features) and "
+                            "optional y (1 = anomaly), as ADBench and ODDS publish them")
+    split.add_argument("--nodes", type=_positive_int, required=True, help="number of node CSVs to write")
+    split.add_argument("--output", type=Path, required=True,
+                       help="folder for node_1.csv ... (new, or holding only node CSVs, which it replaces)")
+    split.add_argument("--by", choices=["random", "order", "cluster"], default="random",
+                       help="random: equal shuffled parts; order: contiguous blocks in file order (time); "
+                            "cluster: non-IID, each node a different mix of k-means profiles")
+    split.add_argument("--seed", type=_seed, default=0, help="random seed")
 
 
 def _add_flower_commands(sub, fmt) -> None:
@@ -367,6 +384,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_split(args: argparse.Namespace) -> int:
+    from fedad_tutorial.partition import split_table
+
+    nodes = split_table(args.input, args.nodes, args.output, args.by, args.seed)
+    rows = [n.num_rows for n in nodes]
+    labelled = nodes[0].labels is not None
+    anomalies = f", {sum(int(n.labels.sum()) for n in nodes)} labelled anomalies" if labelled else ""
+    print(f"Wrote {len(nodes)} node CSVs to {args.output}/ by {args.by} ({sum(rows)} rows{anomalies}, "
+          f"{min(rows)}-{max(rows)} per node, {len(nodes[0].feature_names)} features)")
+    return 0
+
+
 def _on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so the Flower processes a command started are stopped."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -434,7 +463,7 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
-             "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
+             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
 
 
 def _interrupt(signum: int, frame) -> None:
