@@ -343,17 +343,19 @@ def _shade_events(ax: Axes, events, steps_per_day: int, alpha: float, lo: int = 
                        alpha=alpha)
 
 
-def plot_stream(stream, steps_per_day: int, train_days: int) -> Figure:
-    """A node's request rate over every day with its events shaded, and a close-up of every metric."""
-    from matplotlib.patches import Patch
+def plot_stream(stream, steps_per_day: int, train_days: int, profile: np.ndarray) -> Figure:
+    """A node's request rate over every day with its events shaded, and a close-up of every metric.
 
-    from fedad_tutorial.timeseries import seasonal_profile
+    ``profile`` is the stream's seasonal profile (one value per step, median about 1), drawn scaled
+    to the request rate's median: the caller passes it, so this figure needs nothing from the chapter.
+    """
+    from matplotlib.patches import Patch
 
     day = np.arange(stream.num_steps) / steps_per_day
     fig, (top, bottom) = new_figure(2, 1, 11, 6)
     rate = stream.feature_names.index("request_rate")
     top.plot(day, stream.features[:, rate], lw=0.8, color="tab:blue")
-    top.plot(day, seasonal_profile(stream.num_steps, steps_per_day) * np.median(stream.features[:, rate]),
+    top.plot(day, profile * np.median(stream.features[:, rate]),
              color="black", lw=1, ls="--", label="seasonal profile (daily, weekend, trend)")
     _shade_events(top, stream.events, steps_per_day, 0.35, widen=0.02)
     top.axvline(train_days, color="grey", ls=":")

@@ -6,7 +6,7 @@ import pytest
 
 from fedad_tutorial import plots
 from fedad_tutorial.data import make_cloud_federation
-from fedad_tutorial.timeseries import make_metric_streams
+from fedad_tutorial.timeseries import make_metric_streams, seasonal_profile
 
 
 def _history(clients: int = 3, rounds: int = 4, offset: float = 0.0) -> pd.DataFrame:
@@ -58,7 +58,7 @@ def test_data_figures_have_their_panels(draw):
 def test_stream_figure_shades_every_event():
     stream = make_metric_streams(num_nodes=1, days=6, steps_per_day=48, events_per_kind=1, event_from_day=2,
                                  seed=0)[0]
-    fig = plots.plot_stream(stream, 48, 2)
+    fig = plots.plot_stream(stream, 48, 2, seasonal_profile(stream.num_steps, 48))
     top = fig.axes[0]
     assert len(top.patches) == len(stream.events) and len(top.get_lines()) == 3  # stream, profile, training end
 
