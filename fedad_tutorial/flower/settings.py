@@ -24,6 +24,8 @@ STATS = "query.stats"  # count, sum and sum of squares of the training rows (for
 HISTOGRAM = "query.histogram"  # score histogram of the training rows (for a global threshold)
 TRAIN = "train"
 EVALUATE = "evaluate"
+#: The reply record of a node's metrics on its held-out rows (in ``evaluate`` and evaluating ``train`` replies).
+EVALUATION = "evaluation"
 
 
 class FlowerRunError(RuntimeError):
