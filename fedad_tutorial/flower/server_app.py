@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
@@ -107,12 +108,14 @@ def _connected(grid: Grid, allowed: dict | None) -> list[int]:
 
 
 def wait_for_nodes(grid: Grid, min_clients: int, timeout: float, allowed: dict | None = None,
-                   settle: float = 1.0) -> list[int]:
+                   settle: float = 1.0, on_count: Callable[[int], None] | None = None) -> list[int]:
     """The ids of the connected (and, with ``allowed``, authorized) nodes once at least
-    ``min_clients`` are there (error after ``timeout`` s)."""
+    ``min_clients`` are there (error after ``timeout`` s); ``on_count`` hears how many are there."""
     start = time.monotonic()
     while True:
         nodes = _connected(grid, allowed)
+        if on_count is not None:
+            on_count(len(nodes))
         if len(nodes) >= min_clients:  # nodes that start together: wait until none joined for ``settle`` s
             while True:
                 time.sleep(settle)
@@ -302,14 +305,14 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
     return nodes
 
 
-def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None
-               ) -> FederationResult:
+def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
+               on_count: Callable[[int], None] | None = None) -> FederationResult:
     """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set.
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part."""
     config = replace(settings.config, engine="loop", scaling="global")
     settings = replace(settings, config=config)
-    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed)
+    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed, on_count=on_count)
     keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
     nodes = _query_stats(grid, settings, node_ids, keys)
     scaler = federated_scaler([n.stats for n in nodes])
