@@ -47,6 +47,7 @@ from fedad_tutorial.flower.settings import (
     EVALUATION,
     HISTOGRAM,
     STATS,
+    THRESHOLD,
     TRAIN,
     FlowerRunError,
     FlowerSettings,
@@ -209,7 +210,7 @@ class DetectorFedAvg(FedAvg):
             self._sent, self._train_ids = train_ids, train_ids
             return self._messages(train_ids, RecordDict({"arrays": arrays, "config": self._config(1)}), TRAIN)
         evaluate = self._evaluate_config(server_round - 1, grid, arrays)
-        train = self._config(server_round, evaluate.get("threshold"))
+        train = self._config(server_round, evaluate.get(THRESHOLD))
         train["evaluate"] = True
         others = [n.node_id for n in self.nodes if n.node_id in self.alive and n.node_id not in train_ids]
         self._sent, self._train_ids = train_ids + others, train_ids

@@ -32,6 +32,8 @@ TRAIN = "train"
 EVALUATE = "evaluate"
 #: The reply record of a node's metrics on its held-out rows (in ``evaluate`` and evaluating ``train`` replies).
 EVALUATION = "evaluation"
+#: The ``ConfigRecord`` key of the federation's threshold (a message evaluating with a global threshold).
+THRESHOLD = "threshold-value"
 
 Scalar = bool | int | float | str
 
@@ -135,7 +137,7 @@ def message_config(settings: FlowerSettings, server_round: int, scaler: Scaler |
         record["scaler-mean"] = [float(v) for v in scaler.mean]
         record["scaler-std"] = [float(v) for v in scaler.std]
     if threshold is not None:
-        record["threshold-value"] = float(threshold)
+        record[THRESHOLD] = float(threshold)
     return record
 
 
@@ -177,5 +179,5 @@ def config_from_message(record: ConfigRecord) -> MessageConfig:
     return MessageConfig(
         server_round=int(record["server-round"]), test_fraction=float(record["test-fraction"]),
         config=config_from_flat(record, "message config"), scaler=scaler,
-        threshold=float(record["threshold-value"]) if "threshold-value" in record else None,
+        threshold=float(record[THRESHOLD]) if THRESHOLD in record else None,
     )
