@@ -8,12 +8,14 @@ Usage::
 Both runs use the same generated CSVs (3 nodes, 600 rows, 30 features) and the command line's
 training defaults. The deployment runs with TLS and node authentication on (test certificates and
 keys made here). Reported: the deployment's wall time from starting the server to the last
-process exiting; the part before the first round (imports, SuperLink and SuperNodes starting,
-nodes joining, statistics); ``fedad simulate --engine loop`` wall time on the same CSVs; the
-deployment's seconds per round after the first, and the per-round overhead (that minus simulate's
-seconds per round, start-up included, so the overhead is if anything underestimated); and whether the two histories
-agree (they must: same seeds). The machine's load average is printed with the numbers; on a
-machine shared with other jobs, wall times include waiting for a CPU.
+process exiting; the time until the server prints round 1 (imports, SuperLink and SuperNodes
+starting, nodes joining, statistics, and two rounds of training: round 1's evaluation rides on
+round 2's messages); ``fedad simulate --engine loop`` wall time on the same CSVs; the
+deployment's seconds per round after that, and the per-round overhead (that minus simulate's
+seconds per round, start-up included, so the overhead is if anything underestimated); the CPU
+seconds all processes of each side used (less sensitive to other jobs than wall times); and
+whether the two histories agree (they must: same seeds). The machine's load average is printed
+with the numbers; on a machine shared with other jobs, wall times include waiting for a CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -31,6 +34,11 @@ import numpy as np
 import pandas as pd
 
 CLI = [sys.executable, "-m", "fedad_tutorial.cli"]
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run(args: list[str], log: Path) -> subprocess.Popen:
@@ -56,6 +64,7 @@ def main() -> None:
     (root / "authorized_keys").write_text("".join(k.line + "\n" for k in keys))
     port = free_port()
     load_before = os.getloadavg()
+    cpu_before = _children_cpu()
 
     start = time.monotonic()
     server = _run(["server", "--rounds", str(args.rounds), "--min-clients", str(args.clients),
@@ -78,10 +87,12 @@ def main() -> None:
     if any(codes):
         raise SystemExit(f"exit codes {codes}; logs in {root}")
 
+    flower_cpu = _children_cpu() - cpu_before  # every process, SuperLink and SuperNodes included (all waited for)
     start = time.monotonic()
     subprocess.run(CLI + ["simulate", "--rounds", str(args.rounds), "--data-dir", str(data), "--engine", "loop",
                           "--output-dir", str(root / "simulate"), "--quiet"], check=True, capture_output=True)
     simulate_seconds = time.monotonic() - start
+    simulate_cpu = _children_cpu() - cpu_before - flower_cpu
 
     flower = pd.read_csv(root / "flower" / "history.csv")
     simulate = pd.read_csv(root / "simulate" / "history.csv")
@@ -96,6 +107,8 @@ def main() -> None:
         "flower_seconds_per_round_after_round_1": round(per_round, 2),
         "simulate_seconds_whole_command": round(simulate_seconds, 1),
         "overhead_seconds_per_round": round(per_round - simulate_seconds / args.rounds, 2),
+        "flower_cpu_seconds": round(flower_cpu, 1),
+        "simulate_cpu_seconds": round(simulate_cpu, 1),
         "history_equals_simulate": bool(same),
         "load_average_before_after": [round(v, 2) for v in (*load_before, *os.getloadavg())],
         "logs": str(root),

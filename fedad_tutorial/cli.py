@@ -26,7 +26,7 @@ from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.runs import MODEL_FILE
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
-from fedad_tutorial.threads import MAX_THREADS, set_threads
+from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
 
 EXIT_USER_ERROR = 2
 #: What a run folder holds, as the commands that write one say.
@@ -396,13 +396,9 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _on_sigterm() -> None:
-    """Turn SIGTERM into SystemExit so the Flower processes a command started are stopped."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-
-
 def _cmd_server(args: argparse.Namespace) -> int:
     from fedad_tutorial.flower.deploy import serve, server_keys
+    from fedad_tutorial.flower.progress import ServerProgress
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.outputs import check_run_dir
 
@@ -412,22 +408,21 @@ def _cmd_server(args: argparse.Namespace) -> int:
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
-    _on_sigterm()
     if not args.quiet:
         mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
         print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
               f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
         print(_header("round"), flush=True)
-
-    def on_round(means: dict) -> None:
-        if not args.quiet:
-            print(_format_row(str(means["round"]), means), flush=True)
-
+    progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
+                              lambda means: _format_row(str(means["round"]), means))
     try:
-        status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys, on_round)
+        status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
+                       progress.round, threads=args.threads, on_count=progress.count)
     except RuntimeError as exc:
         print(f"fedad server: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        progress.close()
     if not args.quiet:
         print(_format_row("final", status.get("summary", {})))
     print(f"Wrote {args.output_dir}/ ({_RUN_FILES}, flower/)")
@@ -440,7 +435,6 @@ def _cmd_client(args: argparse.Namespace) -> int:
 
     key = client_key(args.root_certificates, args.insecure, args.auth_key)
     node = read_node_csv(args.data_path)  # a bad CSV fails here, before any process starts
-    _on_sigterm()
     who = f", key {key.fingerprint}" if key is not None else ""
     print(f"Flower client {args.node_id}: {args.data_path} ({node.num_rows} rows, {len(node.feature_names)} "
           f"features{who}) -> {args.server_address}", flush=True)
@@ -472,7 +466,8 @@ def _interrupt(signum: int, frame) -> None:
 
 
 #: Commands that train or score (they import PyTorch): their thread count is set before they start.
-_USES_TORCH = {"simulate", "run", "score", "server", "client"}
+#: (``server`` sets it itself, after starting its SuperLink: PyTorch loads while the SuperLink starts.)
+_USES_TORCH = {"simulate", "run", "score", "client"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -484,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _USES_TORCH:
             set_threads(getattr(args, "threads", None))
+        elif args.command == "server":
+            requested_threads(args.threads)  # a bad count fails now, not after the SuperLink started
         return _COMMANDS[args.command](args)
     except UserError as exc:
         print(f"fedad {args.command}: error: {exc}", file=sys.stderr)

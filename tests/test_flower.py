@@ -466,7 +466,7 @@ def test_trim_reaches_the_clients_local_training(tmp_path):
 
     settings = FlowerSettings(config=FederatedConfig(trim=0.2, threshold="local"))
     run_config = settings.to_run_config()
-    assert run_config["fl-trim"] == 0.2
+    assert run_config["trim"] == 0.2
     assert FlowerSettings.from_run_config(run_config) == settings
     app = tomllib.loads((write_app(tmp_path / "app", settings) / "pyproject.toml").read_text())
     assert FlowerSettings.from_run_config(app["tool"]["flwr"]["app"]["config"]).config.trim == 0.2
@@ -516,3 +516,62 @@ def test_weights_travel_as_one_array_and_come_back_bit_identical(kind):
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
     with pytest.raises(ValueError, match="numbers; this model has"):
         from_record(record, FederatedConfig(model=kind).model_spec(8).build().state_dict())
+
+
+def test_the_flower_run_config_and_messages_carry_exactly_the_configuration_fields():
+    """Fast, no processes: the keys are derived from FederatedConfig; values are checked by it."""
+    from fedad_tutorial.cli import build_parser
+    from fedad_tutorial.config import PARAMS
+    from fedad_tutorial.flower.settings import FlowerSettings, config_from_message, message_config
+
+    own = {"test-fraction", "min-clients", "wait-timeout", "round-timeout", "output-dir"}
+    fields = {name.replace("_", "-") for name in PARAMS}
+    settings = FlowerSettings(config=FederatedConfig(model="vae", hidden=(16, 8), lr=0.01, threshold="global",
+                                                     score_method="reconstruction", rounds=4),
+                              test_fraction=0.25, min_clients=3)
+    run_config = settings.to_run_config()
+    assert set(run_config) == fields | own == FlowerSettings.run_config_keys()
+    assert FlowerSettings.from_run_config(run_config) == settings
+    assert config_from_message(message_config(settings, 2)).config == settings.config
+    # the command line's training flags are the fields marked for it (and nothing else of the configuration)
+    server = vars(build_parser().parse_args(["server"]))
+    assert {name for name in PARAMS if name in server} == {name for name, p in PARAMS.items() if p.cli}
+    # an unknown key, or a value out of the field's range, is refused in one line
+    for bad, message in (({**run_config, "epochs": 3}, r"unknown key\(s\) epochs;"),
+                         ({**run_config, "trim": 0.7}, r"trim must be in \[0, 0.5\), got 0.7"),
+                         ({**run_config, "hidden": "16,x"}, "hidden: expected whole numbers"),
+                         ({**run_config, "rounds": 2.5}, "rounds must be a whole number")):
+        with pytest.raises(UserError, match=message) as caught:
+            FlowerSettings.from_run_config(bad)
+        assert "\n" not in str(caught.value)
+
+
+def test_readme_flag_table_is_the_generated_one():
+    """README.md shows, between the markers, exactly what ``python -m fedad_tutorial.config --markdown`` prints."""
+    from fedad_tutorial.config import TABLE_BEGIN, TABLE_END, markdown_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    if TABLE_BEGIN not in readme:
+        pytest.skip("README.md has no generated flag table yet")
+    table = readme.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert table == markdown_table()
+
+
+def test_server_progress_bars_go_to_stderr_and_are_silent_when_quiet(capsys, monkeypatch):
+    from fedad_tutorial.flower.progress import ServerProgress
+
+    monkeypatch.setattr("fedad_tutorial.progress.DELAY", 0)  # show the bars at once
+
+    for quiet in (False, True):
+        progress = ServerProgress(2, 3, quiet, lambda means: f"row {means['round']}")
+        for connected in (0, 2, 3):
+            progress.count(connected)
+        progress.round({"round": 1})
+        progress.round({"round": 2})
+        progress.close()
+        out, err = capsys.readouterr()
+        if quiet:
+            assert out == err == ""
+        else:
+            assert out.split() == ["row", "1", "row", "2"]
+            assert "clients" in err and "3/3" in err and "rounds" in err and "1/2" in err

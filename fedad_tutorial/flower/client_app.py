@@ -26,7 +26,7 @@ from flwr.clientapp import ClientApp
 from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, train_test_split
 from fedad_tutorial.federated import client_record
-from fedad_tutorial.flower.settings import MessageConfig, config_from_message
+from fedad_tutorial.flower.settings import EVALUATION, MessageConfig, config_from_message
 from fedad_tutorial.flower.weights import from_record, to_record
 from fedad_tutorial.scaling import FeatureStats
 from fedad_tutorial.thresholds import ScoreHistogram, percentile_threshold
@@ -66,6 +66,18 @@ def _scores(model, rows: np.ndarray, mc: MessageConfig) -> np.ndarray:
     return score_rows(model, torch.from_numpy(mc.scaler.transform(rows)), mc.score_method).numpy()
 
 
+def _evaluation(model, split: Split, mc: MessageConfig) -> tuple[MetricRecord, np.ndarray]:
+    """The node's metrics on its held-out rows at the threshold (the federation's, or the node's own
+    percentile of its training scores), and those training scores."""
+    train_scores = _scores(model, split.train, mc)
+    threshold = mc.threshold
+    if threshold is None:
+        threshold = percentile_threshold(train_scores, mc.threshold_percentile)
+    record = client_record(split, _scores(model, split.test, mc), threshold, mc.server_round, False, float("nan"))
+    numbers = {k: v for k, v in record.items() if k not in ("round", "client", "selected", "loss")}
+    return MetricRecord({"num-examples": int(split.test.shape[0]), **numbers}), train_scores
+
+
 def warm_up() -> None:
     """Do now what PyTorch does on a process's first training step: creating the first optimizer
     imports much of PyTorch's compiler stack, seconds of CPU a deployed node would otherwise spend
@@ -93,14 +105,21 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """FedAvg's local step: start from the global weights, train on the node's training rows."""
+        """FedAvg's local step: start from the global weights, train on the node's training rows.
+
+        With ``evaluate`` in its config, the node first evaluates the global weights it received (the
+        previous round's model) as an ``evaluate`` message would: one message per round instead of two."""
         mc = config_from_message(msg.content["config"])
         split, _, k = _split(context, paths, mc)
         model = _model(msg, mc, split.train.shape[1])
+        reply = RecordDict()
+        if msg.content["config"].get("evaluate", False):
+            reply[EVALUATION] = _evaluation(model, split, mc)[0]
         rows = torch.from_numpy(mc.scaler.transform(split.train))
         loss = train_local(model, rows, mc.training, client_generator(mc.seed, mc.server_round, k))
-        metrics = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
-        return Message(RecordDict({"arrays": to_record(model.state_dict()), "metrics": metrics}), reply_to=msg)
+        reply["arrays"] = to_record(model.state_dict())
+        reply["metrics"] = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
+        return Message(reply, reply_to=msg)
 
     @app.query("histogram")
     def histogram(msg: Message, context: Context) -> Message:
@@ -114,18 +133,12 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Threshold (the federation's, or the node's own percentile) and metrics on held-out rows,
-        plus the training scores' histogram (the server's final threshold comes from the last round's)."""
+        """Metrics of the received weights on held-out rows, plus the training scores' histogram
+        (the server's final threshold comes from the last round's)."""
         mc = config_from_message(msg.content["config"])
         split, _, _ = _split(context, paths, mc)
-        model = _model(msg, mc, split.train.shape[1])
-        train_scores = _scores(model, split.train, mc)
-        threshold = mc.threshold
-        if threshold is None:
-            threshold = percentile_threshold(train_scores, mc.threshold_percentile)
-        record = client_record(split, _scores(model, split.test, mc), threshold, mc.server_round, False, float("nan"))
-        numbers = {k: v for k, v in record.items() if k not in ("round", "client", "selected", "loss")}
-        reply = RecordDict({"metrics": MetricRecord({"num-examples": int(split.test.shape[0]), **numbers}),
+        metrics, train_scores = _evaluation(_model(msg, mc, split.train.shape[1]), split, mc)
+        reply = RecordDict({EVALUATION: metrics,
                             "histogram": ArrayRecord({"counts": Array(ScoreHistogram.of(train_scores).counts)}),
                             "info": ConfigRecord({"client": split.name})})
         return Message(reply, reply_to=msg)

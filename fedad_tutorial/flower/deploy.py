@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import select
 import shutil
 import sys
 import tempfile
@@ -35,10 +36,13 @@ from pathlib import Path
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY
 from fedad_tutorial.flower.keys import PublicKey, load_private_key, read_authorized_keys
+from fedad_tutorial.flower.latency import NOTIFY_FD
 from fedad_tutorial.flower.processes import Processes, alive, free_port, owns_port, port_in_use, reachable
 from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Seconds between a client's checks for a message it was not told of (see :func:`_serve_messages`).
+FALLBACK_POLL = 0.5
 
 
 def flower_env(home: Path) -> dict[str, str]:
@@ -222,16 +226,16 @@ def _submit(control, app_dir: Path) -> tuple[int, str]:
 
 def serve(settings: FlowerSettings, address: str, certificates: Path | None, insecure: bool,
           authorized_keys: Path | None = None, on_round: Callable[[dict], None] | None = None,
-          startup_timeout: float = 60.0) -> dict:
-    """Run the whole server side; return the run's summary (RuntimeError on failure)."""
+          startup_timeout: float = 60.0, threads: int | None = None,
+          on_count: Callable[[int], None] | None = None) -> dict:
+    """Run the whole server side; return the run's summary (RuntimeError on failure).
+
+    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting."""
     from flwr.supercore.control import ControlHttpClient
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
     from fedad_tutorial.flower.runtime import run_server_task
-    from fedad_tutorial.flower.server_app import run_server
     from fedad_tutorial.threads import set_threads
-
-    set_threads()
 
     host, port = split_address(address)
     tls = tls_args(certificates, insecure, server=True)
@@ -257,6 +261,10 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
         link = procs.start(["flower-superlink", *tls, *auth, "--host", host, "--port", str(port),
                             "--isolation", "process", "--superexec-auth-secret-file", str(secret_file),
                             "--disable-runtime-dependency-installation"], flower_env(state / "home"), log)
+        # PyTorch and the ServerApp load while the SuperLink starts, not before it
+        from fedad_tutorial.flower.server_app import run_server
+
+        set_threads(threads)
         _wait_listening(link, port, startup_timeout, "SuperLink", log)
 
         def link_alive() -> None:
@@ -273,7 +281,7 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
                 control.close()
 
             def main(grid, _context) -> None:
-                fed = run_server(grid, settings, _progress(on_round), allowed=allowed)
+                fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count)
                 result["summary"] = fed.summary()
 
             run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)
@@ -323,7 +331,7 @@ def _progress(on_round: Callable[[dict], None] | None):
 
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
          wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None,
-         say: Callable[[str], None] = print) -> str:
+         say: Callable[[str], None] = print, threads: int | None = None) -> str:
     """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary."""
     from fedad_tutorial.flower.preflight import check_server, supernode_failure
 
@@ -336,7 +344,7 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     from fedad_tutorial.flower.runtime import ClientWorker
     from fedad_tutorial.threads import set_threads
 
-    set_threads()  # this process trains: one intra-op thread unless FEDAD_THREADS says otherwise
+    set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
     own_state = state_dir is None
     state = Path(tempfile.mkdtemp(prefix="fedad-client-")) if own_state else Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -347,13 +355,18 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
     procs = Processes()
     log = state / "supernode.log"
-    worker = None
+    worker = notify_read = None
     try:
-        node = procs.start([sys.executable, "-m", "fedad_tutorial.flower.supernode", *tls, *auth,
-                            "--superlink", server_address, "--isolation", "process",
-                            "--superexec-auth-secret-file", str(secret_file), "--host", "127.0.0.1",
-                            "--port", str(runtime_port), "--node-config", node_config,
-                            "--max-wait-time", str(wait_timeout)], flower_env(state / "home"), log)
+        notify_read, notify_write = os.pipe()  # the SuperNode writes a byte per message it stores
+        env = {**flower_env(state / "home"), NOTIFY_FD: str(notify_write)}
+        try:
+            node = procs.start([sys.executable, "-m", "fedad_tutorial.flower.supernode", *tls, *auth,
+                                "--superlink", server_address, "--isolation", "process",
+                                "--superexec-auth-secret-file", str(secret_file), "--host", "127.0.0.1",
+                                "--port", str(runtime_port), "--node-config", node_config,
+                                "--max-wait-time", str(wait_timeout)], env, log, pass_fds=(notify_write,))
+        finally:
+            os.close(notify_write)
         warm_up()  # while the SuperNode starts, not during the first round
         try:
             _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
@@ -362,8 +375,10 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
         with _FlowerLog(state / "clientapp.log"):
             worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
             return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key,
-                                   f"node {node_id} ({data_path.name})", say)
+                                   f"node {node_id} ({data_path.name})", say, notify_read)
     finally:
+        if notify_read is not None:
+            os.close(notify_read)
         if worker is not None:
             worker.close()
         procs.stop()
@@ -374,8 +389,11 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
-                    key: PublicKey | None, name: str, say: Callable[[str], None]) -> str:
-    """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s."""
+                    key: PublicKey | None, name: str, say: Callable[[str], None], notified: int) -> str:
+    """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s.
+
+    Between messages it waits on ``notified`` (the SuperNode's pipe), asking the SuperNode for a
+    task only when told of a message, or every :data:`FALLBACK_POLL` s."""
     import httpx
 
     from fedad_tutorial.flower.preflight import supernode_failure
@@ -425,8 +443,8 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
                                    f"(--wait-timeout) after {answered} message(s)")
         if finished_at is not None and now - finished_at > wait_timeout:
             break
-        if message is None:
-            time.sleep(0.1)
+        if message is None and select.select([notified], [], [], FALLBACK_POLL)[0]:
+            os.read(notified, 4096)  # drain: the next step takes the task
     if worker.failures:
         raise RuntimeError(f"{name}: training finished, but this node failed to answer: {worker.failures[-1]}")
     return f"{name}: training finished ({answered} messages answered)"

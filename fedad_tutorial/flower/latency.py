@@ -11,8 +11,12 @@ back, and Flower 1.41 waits at several of those hops with sleeps sized for large
   after a back-off that starts at 1 s and doubles (:func:`shorten_pull_backoff` starts it at
   :data:`PULL_BACKOFF` instead; the doubling, the cap and the limits on tries and time are Flower's);
 - the ServerApp's ``Grid.send_and_receive`` sleeps 3 s between polls for replies (our
-  :class:`~fedad_tutorial.flower.runtime.FastGrid` polls every
-  :data:`~fedad_tutorial.flower.runtime.POLL` s).
+  :class:`~fedad_tutorial.flower.runtime.FastGrid` polls after
+  :data:`~fedad_tutorial.flower.runtime.POLL` s, less often while the nodes train);
+- an app process learns of a node's message only by polling the SuperNode; instead, our SuperNode
+  writes a byte to a pipe each time it has stored a message (:func:`notify_stored_messages`), and
+  ``fedad client`` waits on that pipe (polling only once in a while, as a fallback), so neither
+  process spends CPU asking while the other nodes train.
 
 None of this changes what is sent or computed, only how soon a waiting process looks again.
 These patches touch only the processes ``fedad`` itself runs (its server and client commands and
@@ -21,8 +25,12 @@ the SuperNode it starts); the SuperLink is Flower's unchanged.
 
 from __future__ import annotations
 
+import os
 import time
 import types
+
+#: The environment variable that gives our SuperNode the pipe (a file descriptor) to notify.
+NOTIFY_FD = "FEDAD_NOTIFY_FD"
 
 #: The SuperNode's sleeps are divided by this (3 s -> 0.3 s between empty pulls; 0.5 s -> 0.05 s).
 SUPERNODE_FACTOR = 10.0
@@ -44,3 +52,25 @@ def shorten_supernode_sleeps() -> None:
 
     start_client_internal.time = types.SimpleNamespace(
         **{**vars(time), "sleep": lambda seconds: time.sleep(seconds / SUPERNODE_FACTOR)})
+
+
+def notify_stored_messages() -> None:
+    """Write a byte to the pipe named by ``$FEDAD_NOTIFY_FD`` whenever the SuperNode has stored a
+    message from the SuperLink (its task can then be taken); nothing without that variable."""
+    fd = os.environ.get(NOTIFY_FD)
+    if not fd:
+        return
+    from flwr.supernode import start_client_internal
+
+    pull = start_client_internal._pull_and_store_message  # noqa: SLF001
+
+    def pull_and_notify(*args, **kwargs):
+        run_id = pull(*args, **kwargs)
+        if run_id is not None:
+            try:
+                os.write(int(fd), b"m")
+            except OSError:  # the client wrapper is gone; the SuperNode dies with it
+                pass
+        return run_id
+
+    start_client_internal._pull_and_store_message = pull_and_notify  # noqa: SLF001

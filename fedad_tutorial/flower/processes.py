@@ -73,11 +73,12 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
         self.logs: list = []
 
-    def start(self, cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    def start(self, cmd: list[str], env: dict[str, str], log_path: Path, pass_fds: tuple[int, ...] = ()
+              ) -> subprocess.Popen:
         handle = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.logs.append(handle)
         proc = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()), pass_fds=pass_fds)
         self.procs.append(proc)
         return proc
 

@@ -53,6 +53,9 @@ PUBLISHER = "fedad"
 COMPONENTS = {"serverapp": "fedad_tutorial.flower.server_app:app", "clientapp": "fedad_tutorial.flower.client_app:app"}
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 POLL = 0.05  # seconds between polls of a local Runtime API
+#: The ServerApp's polls for replies start :data:`POLL` s apart and grow by this factor up to
+#: :data:`MAX_POLL`: quick for quick replies, and not one SuperLink request every 50 ms while the nodes train.
+POLL_GROWTH, MAX_POLL = 1.3, 0.25
 
 
 def _client(address: str, root_certificates: bytes | None, component: str, *, secret: bytes | None = None,
@@ -131,7 +134,8 @@ def _refuse(address: str, root_certificates: bytes | None, token: str, reason: s
 
 
 class FastGrid(HttpGrid):
-    """Flower's HTTP Grid, but polling for replies every :data:`POLL` s instead of every 3 s.
+    """Flower's HTTP Grid, but polling for replies after :data:`POLL` s (growing to :data:`MAX_POLL`)
+    instead of every 3 s.
 
     A reply is listed as soon as its node announces it, before its contents are uploaded; pulling
     it then retries after a back-off that :func:`~fedad_tutorial.flower.latency.shorten_pull_backoff`
@@ -141,13 +145,15 @@ class FastGrid(HttpGrid):
         pending = set(self.push_messages(messages))
         end = time.monotonic() + (timeout if timeout is not None else 0.0)
         replies: list[Message] = []
+        wait = POLL
         while pending:
             got = self.pull_messages(pending)
             replies += got
             pending -= {m.metadata.reply_to_message_id for m in got}
             if not pending or (timeout is not None and time.monotonic() >= end):
                 break
-            time.sleep(POLL)
+            time.sleep(wait)
+            wait = min(wait * POLL_GROWTH, MAX_POLL)
         return replies
 
 

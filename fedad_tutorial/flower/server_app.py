@@ -5,13 +5,17 @@ A run, message by message (every arrow is a :class:`~flwr.app.Message` through t
 1. wait until ``min_clients`` nodes are connected (at most ``wait_timeout`` seconds);
 2. ``query.stats`` -> each node's row count, sum and sum of squares -> the global scaler
    (:func:`~fedad_tutorial.scaling.federated_scaler`);
-3. per round (Flower's :class:`~flwr.serverapp.strategy.FedAvg` loop, ``Strategy.start``):
-   ``train`` -> new weights and row counts -> :func:`~fedad_tutorial.federated.fedavg`;
-   with a global threshold, ``query.histogram`` -> score histograms -> one threshold;
-   ``evaluate`` -> each node's metrics on its held-out rows (one history row per node);
-4. the saved detector's threshold: the federation's percentile from the last round's histograms
-   (the ``evaluate`` replies carry each node's training-score histogram; its config marks the last
-   round, so a deployed node knows it is done).
+3. per round r (Flower's :class:`~flwr.serverapp.strategy.FedAvg` loop, ``Strategy.start``):
+   ``train`` -> new weights and row counts -> :func:`~fedad_tutorial.federated.fedavg`. From round 2
+   on, the same ``train`` message also asks each node to evaluate the weights it receives (round
+   r - 1's global model) before training on them: its metrics on its held-out rows come back with its
+   new weights (one history row per node), and nodes not sampled for training get an ``evaluate``
+   message in the same send. With a global threshold, ``query.histogram`` comes first -> score
+   histograms of round r - 1's model -> one threshold. So a round is one message round trip (two
+   with a global threshold), the least FedAvg with per-round evaluation needs;
+4. after the last round, ``evaluate`` (after ``query.histogram`` for a global threshold) -> the last
+   round's metrics, and each node's training-score histogram -> the saved detector's threshold (the
+   federation's percentile); its config marks the last message, so a deployed node knows it is done.
 
 A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
 ``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
@@ -39,8 +44,10 @@ from fedad_tutorial.detector import Detector
 from fedad_tutorial.federated import FederationResult, fedavg, round_means, sample_clients
 from fedad_tutorial.flower.settings import (
     EVALUATE,
+    EVALUATION,
     HISTOGRAM,
     STATS,
+    THRESHOLD,
     TRAIN,
     FlowerRunError,
     FlowerSettings,
@@ -102,12 +109,14 @@ def _connected(grid: Grid, allowed: dict | None) -> list[int]:
 
 
 def wait_for_nodes(grid: Grid, min_clients: int, timeout: float, allowed: dict | None = None,
-                   settle: float = 1.0) -> list[int]:
+                   settle: float = 1.0, on_count: Callable[[int], None] | None = None) -> list[int]:
     """The ids of the connected (and, with ``allowed``, authorized) nodes once at least
-    ``min_clients`` are there (error after ``timeout`` s)."""
+    ``min_clients`` are there (error after ``timeout`` s); ``on_count`` hears how many are there."""
     start = time.monotonic()
     while True:
         nodes = _connected(grid, allowed)
+        if on_count is not None:
+            on_count(len(nodes))
         if len(nodes) >= min_clients:  # nodes that start together: wait until none joined for ``settle`` s
             while True:
                 time.sleep(settle)
@@ -192,18 +201,32 @@ class DetectorFedAvg(FedAvg):
         return self._quantile(replies, self._collect(ids, replies, "histogram"))
 
     # -- the Strategy interface ------------------------------------------------------------------
+    # Evaluating round r's global weights rides on round r + 1's messages: its ``train`` messages ask
+    # the nodes to evaluate the weights they receive before training on them (nodes not sampled for
+    # training get an ``evaluate`` message in the same send), so a round costs one message round trip.
+    # Only the last round's weights need ``evaluate`` messages of their own.
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         chosen = sample_clients(len(self.nodes), self.settings.config.fraction, self.settings.config.seed,
                                 server_round)
-        ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
-        self._sent = ids
-        log(INFO, "configure_train: %d of %d nodes", len(ids), len(self.alive))
-        record = RecordDict({"arrays": arrays, "config": self._config(server_round)})
-        return self._messages(ids, record, TRAIN)
+        train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        log(INFO, "configure_train: %d of %d nodes", len(train_ids), len(self.alive))
+        if server_round == 1:  # the initial weights are not evaluated
+            self._sent, self._train_ids = train_ids, train_ids
+            return self._messages(train_ids, RecordDict({"arrays": arrays, "config": self._config(1)}), TRAIN)
+        evaluate = self._evaluate_config(server_round - 1, grid, arrays)
+        train = self._config(server_round, evaluate.get(THRESHOLD))
+        train["evaluate"] = True
+        others = [n.node_id for n in self.nodes if n.node_id in self.alive and n.node_id not in train_ids]
+        self._sent, self._train_ids = train_ids + others, train_ids
+        return (self._messages(train_ids, RecordDict({"arrays": arrays, "config": train}), TRAIN)
+                + self._messages(others, RecordDict({"arrays": arrays, "config": evaluate}), EVALUATE))
 
     def aggregate_train(self, server_round: int, replies):
         got = _ok(replies, self.errors)
         ok = self._collect(self._sent, got, "train")
+        if server_round > 1:
+            self._record_evaluation(server_round - 1, got, ok)
+        ok = [i for i in ok if i in self._train_ids]
         if not ok:
             raise FlowerRunError(f"round {server_round}: no training replies")
         states = [from_record(got[i].content["arrays"], self.template) for i in ok]  # node order
@@ -214,32 +237,44 @@ class DetectorFedAvg(FedAvg):
         return to_record(averaged), MetricRecord({"loss": mean_loss})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
-        threshold = None
-        if self.settings.config.threshold == "global":
-            threshold = self.global_threshold(grid, arrays, server_round)
+        if server_round < self.settings.config.rounds:
+            return []  # evaluated by the next round's messages
         ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
         self._sent = ids
-        config = self._config(server_round, threshold)
-        config["last"] = server_round == self.settings.config.rounds
+        config = self._evaluate_config(server_round, grid, arrays)
+        config["last"] = True
         return self._messages(ids, RecordDict({"arrays": arrays, "config": config}), EVALUATE)
 
     def aggregate_evaluate(self, server_round: int, replies):
+        if server_round < self.settings.config.rounds:
+            return None
         got = _ok(replies, self.errors)
         ok = self._collect(self._sent, got, "evaluate")
+        self.final_histogram = self._histogram(got, ok)  # kept in the model file
+        self.final_threshold = self.final_histogram.quantile(self.settings.config.threshold_percentile)
+        return self._record_evaluation(server_round, got, ok)
+
+    def _evaluate_config(self, rnd: int, grid: Grid, arrays: ArrayRecord) -> ConfigRecord:
+        """The config that evaluates round ``rnd``'s weights ``arrays``; a global threshold is asked for first."""
+        threshold = None
+        if self.settings.config.threshold == "global":
+            threshold = self.global_threshold(grid, arrays, rnd)
+        return self._config(rnd, threshold)
+
+    def _record_evaluation(self, rnd: int, got: dict[int, Message], ok: list[int]) -> MetricRecord:
+        """One history row per node that evaluated round ``rnd``'s weights (``self.losses`` is that round's)."""
         by_id = self._by_id()
         rows = []
         for i in ok:
-            numbers = dict(got[i].content["metrics"])
+            numbers = dict(got[i].content[EVALUATION])
             numbers.pop("num-examples", None)
-            row = {"round": server_round, "client": by_id[i].name, "selected": i in self.losses,
+            row = {"round": rnd, "client": by_id[i].name, "selected": i in self.losses,
                    "loss": self.losses.get(i, math.nan), **numbers}
             rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
         self.records += rows
-        self.final_histogram = self._histogram(got, ok)  # kept in the model file
-        self.final_threshold = self.final_histogram.quantile(self.settings.config.threshold_percentile)
         means = round_means(pd.DataFrame(rows), _PROGRESS)
         if self.progress is not None:
-            self.progress(server_round, means)
+            self.progress(rnd, means)
         return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
 
 
@@ -276,14 +311,14 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
     return nodes
 
 
-def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None
-               ) -> FederationResult:
+def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
+               on_count: Callable[[int], None] | None = None) -> FederationResult:
     """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set.
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part."""
     config = replace(settings.config, engine="loop", scaling="global")
     settings = replace(settings, config=config)
-    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed)
+    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed, on_count=on_count)
     keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
     nodes = _query_stats(grid, settings, node_ids, keys)
     scaler = federated_scaler([n.stats for n in nodes])

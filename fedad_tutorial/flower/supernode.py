@@ -3,7 +3,8 @@
 Flower 1.41's SuperNode sleeps 3 s after every empty pull from the SuperLink, 0.5 s between
 checks for a reply, and at least 1 s before pulling again a message whose contents are not all
 uploaded yet; here the same SuperNode runs with those waits shortened
-(:mod:`~fedad_tutorial.flower.latency`). Everything else is Flower's ``flower-supernode``, flags included.
+(:mod:`~fedad_tutorial.flower.latency`), and it tells ``fedad client`` through a pipe when a
+message has arrived. Everything else is Flower's ``flower-supernode``, flags included.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 def main() -> None:
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
-    from fedad_tutorial.flower.latency import shorten_pull_backoff, shorten_supernode_sleeps
+    from fedad_tutorial.flower.latency import notify_stored_messages, shorten_pull_backoff, shorten_supernode_sleeps
 
     shorten_supernode_sleeps()
     shorten_pull_backoff()
+    notify_stored_messages()
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 
