@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="federated training over every node_*.csv of a folder (one client each)")
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
+    sim.add_argument("--figure", action="store_true",
+                     help="also draw OUTPUT_DIR/figures/f1_per_round.png (imports Matplotlib: slower start)")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")
@@ -230,7 +232,7 @@ def _header(first: str, width: int = 8) -> str:
 
 
 def train_and_report(splits, feature_names: list[str], config: FederatedConfig, output_dir: Path,
-                     data_description: dict, quiet: bool):
+                     data_description: dict, quiet: bool, figure: bool = True):
     """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
     from tqdm.auto import tqdm
 
@@ -248,7 +250,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
               f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
         print(_header("round"))
     result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
-    write_run(output_dir, result, data_description)
+    write_run(output_dir, result, data_description, figure=figure)
     if not quiet:
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
@@ -308,8 +310,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     nodes = _read_federation(args.data_dir)
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png)")
+    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                     figure=args.figure)
+    figure = ", figures/f1_per_round.png" if args.figure else ""
+    print(f"\nWrote {args.output_dir}/ ({MODEL_FILE}, history.csv, summary.json{figure})")
     return 0
 
 

@@ -3,7 +3,8 @@
 Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
 it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
-``figures/f1_per_round.png``. ``fedad simulate``, ``fedad run`` and the Flower server all write it.
+``figures/f1_per_round.png`` (``fedad run`` and the Flower server draw it; ``fedad simulate`` with
+``--figure``). ``fedad simulate``, ``fedad run`` and the Flower server all write a run folder.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, result: FederationResult, data: dict, **extra) -> Path:
+def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, figure: bool = True, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
     ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
     their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
     description of the clients' data), the saved threshold and score method, the final round's
-    means and rows, then ``extra`` entries.
+    means and rows, then ``extra`` entries. With ``figure=False`` no figure is drawn (and Matplotlib
+    is not imported).
     """
     output_dir = check_run_dir(output_dir)
     detector, history = result.detector, result.history
@@ -59,7 +61,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, **ex
         detector.save(tmp / MODEL_FILE)
         history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        if "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
+        if figure and "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
             from fedad_tutorial.plots import plot_f1_per_round, save_figure
 
             save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
