@@ -87,8 +87,14 @@ def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) 
         raise UserError("FedAvg needs at least one client update")
     w = torch.tensor(weights, dtype=torch.float64)
     w = w / w.sum()
-    return {k: sum(wi * s[k].double() for wi, s in zip(w, states, strict=False)).to(states[0][k].dtype)
-            for k in states[0]}
+    keys = list(states[0])
+    weighted = torch.stack([torch.cat([s[k].reshape(-1) for k in keys]) for s in states]).double()
+    weighted.mul_(w.unsqueeze(1))  # (clients, all weights)
+    total = weighted[0].clone()
+    for row in weighted[1:]:  # clients added one at a time, in order: float64 sums that do not depend on batching
+        total += row
+    pieces = total.split([states[0][k].numel() for k in keys])
+    return {k: piece.view(states[0][k].shape).to(states[0][k].dtype) for k, piece in zip(keys, pieces, strict=True)}
 
 
 # An engine trains the sampled clients of one round from the same global weights and returns,
@@ -322,8 +328,11 @@ def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
     """Stop a diverging run at the round it diverged, not later with a puzzling empty threshold."""
     if not math.isfinite(loss):
         raise diverged(config, rnd, where, f"the loss became {loss}")
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    floats = {name: t for name, t in state.items() if t.is_floating_point()}
+    if floats and torch.isfinite(torch.cat([t.reshape(-1) for t in floats.values()])).all():
+        return  # one check for the whole model; the loop below only names the culprit
+    for name, tensor in floats.items():
+        if not torch.isfinite(tensor).all():
             raise diverged(config, rnd, where,
                            f"the weights ({name}) became NaN or infinite")
 
