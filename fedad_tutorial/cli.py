@@ -239,9 +239,9 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     from fedad_tutorial.federated import round_means, run_federated
     from fedad_tutorial.runs import write_run
 
-    def on_round(rnd: int, frame) -> None:
+    def on_round(rnd: int, records: list[dict]) -> None:
         if not quiet:
-            tqdm.write(_format_row(str(rnd), round_means(frame)))
+            tqdm.write(_format_row(str(rnd), round_means(records)))
 
     if not quiet:
         labelled = all(s.test_labels is not None for s in splits)
@@ -255,7 +255,7 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
         print(_header("client", 10))
-        for record in result.final_round().to_dict(orient="records"):
+        for record in result.final_round_records():
             print(_format_row(record["client"], record, 10))
         print(_format_row("mean", result.summary(), 10))
     return result

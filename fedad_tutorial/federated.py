@@ -22,12 +22,14 @@ comparison, each client's own). Labels are read only in step 4, on held-out rows
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -43,6 +45,9 @@ from fedad_tutorial.thresholds import federated_percentile, percentile_threshold
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "FederationResult",
            "RecordingAggregator", "UpdateHook", "client_record", "fedavg", "fedavg_aggregator", "get_engine",
            "loop_engine", "round_means", "run_federated", "sample_clients"]
@@ -50,30 +55,78 @@ __all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "
 MODES = ("federated", "centralized", "local")
 
 
-@dataclass
-class FederationResult:
-    """What a run returns: the tidy per-round, per-client history and the trained detector(s)."""
+Records = list[dict]  # a history as rows: one dict per round and client
 
-    history: pd.DataFrame
-    detector: Detector | None  # the global model with the global scaler and threshold
-    client_detectors: dict[str, Detector] = field(default_factory=dict)  # as each client applies it
-    config: FederatedConfig | None = None
+
+class FederationResult:
+    """What a run returns: the tidy per-round, per-client history and the trained detector(s).
+
+    ``history`` (a pandas table) is built from the run's records when first read, so a program
+    that only writes the run folder (``fedad simulate``) never imports pandas.
+    """
+
+    def __init__(self, history: pd.DataFrame | Records, detector: Detector | None,
+                 client_detectors: dict[str, Detector] | None = None, config: FederatedConfig | None = None):
+        self._history = history
+        self.detector = detector  # the global model with the global scaler and threshold
+        self.client_detectors = client_detectors or {}  # as each client applies it
+        self.config = config
+
+    @property
+    def history(self) -> pd.DataFrame:
+        if isinstance(self._history, list):
+            import pandas as pd
+
+            self._history = pd.DataFrame(self._history)
+        return self._history
+
+    def records(self) -> Records:
+        """The history as rows (one dict per round and client), without pandas if it was never built."""
+        history = self._history
+        return list(history) if isinstance(history, list) else history.to_dict(orient="records")
+
+    def final_round_records(self) -> Records:
+        rows = self.records()
+        last = max(r["round"] for r in rows)
+        return [r for r in rows if r["round"] == last]
 
     def final_round(self) -> pd.DataFrame:
         return self.history[self.history["round"] == self.history["round"].max()]
 
     def summary(self) -> dict:
         """Mean over clients of the final round's metrics (NaN-aware)."""
-        return round_means(self.final_round())
+        return round_means(self.final_round_records())
+
+    def write_history_csv(self, path: str | Path) -> None:
+        """Write the history as CSV, as ``history.to_csv(path, index=False, float_format="%.6g")`` writes it."""
+        rows = self.records()
+        columns = list(dict.fromkeys(key for r in rows for key in r))
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f, lineterminator="\n")
+            out.writerow(columns)
+            out.writerows([_csv_cell(r.get(c, math.nan)) for c in columns] for r in rows)
 
 
 #: The history columns averaged over clients in summaries and per-round progress.
 SUMMARY_COLUMNS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr")
 
 
-def round_means(records: pd.DataFrame, columns: Sequence[str] = SUMMARY_COLUMNS) -> dict[str, float]:
-    """NaN-aware means over clients of the ``columns`` present in ``records`` (NaN if none is finite)."""
+def round_means(records: pd.DataFrame | Records, columns: Sequence[str] = SUMMARY_COLUMNS) -> dict[str, float]:
+    """NaN-aware means over clients of the ``columns`` present in ``records`` (NaN if none is finite);
+    ``records`` is a history table or its rows."""
+    if isinstance(records, list):
+        present = {key for r in records for key in r}
+        return {c: _nanmean([r.get(c, math.nan) for r in records]) for c in columns if c in present}
     return {c: _nanmean(records[c]) for c in columns if c in records}
+
+
+def _csv_cell(value) -> str:
+    """A history value as pandas writes it with ``float_format="%.6g"`` (NaN: an empty cell)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -205,7 +258,7 @@ def run_federated(
     mode: str = "federated",
     feature_names: list[str] | None = None,
     progress: bool = True,
-    on_round: Callable[[int, pd.DataFrame], None] | None = None,
+    on_round: Callable[[int, Records], None] | None = None,
     aggregator: Aggregator = fedavg_aggregator,
     update_hook: UpdateHook | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
@@ -220,7 +273,7 @@ def run_federated(
             (each client trains alone). All three are evaluated on the same held-out rows.
         feature_names: column names stored in the detector (default ``x1..xd``).
         progress: show a progress bar over rounds.
-        on_round: called after each round with ``(round, that round's records)``.
+        on_round: called after each round with ``(round, that round's records)`` (one dict per client).
         aggregator: the server's rule to combine client weights (default FedAvg).
         update_hook: applied to each client's weights before they reach the server (e.g. an attack).
         initial_state: start from these weights (e.g. an earlier global model's ``state_dict()``, to
@@ -246,7 +299,7 @@ def run_federated(
     models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round, hooks,
                              desc=mode)
     model = models[0]
-    thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
+    thresholds = {r["client"]: r["threshold"] for r in history if r["round"] == config.rounds}
     global_threshold = _global_threshold(model, splits, [global_scaler] * len(splits), config)
     detector = Detector(model, global_scaler, global_threshold, names, config.score_method)
     client_detectors = {
@@ -257,23 +310,23 @@ def run_federated(
 
 
 def _run_local_only(splits, config, names, scalers, progress, on_round, hooks) -> FederationResult:
-    frames, detectors = [], {}
+    history, detectors = [], {}
     local_cfg = replace(config, threshold="local", fraction=1.0)
     for k, (split, scaler) in enumerate(zip(splits, scalers, strict=False)):
         rows = [torch.from_numpy(scaler.transform(split.train))]
         models, hist = _train(rows, [split], [scaler], local_cfg, split.train.shape[1], progress,
                               on_round, hooks, desc=f"local {split.name}", seed_offset=k)
-        frames.append(hist)
-        detectors[split.name] = Detector(models[0], scaler, float(hist["threshold"].iloc[-1]), names,
+        history.extend(hist)
+        detectors[split.name] = Detector(models[0], scaler, float(hist[-1]["threshold"]), names,
                                          config.score_method)
-    history = pd.concat(frames, ignore_index=True).sort_values(["round", "client"], kind="stable")
-    return FederationResult(history.reset_index(drop=True), None, detectors, config)
+    history.sort(key=lambda r: (r["round"], r["client"]))  # by round, then client name
+    return FederationResult(history, None, detectors, config)
 
 
 def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
            config: FederatedConfig, dim: int, progress: bool, on_round,
            hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None], desc: str,
-           seed_offset: int = 0) -> tuple[list[nn.Module], pd.DataFrame]:
+           seed_offset: int = 0) -> tuple[list[nn.Module], Records]:
     """The round loop shared by every mode: sample, train locally, aggregate (FedAvg), evaluate."""
     aggregator, update_hook, initial_state = hooks
     torch.manual_seed(config.seed + seed_offset)
@@ -305,14 +358,12 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
         round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
         records.extend(round_records)
-        frame = pd.DataFrame(round_records)
-        postfix = {"loss": f"{_nanmean(frame['loss']):.4f}"}
-        if "f1" in frame:
-            postfix["f1"] = f"{_nanmean(frame['f1']):.3f}"
-        bar.set_postfix(postfix)
+        if progress:
+            means = round_means(round_records, ("loss", "f1"))
+            bar.set_postfix({"loss": f"{means['loss']:.4f}", **({"f1": f"{means['f1']:.3f}"} if "f1" in means else {})})
         if on_round is not None:
-            on_round(rnd, frame)
-    return [model], pd.DataFrame(records)
+            on_round(rnd, round_records)
+    return [model], records
 
 
 def diverged(config: FederatedConfig, rnd: int, where: str, what: str) -> UserError:

@@ -45,7 +45,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, f
     is not imported).
     """
     output_dir = check_run_dir(output_dir)
-    detector, history = result.detector, result.history
+    detector = result.detector
     summary = {
         "fedad_tutorial_version": __version__,
         "config": result.config.to_dict(),
@@ -53,16 +53,16 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, f
         "global_threshold": detector.threshold,
         "score_method": detector.score_method,
         "final_round_mean": result.summary(),
-        "final_round_per_client": result.final_round().drop(columns=["round"]).to_dict(orient="records"),
+        "final_round_per_client": [{k: v for k, v in r.items() if k != "round"} for r in result.final_round_records()],
         **extra,
     }
     with atomic_dir(output_dir) as tmp:
         write_marker(tmp, __version__)
         detector.save(tmp / MODEL_FILE)
-        history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
+        result.write_history_csv(tmp / "history.csv")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        if figure and "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
-            from fedad_tutorial.plots import plot_f1_per_round, save_figure
+        if figure and any(not math.isnan(r.get("f1", math.nan)) for r in result.records()):
+            from fedad_tutorial.plots import plot_f1_per_round, save_figure  # drawn last: Matplotlib imported here
 
-            save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
+            save_figure(plot_f1_per_round(result.history), tmp / "figures" / "f1_per_round.png")
     return output_dir
