@@ -78,7 +78,7 @@ def simulate_phases(data_dir: str, output_dir: str, rounds: int, epochs: int, st
     with engine_timer() as train_seconds:
         result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
     marks["train+evaluate"] = time.time()
-    write_run(args.output_dir, result, description)
+    write_run(args.output_dir, result, description, figure=args.figure)
     marks["write"] = time.time()
     print(json.dumps({"marks": marks, "train": train_seconds[0], "f1": result.summary()["f1"]}))
 

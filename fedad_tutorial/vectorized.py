@@ -160,8 +160,8 @@ class _Model:
 
 def _loss_and_grads(model: _Model, params: list[torch.Tensor], grads: list[torch.Tensor], x: torch.Tensor,
                     noise: torch.Tensor | None, row_weights: torch.Tensor, trim: float,
-                    groups: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
-    """Each client's batch loss ``(C,)``; the gradients of its parameters are written into ``grads``.
+                    groups: tuple[tuple[int, int, int], ...], out: torch.Tensor) -> None:
+    """Write each client's batch loss into ``out`` ``(C,)`` and the gradients of its parameters into ``grads``.
 
     ``row_weights`` ``(C, rows)`` is 1 / (valid rows) on a client's valid rows and 0 on padding,
     so each loss is ``model.loss`` of the valid rows. With ``trim > 0`` it is replaced, once the
@@ -176,25 +176,21 @@ def _loss_and_grads(model: _Model, params: list[torch.Tensor], grads: list[torch
         per_row = squared_error(recon, x).mean(dim=-1)
         if trim > 0.0:
             row_weights = _trimmed_weights(per_row, groups, trim)
-        _backward(encoder_tape, params, grads,
-                  _backward(decoder_tape, params, grads, squared_error_backward(recon, x, row_weights)),
-                  input_grad=False)
-        return (per_row * row_weights).sum(dim=1)
-
-    mu, raw_logvar = _linear(params, model.to_mu, h), _linear(params, model.to_logvar, h)
-    logvar = bound_logvar(raw_logvar)
-    recon = _forward(model.decoder, params, reparameterize(mu, logvar, noise), decoder_tape)
-    per_row = elbo_rows(recon, x, mu, logvar, model.beta)
-    if trim > 0.0:
-        row_weights = _trimmed_weights(per_row, groups, trim)
-    g_recon, g_mu, g_logvar = elbo_rows_backward(recon, x, mu, logvar, model.beta, row_weights)
-    g_z = _backward(decoder_tape, params, grads, g_recon)
-    g_mu_z, g_logvar_z = reparameterize_backward(logvar, noise, g_z)
-    g_h = _linear_backward(params, grads, model.to_mu, h, g_mu.add_(g_mu_z))
-    g_h += _linear_backward(params, grads, model.to_logvar, h,
-                            bound_logvar_backward(raw_logvar, g_logvar.add_(g_logvar_z)))
+        g_h = _backward(decoder_tape, params, grads, squared_error_backward(recon, x, row_weights))
+    else:
+        mu, raw_logvar = _linear(params, model.to_mu, h), _linear(params, model.to_logvar, h)
+        logvar = bound_logvar(raw_logvar)
+        recon = _forward(model.decoder, params, reparameterize(mu, logvar, noise), decoder_tape)
+        per_row = elbo_rows(recon, x, mu, logvar, model.beta)
+        if trim > 0.0:
+            row_weights = _trimmed_weights(per_row, groups, trim)
+        g_recon, g_mu, g_logvar = elbo_rows_backward(recon, x, mu, logvar, model.beta, row_weights)
+        g_mu_z, g_logvar_z = reparameterize_backward(logvar, noise, _backward(decoder_tape, params, grads, g_recon))
+        g_h = _linear_backward(params, grads, model.to_mu, h, g_mu.add_(g_mu_z))
+        g_h += _linear_backward(params, grads, model.to_logvar, h,
+                                bound_logvar_backward(raw_logvar, g_logvar.add_(g_logvar_z)))
     _backward(encoder_tape, params, grads, g_h, input_grad=False)
-    return (per_row * row_weights).sum(dim=1)
+    torch.sum(per_row * row_weights, dim=1, out=out)
 
 
 def _trimmed_weights(per_row: torch.Tensor, groups: tuple[tuple[int, int, int], ...], trim: float) -> torch.Tensor:
@@ -260,7 +256,8 @@ def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPl
     flat = global_flat.expand(num, -1).clone()  # (C, P) one row of weights per client
     exp_avg, exp_avg_sq, grad = torch.zeros_like(flat), torch.zeros_like(flat), torch.empty_like(flat)
     layer_grads = [flat.new_empty(num, *s) for s in shapes]  # written by the backward pass, then joined
-    adam_steps = [torch.zeros((), dtype=torch.float32) for _ in range(num)]  # each client's Adam step count
+    step_counts = torch.zeros(num, dtype=torch.float32)
+    adam_steps = list(step_counts.unbind(0))  # each client's Adam step count, as fused Adam takes them
     rows_of = [list(t.unbind(0)) for t in (flat, grad, exp_avg, exp_avg_sq)]  # one tensor per client
 
     counts = [r.shape[0] for r in rows]
@@ -287,10 +284,10 @@ def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPl
             params, grads, flat_grads, joined = views[k]
             xb = x_epoch[:k, step.start:step.start + step.width]
             nb = None if noise is None else noise[:k, epoch, step.start:step.start + step.width]
-            losses[epoch, j, :k] = _loss_and_grads(net, params, grads, xb, nb, step.row_weights, config.trim,
-                                                   step.groups)
+            _loss_and_grads(net, params, grads, xb, nb, step.row_weights, config.trim, step.groups,
+                            out=losses[epoch, j, :k])
             torch.cat(flat_grads, dim=1, out=joined)
-            torch._foreach_add_(adam_steps[:k], 1.0)
+            step_counts[:k] += 1.0
             torch._fused_adam_(*(r[:k] for r in rows_of), [], adam_steps[:k], lr=config.lr, beta1=BETA1,
                                beta2=BETA2, weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
 
