@@ -300,7 +300,7 @@ def run_federated(
                              desc=mode)
     model = models[0]
     thresholds = {r["client"]: r["threshold"] for r in history if r["round"] == config.rounds}
-    global_threshold = _global_threshold(model, splits, [global_scaler] * len(splits), config)
+    global_threshold = _global_threshold(model, splits, global_scaler, config)
     detector = Detector(model, global_scaler, global_threshold, names, config.score_method)
     client_detectors = {
         s.name: Detector(model, sc, float(thresholds[s.name]), names, config.score_method)
@@ -341,6 +341,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
     client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
                     else ["the pooled training rows"])
     records: list[dict] = []
+    evaluation_rows = _EvaluationRows(eval_splits, scalers)
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
@@ -356,7 +357,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
-        round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
+        round_records = _evaluate(model, eval_splits, evaluation_rows, config, rnd, losses, len(train_rows))
         records.extend(round_records)
         if progress:
             means = round_means(round_records, ("loss", "f1"))
@@ -391,35 +392,40 @@ def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
 _SCORE_ROWS = 16384  # rows per scoring pass: fewer passes for many small clients, bounded memory
 
 
-def _client_scores(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
-                   method: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each client's (training, test) scores. Clients that share one scaler are scored together,
-    in passes of up to ``_SCORE_ROWS`` concatenated rows: scores are per row, so splitting them
-    back is exact."""
-    if all(sc is scalers[0] for sc in scalers):
-        parts = [rows for split in splits for rows in (split.train, split.test)]
-        rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
-        scores = torch.cat([score_rows(model, chunk, method) for chunk in rows.split(_SCORE_ROWS)]).numpy()
-        pieces = np.split(scores, np.cumsum([len(p) for p in parts])[:-1])
-        return list(zip(pieces[0::2], pieces[1::2], strict=True))
-    out = []
-    for split, scaler in zip(splits, scalers, strict=False):
-        train = score_rows(model, torch.from_numpy(scaler.transform(split.train)), method).numpy()
-        test = score_rows(model, torch.from_numpy(scaler.transform(split.test)), method).numpy()
-        out.append((train, test))
-    return out
+class _EvaluationRows:
+    """Each client's training and test rows, scaled once: a run scores the same rows every round."""
+
+    def __init__(self, splits: Sequence[Split], scalers: list[Scaler]) -> None:
+        self.shared = all(sc is scalers[0] for sc in scalers)
+        if self.shared:  # one table, cut back into clients after scoring
+            parts = [rows for split in splits for rows in (split.train, split.test)]
+            self.rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
+            self.bounds = np.cumsum([len(p) for p in parts])[:-1]
+        else:
+            self.pairs = [(torch.from_numpy(sc.transform(s.train)), torch.from_numpy(sc.transform(s.test)))
+                          for s, sc in zip(splits, scalers, strict=True)]
+
+    def scores(self, model: nn.Module, method: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each client's (training, test) scores. Clients that share one scaler are scored together,
+        in passes of up to ``_SCORE_ROWS`` concatenated rows: scores are per row, so splitting them
+        back is exact."""
+        if self.shared:
+            scores = torch.cat([score_rows(model, chunk, method) for chunk in self.rows.split(_SCORE_ROWS)]).numpy()
+            pieces = np.split(scores, self.bounds)
+            return list(zip(pieces[0::2], pieces[1::2], strict=True))
+        return [(score_rows(model, train, method).numpy(), score_rows(model, test, method).numpy())
+                for train, test in self.pairs]
 
 
-def _global_threshold(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
-                      config: FederatedConfig) -> float:
-    scores = _client_scores(model, splits, scalers, config.score_method)
+def _global_threshold(model: nn.Module, splits: Sequence[Split], scaler: Scaler, config: FederatedConfig) -> float:
+    scores = _EvaluationRows(splits, [scaler] * len(splits)).scores(model, config.score_method)
     return federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
 
 
-def _evaluate(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler], config: FederatedConfig,
+def _evaluate(model: nn.Module, splits: Sequence[Split], rows: _EvaluationRows, config: FederatedConfig,
               rnd: int, losses: dict[int, float], num_trainers: int) -> list[dict]:
     """Per-client records for one round: threshold from training scores, metrics on test rows."""
-    scores = _client_scores(model, splits, scalers, config.score_method)
+    scores = rows.scores(model, config.score_method)
     if config.threshold == "global":
         shared = federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
         thresholds = [shared] * len(splits)
