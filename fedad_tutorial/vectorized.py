@@ -16,8 +16,8 @@ How:
   (``squared_error_backward``, ``elbo_rows_backward``, ...), where each formula is stated once.
   The tests check the engine against the loop engine's autograd, in float32 and float64.
 - **Per-client Adam.** ``torch.optim.Adam``'s update (defaults: betas 0.9/0.999, eps 1e-8, no
-  weight decay) by PyTorch's fused Adam kernel, one client's row per tensor, each with its own step
-  count, so bias corrections are per client too.
+  weight decay) on flat ``(C, P)`` moment buffers, with a step count per client, so bias
+  corrections are per client too.
 - **Exactly the loop engine's steps.** Each client's batch order and VAE noise come from
   :func:`~fedad_tutorial.training.round_plan` with its
   :func:`~fedad_tutorial.training.client_generator`, as in ``train_local``.
@@ -254,11 +254,9 @@ def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPl
     global_flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     num = len(rows)
     flat = global_flat.expand(num, -1).clone()  # (C, P) one row of weights per client
-    exp_avg, exp_avg_sq, grad = torch.zeros_like(flat), torch.zeros_like(flat), torch.empty_like(flat)
+    exp_avg, exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+    grad, work = torch.empty_like(flat), torch.empty_like(flat)  # reused buffers
     layer_grads = [flat.new_empty(num, *s) for s in shapes]  # written by the backward pass, then joined
-    step_counts = torch.zeros(num, dtype=torch.float32)
-    adam_steps = list(step_counts.unbind(0))  # each client's Adam step count, as fused Adam takes them
-    rows_of = [list(t.unbind(0)) for t in (flat, grad, exp_avg, exp_avg_sq)]  # one tensor per client
 
     counts = [r.shape[0] for r in rows]
     x_all = _pad(rows, 0)  # (C, n_max, d)
@@ -268,32 +266,44 @@ def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPl
     row_offsets = torch.arange(num).unsqueeze(1) * n_max  # client c's rows start at c * n_max in x_all
     steps = _schedule(counts, config.batch_size, flat.dtype)
     losses = flat.new_empty(epochs, len(steps), num)  # each step's loss per client (unused entries stay)
+    # Adam's bias corrections for every step: at step j of epoch e, client c is at its step e * nb_c + j + 1.
+    batches = torch.tensor([-(-n // config.batch_size) for n in counts])  # nb_c: batches per epoch
+    adam_steps = (torch.arange(epochs).view(-1, 1, 1) * batches + torch.arange(len(steps)).view(1, -1, 1)
+                  + 1).double()  # (epochs, steps per epoch, C); entries of clients without a batch go unused
+    neg_step_sizes = (-config.lr / (1.0 - BETA1**adam_steps)).to(flat.dtype).unsqueeze(3)
+    bias_corrections2_sqrt = (1.0 - BETA2**adam_steps).sqrt().to(flat.dtype).unsqueeze(3)
 
-    # Per number of stepping clients k: views of their parameters and gradients, made once.
+    # Per number of stepping clients k: views of their parameters, gradients and Adam state, made once.
     views = {}
     for k in sorted({s.k for s in steps}):
         params = [t.view(k, *s) for t, s in zip(flat[:k].split(sizes, dim=1), shapes, strict=True)]
         grads = [g[:k] for g in layer_grads]
-        views[k] = (params, grads, [g.view(k, -1) for g in grads], grad[:k])
+        views[k] = (params, grads, [g.view(k, -1) for g in grads],
+                    (flat[:k], grad[:k], exp_avg[:k], exp_avg_sq[:k], work[:k]))
 
     for epoch in range(epochs):
         order = (perms[:, epoch] + row_offsets).reshape(-1)
         x_epoch = x_all.reshape(-1, dim).index_select(0, order).view(num, n_max, dim)  # rows in plan order
         for j, step in enumerate(steps):
             k = step.k
-            params, grads, flat_grads, joined = views[k]
+            params, grads, flat_grads, (p, g, m, v, denom) = views[k]
             xb = x_epoch[:k, step.start:step.start + step.width]
             nb = None if noise is None else noise[:k, epoch, step.start:step.start + step.width]
             _loss_and_grads(net, params, grads, xb, nb, step.row_weights, config.trim, step.groups,
                             out=losses[epoch, j, :k])
-            torch.cat(flat_grads, dim=1, out=joined)
-            step_counts[:k] += 1.0
-            torch._fused_adam_(*(r[:k] for r in rows_of), [], adam_steps[:k], lr=config.lr, beta1=BETA1,
-                               beta2=BETA2, weight_decay=0.0, eps=EPS, amsgrad=False, maximize=False)
+            torch.cat(flat_grads, dim=1, out=g)
 
-    batches = torch.tensor([-(-n // config.batch_size) for n in counts])  # batches per epoch
-    stepped = torch.arange(len(steps)).view(1, -1, 1) < batches.view(1, 1, -1)  # (1, steps, C)
-    mean_loss = (torch.where(stepped, losses, 0.0).double().sum(dim=(0, 1)) / (epochs * batches)).tolist()
+            # torch.optim.Adam's single-tensor update, with a step count per client.
+            m.lerp_(g, 1.0 - BETA1)
+            v.mul_(BETA2).addcmul_(g, g, value=1.0 - BETA2)
+            torch.sqrt(v, out=denom).div_(bias_corrections2_sqrt[epoch, j, :k]).add_(EPS)
+            p.addcmul_(torch.div(m, denom, out=denom), neg_step_sizes[epoch, j, :k])
+
+    loss_sum = torch.zeros(num, dtype=torch.float64)
+    for epoch in range(epochs):  # step by step, as the loop engine adds them up
+        for j, step in enumerate(steps):
+            loss_sum[:step.k] += losses[epoch, j, :step.k].double()
+    mean_loss = (loss_sum / (epochs * batches)).tolist()
     return [({n: t.view(s) for n, t, s in zip(names, row.split(sizes), shapes, strict=True)}, loss)
             for row, loss in zip(flat.unbind(0), mean_loss, strict=True)]
 
