@@ -245,8 +245,9 @@ def _schedule(counts: list[int], batch: int, dtype: torch.dtype) -> list[_Step]:
 
 
 def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPlan],
-                 config: FederatedConfig) -> list[tuple[dict[str, torch.Tensor], float]]:
-    """Train clients sorted by row count (largest first) from the global weights; one update each."""
+                 config: FederatedConfig) -> tuple[torch.Tensor, list[float]]:
+    """Train clients sorted by row count (largest first) from the global weights: their weights
+    ``(C, P)`` (rows in ``model.parameters()`` order) and mean training losses."""
     names = [name for name, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     sizes = [s.numel() for s in shapes]
@@ -303,22 +304,24 @@ def _train_chunk(model: nn.Module, rows: list[torch.Tensor], plans: list[RoundPl
     for epoch in range(epochs):  # step by step, as the loop engine adds them up
         for j, step in enumerate(steps):
             loss_sum[:step.k] += losses[epoch, j, :step.k].double()
-    mean_loss = (loss_sum / (epochs * batches)).tolist()
-    return [({n: t.view(s) for n, t, s in zip(names, row.split(sizes), shapes, strict=True)}, loss)
-            for row, loss in zip(flat.unbind(0), mean_loss, strict=True)]
+    return flat, (loss_sum / (epochs * batches)).tolist()
 
 
 def vectorized_engine(global_model: nn.Module, client_rows: list[torch.Tensor], client_ids: list[int],
                       round_idx: int, config: FederatedConfig) -> list[tuple[dict[str, torch.Tensor], float]]:
     """Train all clients of a round together (same results as ``loop_engine``, see the module doc)."""
     latent = needs_noise(global_model)
+    names, shapes = zip(*((name, p.shape) for name, p in global_model.named_parameters()), strict=True)
+    sizes = [s.numel() for s in shapes]
     order = sorted(range(len(client_rows)), key=lambda i: -client_rows[i].shape[0])
     updates: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
     for first in range(0, len(order), CHUNK_CLIENTS):
         chunk = order[first:first + CHUNK_CLIENTS]
         plans = [round_plan(client_rows[i].shape[0], config.local_epochs, latent,
                             client_generator(config.seed, round_idx, client_ids[i])) for i in chunk]
-        trained = _train_chunk(global_model, [client_rows[i] for i in chunk], plans, config)
-        for i, update in zip(chunk, trained, strict=True):
-            updates[i] = update
+        with torch.inference_mode():  # no autograd bookkeeping: a step is many small operations
+            flat, losses = _train_chunk(global_model, [client_rows[i] for i in chunk], plans, config)
+        flat = flat.clone()  # an ordinary tensor again: callers (attacks, tests) may change updates in place
+        for i, row, loss in zip(chunk, flat.unbind(0), losses, strict=True):
+            updates[i] = ({n: t.view(s) for n, t, s in zip(names, row.split(sizes), shapes, strict=True)}, loss)
     return [updates[i] for i in range(len(client_rows))]
