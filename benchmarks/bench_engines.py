@@ -33,18 +33,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest.mock import patch
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from fedad_tutorial import federated
 from fedad_tutorial.data import Split, make_cloud_federation, train_test_split
 from fedad_tutorial.federated import FederatedConfig, run_federated
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FIGURE = Path(__file__).resolve().parents[1] / "figures" / "benchmark.png"
 # 1 thread: as fast as 2 for the reference configuration (small matmuls) and immune to a busy second
@@ -70,6 +71,9 @@ class TutorialAutoencoder(nn.Module):
 def baseline_fedavg(splits: list[Split], rounds: int, epochs: int, batch_size: int, lr: float,
                     seed: int = 42) -> tuple[float, float]:
     """FedAvg client by client, every client evaluated each round: (final mean F1, seconds training)."""
+    from sklearn.metrics import f1_score, roc_auc_score  # imported here: bench_cli times the phases of
+    from torch.utils.data import DataLoader, TensorDataset  # fedad simulate with this module loaded
+
     torch.manual_seed(seed)
     pooled = np.vstack([s.train for s in splits])
     mean, std = pooled.mean(axis=0), pooled.std(axis=0) + 1e-8
@@ -200,6 +204,8 @@ def print_table(results: list[dict]) -> None:
 
 
 def plot(results: list[dict]) -> Figure:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for (runner, marker), color in zip((("baseline", "s"), ("loop", "o"), ("vectorized", "^")),

@@ -29,8 +29,11 @@ from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
 
 EXIT_USER_ERROR = 2
-#: What a run folder holds, as the commands that write one say.
-_RUN_FILES = f"{MODEL_FILE}, history.csv, summary.json, figures/f1_per_round.png, tensorboard/"
+
+
+def _run_files(figure: bool = True) -> str:
+    """What a run folder holds, as the commands that write one say."""
+    return f"{MODEL_FILE}, history.csv, summary.json, {'figures/f1_per_round.png, ' if figure else ''}tensorboard/"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="federated training over every node_*.csv of a folder (one client each)")
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
+    sim.add_argument("--figure", action="store_true",
+                     help="also draw OUTPUT_DIR/figures/f1_per_round.png (imports Matplotlib: slower start)")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")
@@ -264,7 +269,7 @@ def _header(first: str, width: int = 8) -> str:
 
 
 def train_and_report(splits, feature_names: list[str], config: FederatedConfig, output_dir: Path,
-                     data_description: dict, quiet: bool):
+                     data_description: dict, quiet: bool, figure: bool = True):
     """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
     from tqdm.auto import tqdm
 
@@ -272,9 +277,9 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     from fedad_tutorial.runs import write_run
     from fedad_tutorial.tensorboard_log import heldout_histograms
 
-    def on_round(rnd: int, frame) -> None:
+    def on_round(rnd: int, records: list[dict]) -> None:
         if not quiet:
-            tqdm.write(_format_row(str(rnd), round_means(frame)))
+            tqdm.write(_format_row(str(rnd), round_means(records)))
 
     if not quiet:
         labelled = all(s.test_labels is not None for s in splits)
@@ -283,12 +288,13 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
               f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
         print(_header("round"))
     result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
-    write_run(output_dir, result, data_description, heldout=heldout_histograms(result.detector, splits))
+    write_run(output_dir, result, data_description, figure=figure,
+              heldout=heldout_histograms(result.detector, splits))
     if not quiet:
         print(f"\nFinal round, per client (held-out rows, {config.threshold} "
               f"{config.threshold_percentile:g}th-percentile threshold):")
         print(_header("client", 10))
-        for record in result.final_round().to_dict(orient="records"):
+        for record in result.final_round_records():
             print(_format_row(record["client"], record, 10))
         print(_format_row("mean", result.summary(), 10))
     return result
@@ -343,8 +349,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     nodes = _read_federation(args.data_dir)
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
+    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                     figure=args.figure)
+    print(f"\nWrote {args.output_dir}/ ({_run_files(args.figure)})")
     return 0
 
 
@@ -357,7 +364,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({_RUN_FILES})")
+    print(f"\nWrote {args.output_dir}/ ({_run_files()})")
     return 0
 
 
@@ -425,7 +432,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         progress.close()
     if not args.quiet:
         print(_format_row("final", status.get("summary", {})))
-    print(f"Wrote {args.output_dir}/ ({_RUN_FILES}, flower/)")
+    print(f"Wrote {args.output_dir}/ ({_run_files()}, flower/)")
     return 0
 
 

@@ -49,6 +49,7 @@ import torch
 from fedad_tutorial.data import FACTORS, LEVEL_SHIFT_METRICS, metric_catalog
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.models import kl_rows
 
 if TYPE_CHECKING:  # pandas and Matplotlib are imported where tables and figures are made
     import pandas as pd
@@ -86,7 +87,7 @@ def score_contributions(detector: Detector, rows: np.ndarray) -> tuple[np.ndarra
     if detector.score_method == "reconstruction":
         return errors / errors.shape[1], np.zeros(len(errors))
     # the KL term of VAE's ELBO score, as the model computes it (z = mu, as in its score)
-    _, kl = detector.model._terms(detector.scaled(rows), None)
+    kl = kl_rows(*detector.model.encode(detector.scaled(rows)))
     return errors / 2.0, detector.spec.beta * kl.numpy().astype(np.float64)
 
 

@@ -22,12 +22,14 @@ comparison, each client's own). Labels are read only in step 4, on held-out rows
 from __future__ import annotations
 
 import copy
+import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -49,6 +51,9 @@ from fedad_tutorial.thresholds import (
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "FederationResult",
            "RecordingAggregator", "UpdateHook", "client_record", "fedavg", "fedavg_aggregator", "get_engine",
            "loop_engine", "round_means", "run_federated", "sample_clients"]
@@ -56,30 +61,78 @@ __all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "
 MODES = ("federated", "centralized", "local")
 
 
-@dataclass
-class FederationResult:
-    """What a run returns: the tidy per-round, per-client history and the trained detector(s)."""
+Records = list[dict]  # a history as rows: one dict per round and client
 
-    history: pd.DataFrame
-    detector: Detector | None  # the global model with the global scaler and threshold
-    client_detectors: dict[str, Detector] = field(default_factory=dict)  # as each client applies it
-    config: FederatedConfig | None = None
+
+class FederationResult:
+    """What a run returns: the tidy per-round, per-client history and the trained detector(s).
+
+    ``history`` (a pandas table) is built from the run's records when first read, so a program
+    that only writes the run folder (``fedad simulate``) never imports pandas.
+    """
+
+    def __init__(self, history: pd.DataFrame | Records, detector: Detector | None,
+                 client_detectors: dict[str, Detector] | None = None, config: FederatedConfig | None = None):
+        self._history = history
+        self.detector = detector  # the global model with the global scaler and threshold
+        self.client_detectors = client_detectors or {}  # as each client applies it
+        self.config = config
+
+    @property
+    def history(self) -> pd.DataFrame:
+        if isinstance(self._history, list):
+            import pandas as pd
+
+            self._history = pd.DataFrame(self._history)
+        return self._history
+
+    def records(self) -> Records:
+        """The history as rows (one dict per round and client), without pandas if it was never built."""
+        history = self._history
+        return list(history) if isinstance(history, list) else history.to_dict(orient="records")
+
+    def final_round_records(self) -> Records:
+        rows = self.records()
+        last = max(r["round"] for r in rows)
+        return [r for r in rows if r["round"] == last]
 
     def final_round(self) -> pd.DataFrame:
         return self.history[self.history["round"] == self.history["round"].max()]
 
     def summary(self) -> dict:
         """Mean over clients of the final round's metrics (NaN-aware)."""
-        return round_means(self.final_round())
+        return round_means(self.final_round_records())
+
+    def write_history_csv(self, path: str | Path) -> None:
+        """Write the history as CSV, as ``history.to_csv(path, index=False, float_format="%.6g")`` writes it."""
+        rows = self.records()
+        columns = list(dict.fromkeys(key for r in rows for key in r))
+        with open(path, "w", newline="") as f:
+            out = csv.writer(f, lineterminator="\n")
+            out.writerow(columns)
+            out.writerows([_csv_cell(r.get(c, math.nan)) for c in columns] for r in rows)
 
 
 #: The history columns averaged over clients in summaries and per-round progress.
 SUMMARY_COLUMNS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr")
 
 
-def round_means(records: pd.DataFrame, columns: Sequence[str] = SUMMARY_COLUMNS) -> dict[str, float]:
-    """NaN-aware means over clients of the ``columns`` present in ``records`` (NaN if none is finite)."""
+def round_means(records: pd.DataFrame | Records, columns: Sequence[str] = SUMMARY_COLUMNS) -> dict[str, float]:
+    """NaN-aware means over clients of the ``columns`` present in ``records`` (NaN if none is finite);
+    ``records`` is a history table or its rows."""
+    if isinstance(records, list):
+        present = {key for r in records for key in r}
+        return {c: _nanmean([r.get(c, math.nan) for r in records]) for c in columns if c in present}
     return {c: _nanmean(records[c]) for c in columns if c in records}
+
+
+def _csv_cell(value) -> str:
+    """A history value as pandas writes it with ``float_format="%.6g"`` (NaN: an empty cell)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -93,8 +146,14 @@ def fedavg(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) 
         raise UserError("FedAvg needs at least one client update")
     w = torch.tensor(weights, dtype=torch.float64)
     w = w / w.sum()
-    return {k: sum(wi * s[k].double() for wi, s in zip(w, states, strict=False)).to(states[0][k].dtype)
-            for k in states[0]}
+    keys = list(states[0])
+    weighted = torch.stack([torch.cat([s[k].reshape(-1) for k in keys]) for s in states]).double()
+    weighted.mul_(w.unsqueeze(1))  # (clients, all weights)
+    total = weighted[0].clone()
+    for row in weighted[1:]:  # clients added one at a time, in order: float64 sums that do not depend on batching
+        total += row
+    pieces = total.split([states[0][k].numel() for k in keys])
+    return {k: piece.view(states[0][k].shape).to(states[0][k].dtype) for k, piece in zip(keys, pieces, strict=True)}
 
 
 # An engine trains the sampled clients of one round from the same global weights and returns,
@@ -205,7 +264,7 @@ def run_federated(
     mode: str = "federated",
     feature_names: list[str] | None = None,
     progress: bool = True,
-    on_round: Callable[[int, pd.DataFrame], None] | None = None,
+    on_round: Callable[[int, Records], None] | None = None,
     aggregator: Aggregator = fedavg_aggregator,
     update_hook: UpdateHook | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
@@ -220,7 +279,7 @@ def run_federated(
             (each client trains alone). All three are evaluated on the same held-out rows.
         feature_names: column names stored in the detector (default ``x1..xd``).
         progress: show a progress bar over rounds.
-        on_round: called after each round with ``(round, that round's records)``.
+        on_round: called after each round with ``(round, that round's records)`` (one dict per client).
         aggregator: the server's rule to combine client weights (default FedAvg).
         update_hook: applied to each client's weights before they reach the server (e.g. an attack).
         initial_state: start from these weights (e.g. an earlier global model's ``state_dict()``, to
@@ -246,8 +305,8 @@ def run_federated(
     models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round, hooks,
                              desc=mode)
     model = models[0]
-    thresholds = history[history["round"] == config.rounds].set_index("client")["threshold"]
-    histogram = _global_histogram(model, splits, [global_scaler] * len(splits), config)
+    thresholds = {r["client"]: r["threshold"] for r in history if r["round"] == config.rounds}
+    histogram = _global_histogram(model, splits, global_scaler, config)
     feature_range = federated_feature_range([global_scaler.transform(s.train) for s in splits])
     detector = Detector(model, global_scaler, histogram.quantile(config.threshold_percentile), names,
                         config.score_method, histogram, global_scaler.mean + feature_range * global_scaler.std)
@@ -259,23 +318,23 @@ def run_federated(
 
 
 def _run_local_only(splits, config, names, scalers, progress, on_round, hooks) -> FederationResult:
-    frames, detectors = [], {}
+    history, detectors = [], {}
     local_cfg = replace(config, threshold="local", fraction=1.0)
     for k, (split, scaler) in enumerate(zip(splits, scalers, strict=False)):
         rows = [torch.from_numpy(scaler.transform(split.train))]
         models, hist = _train(rows, [split], [scaler], local_cfg, split.train.shape[1], progress,
                               on_round, hooks, desc=f"local {split.name}", seed_offset=k)
-        frames.append(hist)
-        detectors[split.name] = Detector(models[0], scaler, float(hist["threshold"].iloc[-1]), names,
+        history.extend(hist)
+        detectors[split.name] = Detector(models[0], scaler, float(hist[-1]["threshold"]), names,
                                          config.score_method)
-    history = pd.concat(frames, ignore_index=True).sort_values(["round", "client"], kind="stable")
-    return FederationResult(history.reset_index(drop=True), None, detectors, config)
+    history.sort(key=lambda r: (r["round"], r["client"]))  # by round, then client name
+    return FederationResult(history, None, detectors, config)
 
 
 def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
            config: FederatedConfig, dim: int, progress: bool, on_round,
            hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None], desc: str,
-           seed_offset: int = 0) -> tuple[list[nn.Module], pd.DataFrame]:
+           seed_offset: int = 0) -> tuple[list[nn.Module], Records]:
     """The round loop shared by every mode: sample, train locally, aggregate (FedAvg), evaluate."""
     aggregator, update_hook, initial_state = hooks
     torch.manual_seed(config.seed + seed_offset)
@@ -290,6 +349,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
     client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
                     else ["the pooled training rows"])
     records: list[dict] = []
+    evaluation_rows = _EvaluationRows(eval_splits, scalers)
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
@@ -305,16 +365,14 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
-        round_records = _evaluate(model, eval_splits, scalers, config, rnd, losses, len(train_rows))
+        round_records = _evaluate(model, eval_splits, evaluation_rows, config, rnd, losses, len(train_rows))
         records.extend(round_records)
-        frame = pd.DataFrame(round_records)
-        postfix = {"loss": f"{_nanmean(frame['loss']):.4f}"}
-        if "f1" in frame:
-            postfix["f1"] = f"{_nanmean(frame['f1']):.3f}"
-        bar.set_postfix(postfix)
+        if progress:
+            means = round_means(round_records, ("loss", "f1"))
+            bar.set_postfix({"loss": f"{means['loss']:.4f}", **({"f1": f"{means['f1']:.3f}"} if "f1" in means else {})})
         if on_round is not None:
-            on_round(rnd, frame)
-    return [model], pd.DataFrame(records)
+            on_round(rnd, round_records)
+    return [model], records
 
 
 def diverged(config: FederatedConfig, rnd: int, where: str, what: str) -> UserError:
@@ -330,8 +388,11 @@ def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
     """Stop a diverging run at the round it diverged, not later with a puzzling empty threshold."""
     if not math.isfinite(loss):
         raise diverged(config, rnd, where, f"the loss became {loss}")
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+    floats = {name: t for name, t in state.items() if t.is_floating_point()}
+    if floats and torch.isfinite(torch.cat([t.reshape(-1) for t in floats.values()])).all():
+        return  # one check for the whole model; the loop below only names the culprit
+    for name, tensor in floats.items():
+        if not torch.isfinite(tensor).all():
             raise diverged(config, rnd, where,
                            f"the weights ({name}) became NaN or infinite")
 
@@ -339,37 +400,43 @@ def _check_finite(config: FederatedConfig, rnd: int, where: str, loss: float,
 _SCORE_ROWS = 16384  # rows per scoring pass: fewer passes for many small clients, bounded memory
 
 
-def _client_scores(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
-                   method: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each client's (training, test) scores. Clients that share one scaler are scored together,
-    in passes of up to ``_SCORE_ROWS`` concatenated rows: scores are per row, so splitting them
-    back is exact."""
-    if all(sc is scalers[0] for sc in scalers):
-        parts = [rows for split in splits for rows in (split.train, split.test)]
-        rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
-        scores = torch.cat([score_rows(model, chunk, method) for chunk in rows.split(_SCORE_ROWS)]).numpy()
-        pieces = np.split(scores, np.cumsum([len(p) for p in parts])[:-1])
-        return list(zip(pieces[0::2], pieces[1::2], strict=True))
-    out = []
-    for split, scaler in zip(splits, scalers, strict=False):
-        train = score_rows(model, torch.from_numpy(scaler.transform(split.train)), method).numpy()
-        test = score_rows(model, torch.from_numpy(scaler.transform(split.test)), method).numpy()
-        out.append((train, test))
-    return out
+class _EvaluationRows:
+    """Each client's training and test rows, scaled once: a run scores the same rows every round."""
+
+    def __init__(self, splits: Sequence[Split], scalers: list[Scaler]) -> None:
+        self.shared = all(sc is scalers[0] for sc in scalers)
+        if self.shared:  # one table, cut back into clients after scoring
+            parts = [rows for split in splits for rows in (split.train, split.test)]
+            self.rows = torch.from_numpy(scalers[0].transform(np.concatenate(parts)))
+            self.bounds = np.cumsum([len(p) for p in parts])[:-1]
+        else:
+            self.pairs = [(torch.from_numpy(sc.transform(s.train)), torch.from_numpy(sc.transform(s.test)))
+                          for s, sc in zip(splits, scalers, strict=True)]
+
+    def scores(self, model: nn.Module, method: str | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each client's (training, test) scores. Clients that share one scaler are scored together,
+        in passes of up to ``_SCORE_ROWS`` concatenated rows: scores are per row, so splitting them
+        back is exact."""
+        if self.shared:
+            scores = torch.cat([score_rows(model, chunk, method) for chunk in self.rows.split(_SCORE_ROWS)]).numpy()
+            pieces = np.split(scores, self.bounds)
+            return list(zip(pieces[0::2], pieces[1::2], strict=True))
+        return [(score_rows(model, train, method).numpy(), score_rows(model, test, method).numpy())
+                for train, test in self.pairs]
 
 
-def _global_histogram(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler],
+def _global_histogram(model: nn.Module, splits: Sequence[Split], scaler: Scaler,
                       config: FederatedConfig) -> ScoreHistogram:
     """The clients' training-score counts on the shared bins, summed: the saved threshold's percentile,
     and kept in the model file so another percentile can be chosen when scoring."""
-    scores = _client_scores(model, splits, scalers, config.score_method)
+    scores = _EvaluationRows(splits, [scaler] * len(splits)).scores(model, config.score_method)
     return federated_histogram([tr for tr, _ in scores])
 
 
-def _evaluate(model: nn.Module, splits: Sequence[Split], scalers: list[Scaler], config: FederatedConfig,
+def _evaluate(model: nn.Module, splits: Sequence[Split], rows: _EvaluationRows, config: FederatedConfig,
               rnd: int, losses: dict[int, float], num_trainers: int) -> list[dict]:
     """Per-client records for one round: threshold from training scores, metrics on test rows."""
-    scores = _client_scores(model, splits, scalers, config.score_method)
+    scores = rows.scores(model, config.score_method)
     if config.threshold == "global":
         shared = federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
         thresholds = [shared] * len(splits)

@@ -3,8 +3,9 @@
 Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
 it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
-``figures/f1_per_round.png`` and ``tensorboard/`` (the history as TensorBoard events:
-:mod:`fedad_tutorial.tensorboard_log`). ``fedad simulate``, ``fedad run`` and the Flower server all write it.
+``figures/f1_per_round.png`` (``fedad run`` and the Flower server draw it; ``fedad simulate`` with
+``--figure``) and ``tensorboard/`` (the history as TensorBoard events: :mod:`fedad_tutorial.tensorboard_log`).
+``fedad simulate``, ``fedad run`` and the Flower server all write a run folder.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _clean(value):
     return value
 
 
-def write_run(output_dir: str | Path, result: FederationResult, data: dict,
+def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, figure: bool = True,
               heldout: dict[str, ScoreHistogram] | None = None, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
@@ -47,9 +48,10 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict,
     description of the clients' data), the saved threshold and score method, the final round's
     means and rows, then ``extra`` entries. ``heldout``: the final model's held-out score histograms
     for TensorBoard (:func:`~fedad_tutorial.tensorboard_log.heldout_histograms`), if the caller has them.
+    With ``figure=False`` no figure is drawn (and Matplotlib is not imported).
     """
     output_dir = check_run_dir(output_dir)
-    detector, history = result.detector, result.history
+    detector = result.detector
     summary = {
         "fedad_tutorial_version": __version__,
         "config": result.config.to_dict(),
@@ -57,17 +59,18 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict,
         "global_threshold": detector.threshold,
         "score_method": detector.score_method,
         "final_round_mean": result.summary(),
-        "final_round_per_client": result.final_round().drop(columns=["round"]).to_dict(orient="records"),
+        "final_round_per_client": [{k: v for k, v in r.items() if k != "round"} for r in result.final_round_records()],
         **extra,
     }
     with atomic_dir(output_dir) as tmp:
         write_marker(tmp, __version__)
         detector.save(tmp / MODEL_FILE)
-        history.to_csv(tmp / "history.csv", index=False, float_format="%.6g")
+        result.write_history_csv(tmp / "history.csv")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
-        write_events(tmp / TENSORBOARD_FOLDER, history, result.config.to_dict(), detector.threshold, heldout)
-        if "f1" in history and history["f1"].notna().any():  # drawn last: Matplotlib is imported only here
-            from fedad_tutorial.plots import plot_f1_per_round, save_figure
+        write_events(tmp / TENSORBOARD_FOLDER, result.records(), result.config.to_dict(), detector.threshold,
+                     heldout)
+        if figure and any(not math.isnan(r.get("f1", math.nan)) for r in result.records()):
+            from fedad_tutorial.plots import plot_f1_per_round, save_figure  # drawn last: Matplotlib imported here
 
-            save_figure(plot_f1_per_round(history), tmp / "figures" / "f1_per_round.png")
+            save_figure(plot_f1_per_round(result.history), tmp / "figures" / "f1_per_round.png")
     return output_dir

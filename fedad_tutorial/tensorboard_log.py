@@ -27,16 +27,12 @@ import math
 import socket
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedad_tutorial.thresholds import ScoreHistogram, bin_edges
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 #: The run folder's subfolder for TensorBoard.
 FOLDER = "tensorboard"
@@ -94,19 +90,29 @@ def record(data: bytes) -> bytes:
     return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
 
 
+def _number(value) -> float:
+    """A history cell as a float: missing or empty cells are NaN."""
+    return math.nan if value is None else float(value)
+
+
 def _finite(value) -> bool:
     return value is not None and isinstance(value, int | float | np.floating | np.integer) and math.isfinite(value)
 
 
-def round_scalars(history: pd.DataFrame) -> dict[int, dict[str, float]]:
+def round_scalars(history: Sequence[Mapping[str, object]]) -> dict[int, dict[str, float]]:
     """The scalars of each round: ``{round: {tag: value}}``, NaN values left out.
+
+    ``history`` is the run's rows (:meth:`~fedad_tutorial.federated.FederationResult.records`, one
+    per round and client, the rows of ``history.csv``).
 
     ``<metric>/mean`` is the NaN-aware mean over the round's clients, as in the printed table and
     ``summary.json``; per-client thresholds are logged only when they differ between clients.
     """
-    rounds = history["round"].to_numpy()
-    clients = history["client"].astype(str).to_numpy()
-    columns = {m: history[m].to_numpy(dtype=np.float64) for m in METRICS + ("threshold",) if m in history}
+    rounds = np.array([int(r["round"]) for r in history])
+    clients = np.array([str(r["client"]) for r in history])
+    present = {key for r in history for key in r}
+    columns = {m: np.array([_number(r.get(m)) for r in history], dtype=np.float64)
+               for m in METRICS + ("threshold",) if m in present}
     order = np.unique(rounds)
     masks = [rounds == rnd for rnd in order]
     thresholds = columns.get("threshold")
@@ -183,7 +189,7 @@ def _hparams_summaries(summary_pb2, hparams: Mapping[str, object], metrics: list
             summary("_hparams_/session_end_info", {"session_end_info": end})]
 
 
-def write_events(folder: str | Path, history: pd.DataFrame, hparams: Mapping[str, object],
+def write_events(folder: str | Path, history: Sequence[Mapping[str, object]], hparams: Mapping[str, object],
                  saved_threshold: float | None = None,
                  heldout: Mapping[str, ScoreHistogram] | None = None) -> Path:
     """Write one TensorBoard event file into ``folder`` (created): the scalars of every round

@@ -111,8 +111,12 @@ def batch_loss(model: nn.Module, batch: torch.Tensor, noise: torch.Tensor | None
     if trim <= 0.0:
         return model.loss(batch, noise)
     per_row = model.row_loss(batch, noise)
-    keep = per_row.numel() - int(trim * per_row.numel())
-    return torch.topk(per_row, keep, largest=False, sorted=False).values.mean()
+    return torch.topk(per_row, kept_rows(per_row.numel(), trim), largest=False, sorted=False).values.mean()
+
+
+def kept_rows(n: int, trim: float) -> int:
+    """How many of a batch's ``n`` rows a trimmed step keeps: all but ``floor(trim * n)``."""
+    return n - int(trim * n)
 
 
 @torch.no_grad()

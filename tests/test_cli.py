@@ -32,13 +32,21 @@ def test_generate_data_writes_labelled_node_csvs(flow):
 
 def test_simulate_writes_a_complete_run_folder(flow):
     _, _, run = flow
-    for name in ["model.pt", "history.csv", "summary.json", "figures/f1_per_round.png"]:
+    for name in ["model.pt", "history.csv", "summary.json"]:
         assert (run / name).stat().st_size > 0
+    assert not (run / "figures").exists()  # drawn only with --figure
     history = pd.read_csv(run / "history.csv")
     assert sorted(history["round"].unique()) == [1, 2] and history["client"].nunique() == 3
     summary = json.loads((run / "summary.json").read_text())
     assert summary["config"]["rounds"] == 2 and summary["global_threshold"] > 0
     assert 0.5 < summary["final_round_mean"]["roc_auc"] <= 1.0
+
+
+def test_simulate_draws_the_figure_on_request(flow, tmp_path):
+    _, data, _ = flow
+    assert main(["simulate", "--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--rounds", "1",
+                 "--local-epochs", "1", "--quiet", "--figure"]) == 0
+    assert (tmp_path / "run" / "figures" / "f1_per_round.png").stat().st_size > 0
 
 
 def test_score_keeps_row_order_and_reports_metrics(flow, capsys):

@@ -58,8 +58,8 @@ def test_score_and_simulate_import_only_what_they_use(small_run):
     out = _imports_after(["simulate", "--data-dir", str(root / "data"), "--rounds", "1", "--local-epochs", "1",
                           "--output-dir", str(root / "run"), "--quiet"])
     assert out["rc"] == 0
-    # the history is a pandas table and the run folder has a figure; scipy, scikit-learn and Flower are not needed
-    assert set(out["imported"]) == {"torch", "pandas", "matplotlib"}
+    # the history is written without pandas; no figure without --figure; scipy, scikit-learn and Flower are not needed
+    assert set(out["imported"]) == {"torch"}
     out = _imports_after(["score", "--model", str(root / "run" / "model.pt"), "--data",
                           str(root / "data" / "node_1.csv"), "--output", str(root / "scores.csv")])
     assert out == {"rc": 0, "imported": ["torch"]}
@@ -81,7 +81,7 @@ def test_training_flags_are_exactly_the_configurations_command_line_fields():
     parser = build_parser()
     simulate = parser._subparsers._group_actions[0].choices["simulate"]
     dests = {a.dest for a in simulate._actions} - {"help", "data_dir", "output_dir", "test_fraction", "threads",
-                                                  "quiet"}
+                                                  "quiet", "figure"}
     assert dests == {name for name, param in PARAMS.items() if param.cli}
     # every field is either on the command line or deliberately kept off it
     assert set(PARAMS) == {f.name for f in fields(FederatedConfig)}

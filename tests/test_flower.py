@@ -547,8 +547,8 @@ def test_the_flower_run_config_and_messages_carry_exactly_the_configuration_fiel
 
 
 def test_readme_flag_table_is_the_generated_one():
-    """README.md shows, between the markers, exactly what ``python -m fedad_tutorial.config --markdown`` prints."""
-    from fedad_tutorial.config import TABLE_BEGIN, TABLE_END, markdown_table
+    """README.md shows, between the markers, exactly what ``python -m fedad_tutorial.flag_table`` prints."""
+    from fedad_tutorial.flag_table import TABLE_BEGIN, TABLE_END, markdown_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     if TABLE_BEGIN not in readme:

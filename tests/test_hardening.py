@@ -116,6 +116,7 @@ def test_output_dir_holding_the_users_files(flow, tmp_path, capsys):
 def test_a_previous_run_holding_a_users_file_is_kept(flow, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["simulate", "--data-dir", str(flow[0]), "--output-dir", str(run), *FAST]) == 0
+    (run / "figures").mkdir(exist_ok=True)
     (run / "figures" / "my_plot.png").write_bytes(b"mine")
     before = snapshot(run)
     refused(capsys, ["simulate", "--data-dir", str(flow[0]), "--output-dir", str(run), *FAST],

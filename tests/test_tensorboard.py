@@ -109,8 +109,9 @@ def test_a_run_folder_with_its_tensorboard_folder_can_be_replaced_but_not_one_wi
 
 
 def test_rounds_without_labels_log_the_loss_only(tmp_path):
-    history = pd.DataFrame({"round": [1, 1, 2, 2], "client": ["a", "b", "a", "b"], "loss": [1.0, np.nan, 0.5, 0.7],
-                            "threshold": [2.0, 2.0, 1.5, 1.5]})
+    history = [{"round": rnd, "client": client, "loss": loss, "threshold": thr}  # as FederationResult.records()
+               for rnd, client, loss, thr in ((1, "a", 1.0, 2.0), (1, "b", np.nan, 2.0), (2, "a", 0.5, 1.5),
+                                              (2, "b", 0.7, 1.5))]
     assert round_scalars(history) == {1: {"loss/mean": 1.0, "loss/a": 1.0, "threshold/mean": 2.0},
                                       2: {"loss/mean": 0.6, "loss/a": 0.5, "loss/b": 0.7, "threshold/mean": 1.5}}
     path = write_events(tmp_path / "tb", history, {"rounds": 2, "hidden": [8, 4], "dp": False})
