@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="federated training over every node_*.csv of a folder (one client each)")
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
-    sim.add_argument("--figure", action="store_true",
-                     help="also draw OUTPUT_DIR/figures/f1_per_round.png (imports Matplotlib: slower start)")
+    sim.add_argument("--no-figure", dest="figure", action="store_false",
+                     help="do not draw OUTPUT_DIR/figures/f1_per_round.png (Matplotlib is then not imported)")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")

@@ -34,7 +34,7 @@ def test_simulate_writes_a_complete_run_folder(flow):
     _, _, run = flow
     for name in ["model.pt", "history.csv", "summary.json"]:
         assert (run / name).stat().st_size > 0
-    assert not (run / "figures").exists()  # drawn only with --figure
+    assert (run / "figures" / "f1_per_round.png").stat().st_size > 0
     history = pd.read_csv(run / "history.csv")
     assert sorted(history["round"].unique()) == [1, 2] and history["client"].nunique() == 3
     summary = json.loads((run / "summary.json").read_text())
@@ -42,11 +42,11 @@ def test_simulate_writes_a_complete_run_folder(flow):
     assert 0.5 < summary["final_round_mean"]["roc_auc"] <= 1.0
 
 
-def test_simulate_draws_the_figure_on_request(flow, tmp_path):
+def test_simulate_skips_the_figure_on_request(flow, tmp_path):
     _, data, _ = flow
     assert main(["simulate", "--data-dir", str(data), "--output-dir", str(tmp_path / "run"), "--rounds", "1",
-                 "--local-epochs", "1", "--quiet", "--figure"]) == 0
-    assert (tmp_path / "run" / "figures" / "f1_per_round.png").stat().st_size > 0
+                 "--local-epochs", "1", "--quiet", "--no-figure"]) == 0
+    assert (tmp_path / "run" / "history.csv").is_file() and not (tmp_path / "run" / "figures").exists()
 
 
 def test_score_keeps_row_order_and_reports_metrics(flow, capsys):

@@ -56,9 +56,9 @@ def small_run(tmp_path_factory):
 def test_score_and_simulate_import_only_what_they_use(small_run):
     root = small_run
     out = _imports_after(["simulate", "--data-dir", str(root / "data"), "--rounds", "1", "--local-epochs", "1",
-                          "--output-dir", str(root / "run"), "--quiet"])
+                          "--output-dir", str(root / "run"), "--quiet", "--no-figure"])
     assert out["rc"] == 0
-    # the history is written without pandas; no figure without --figure; scipy, scikit-learn and Flower are not needed
+    # the history is written without pandas; no figure (no Matplotlib) with --no-figure; no scipy, scikit-learn, Flower
     assert set(out["imported"]) == {"torch"}
     out = _imports_after(["score", "--model", str(root / "run" / "model.pt"), "--data",
                           str(root / "data" / "node_1.csv"), "--output", str(root / "scores.csv")])
