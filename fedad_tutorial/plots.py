@@ -78,7 +78,7 @@ def plot_f1_per_round(history: pd.DataFrame, ax: Axes | None = None, title: str 
 
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None,
-                         ax: Axes | None = None, bins: int = 60) -> Figure:
+                         ax: Axes | None = None, bins: int = 60, title: str | None = None) -> Figure:
     """Score distributions of normal and anomalous rows (log-x), with the threshold if given."""
     fig, ax = new_axes() if ax is None else (ax.figure, ax)
     scores = np.asarray(scores, dtype=float)
@@ -93,6 +93,8 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: floa
     ax.set_xscale("log")
     ax.set_xlabel("anomaly score (reconstruction error)")
     ax.set_ylabel("density")
+    if title:
+        ax.set_title(title)
     ax.legend(frameon=False)
     return fig
 
@@ -202,6 +204,48 @@ def bar_figure(table: pd.DataFrame, size: tuple[float, float] = (9.0, 4.0), lege
     fig, ax = new_figure(width=size[0], height=size[1])
     plot_grouped_bars(table, ax, **bars)
     ax.legend(**{"frameon": False, "fontsize": 8, **(legend or {})})
+    return fig
+
+
+# --- Notebook 02: the autoencoder ---------------------------------------------------------------------------
+
+
+def plot_training_curve(curve: pd.DataFrame) -> Figure:
+    """Loss per epoch (log scale), one line per column of ``curve`` (index: epoch), up to three columns."""
+    fig, ax = new_axes(7, 4)
+    for column, style in zip(curve.columns, ("-", "--", ":"), strict=False):
+        ax.plot(curve.index, curve[column], style, lw=2, label=column)
+    ax.set(xlabel="epoch", ylabel="mean squared error (scaled units)", yscale="log",
+           title="Autoencoder training curve: loss per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    return fig
+
+
+def plot_recall_by_type(by_type: dict[str, float], counts: dict[str, int]) -> Figure:
+    """One bar per anomaly type of ``counts`` (its share flagged, from ``by_type``, with the type's row count)
+    and a dashed line at the share of normal rows flagged (``by_type["normal"]``)."""
+    fig, ax = new_axes(7, 3.8)
+    kinds = list(counts)
+    bars = ax.bar(kinds, [by_type[k] for k in kinds], color="tab:red", alpha=0.75, label="recall of the type")
+    ax.bar_label(bars, labels=[f"{by_type[k]:.2f} (n={counts[k]})" for k in kinds], fontsize=8)
+    ax.axhline(by_type["normal"], color="tab:blue", ls="--", label=f"normal rows flagged ({by_type['normal']:.3f})")
+    ax.set(ylim=(0, 1.3), xlabel="anomaly type", ylabel="share of held-out rows flagged",
+           title="Recall per anomaly type (held-out rows, 95th-percentile threshold)")
+    ax.legend(frameon=False, loc="upper center", ncol=2)
+    return fig
+
+
+def plot_rows_feature_errors(feature_errors: np.ndarray, feature_names: list[str], rows: dict[str, int],
+                             scores: np.ndarray, threshold: float, top: int = 8) -> Figure:
+    """A 2 x 2 grid of :func:`plot_feature_errors`, one panel per entry of ``rows`` (name: row index into
+    ``feature_errors`` and ``scores``), each titled with the row's score and whether it is above ``threshold``."""
+    fig, axes = new_figure(2, 2, 11, 6.5)
+    for ax, (name, i) in zip(axes.ravel(), rows.items(), strict=True):
+        verdict = "flagged" if scores[i] > threshold else "missed"
+        plot_feature_errors(feature_errors[i], feature_names, ax=ax, top=top,
+                            title=f"{name}: score {scores[i]:.2f} ({verdict})")
+    fig.suptitle("Per-feature reconstruction error of one held-out anomaly of each type")
     return fig
 
 

@@ -78,3 +78,40 @@ def test_bar_figure_labels_each_bar_and_colours_the_named_rows():
     assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.80", "0.90"]
     assert ax.patches[0].get_facecolor() != ax.patches[2].get_facecolor()  # grey chance bars, coloured model bars
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["chance", "model"] and ax.get_ylim() == (0, 1.3)
+
+
+def test_training_curve_draws_each_column_on_a_log_scale():
+    curve = pd.DataFrame({"train": [1.0, 0.5, 0.25], "validation": [1.2, 0.7, 0.4]}, index=[1, 2, 3])
+    ax = plots.plot_training_curve(curve).axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["train", "validation"]
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [1.2, 0.7, 0.4])
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch"
+
+
+def test_recall_by_type_draws_one_bar_per_type_and_the_normal_rate():
+    by_type = {"normal": 0.05, "spike": 0.9, "flatline": 0.3}
+    ax = plots.plot_recall_by_type(by_type, {"spike": 12, "flatline": 7}).axes[0]
+    assert [p.get_height() for p in ax.patches] == [0.9, 0.3]
+    assert [t.get_text() for t in ax.texts] == ["0.90 (n=12)", "0.30 (n=7)"]
+    normal = ax.get_lines()[0]
+    assert list(normal.get_ydata()) == [0.05, 0.05] and normal.get_label() == "normal rows flagged (0.050)"
+
+
+def test_rows_feature_errors_draw_one_panel_per_row_with_its_verdict():
+    errors = np.arange(40, dtype=float).reshape(4, 10)
+    names = [f"m{j}" for j in range(10)]
+    rows = {"spike": 0, "flatline": 1, "level_shift": 2, "correlation_break": 3}
+    fig = plots.plot_rows_feature_errors(errors, names, rows, scores=np.array([1.0, 3.0, 0.5, 2.5]), threshold=2.0)
+    assert [ax.get_title() for ax in fig.axes] == ["spike: score 1.00 (missed)", "flatline: score 3.00 (flagged)",
+                                                   "level_shift: score 0.50 (missed)",
+                                                   "correlation_break: score 2.50 (flagged)"]
+    first = fig.axes[1]
+    assert [p.get_width() for p in first.patches] == [19.0, 18.0, 17.0, 16.0, 15.0, 14.0, 13.0, 12.0]
+    assert first.get_yticklabels()[0].get_text() == "m9"
+
+
+def test_score_histogram_takes_a_title():
+    scores, labels = np.array([0.1, 0.2, 5.0, 0.3]), np.array([0, 0, 1, 0])
+    assert plots.plot_score_histogram(scores, labels, 1.0, title="errors").axes[0].get_title() == "errors"
