@@ -115,3 +115,27 @@ def test_rows_feature_errors_draw_one_panel_per_row_with_its_verdict():
 def test_score_histogram_takes_a_title():
     scores, labels = np.array([0.1, 0.2, 5.0, 0.3]), np.array([0, 0, 1, 0])
     assert plots.plot_score_histogram(scores, labels, 1.0, title="errors").axes[0].get_title() == "errors"
+
+
+def test_epsilon_curves_draw_one_line_per_column_on_a_log_scale():
+    rounds = np.arange(1, 4)
+    curves = pd.DataFrame({"sigma 0.5": [1.0, 2.0, 3.0], "sigma 1.0": [0.2, 0.4, 0.6]}, index=rounds)
+    ax = plots.plot_epsilon_curves(curves, q=0.5, delta=1e-3).axes[0]
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["sigma 0.5", "sigma 1.0"]
+    np.testing.assert_allclose(lines[1].get_xdata(), rounds)
+    np.testing.assert_allclose(lines[1].get_ydata(), [0.2, 0.4, 0.6])
+    assert ax.get_yscale() == "log" and ax.get_title() == "privacy loss over rounds (q = 0.5, delta = 0.001)"
+
+
+def test_utility_vs_epsilon_draws_the_noisy_runs_and_both_references():
+    utility = pd.DataFrame({"sigma": [None, 0.0, 0.5, 1.0], "epsilon": [np.inf, np.inf, 8.0, 2.0],
+                            "ROC-AUC": [0.95, 0.93, 0.9, 0.8]},
+                           index=["FedAvg (no DP)", "clipping only", "sigma 0.5", "sigma 1.0"])
+    ax = plots.plot_utility_vs_epsilon(utility, "epsilon", title="utility").axes[0]
+    dp, no_dp, clipped = ax.get_lines()
+    np.testing.assert_allclose(dp.get_xdata(), [8.0, 2.0])
+    np.testing.assert_allclose(dp.get_ydata(), [0.9, 0.8])
+    assert list(no_dp.get_ydata()) == [0.95, 0.95] and list(clipped.get_ydata()) == [0.93, 0.93]
+    assert [t.get_text() for t in ax.texts] == ["sigma 0.5", "sigma 1.0"]
+    assert ax.get_xscale() == "log" and ax.get_title() == "utility"
