@@ -73,18 +73,22 @@ class ScoreHistogram:
         _check_percentile(q)
         if self.total == 0:
             raise UserError("cannot compute a threshold from an empty histogram")
-        target = q / 100.0 * self.total
-        cum = np.cumsum(self.counts)
-        b = int(np.searchsorted(cum, target, side="left"))
-        below = cum[b - 1] if b > 0 else 0
-        inside = (target - below) / max(self.counts[b], 1)
-        return float(_EDGES[b] + inside * (_EDGES[b + 1] - _EDGES[b]))
-
+        return _interpolated_quantile(self.counts, _EDGES, q)
 
     def bin_width_at(self, value: float) -> float:
         """The width of the shared bin holding ``value``: how far :meth:`quantile` may be from the exact one."""
         b = int(np.clip(np.searchsorted(_EDGES, value, side="right") - 1, 0, len(_EDGES) - 2))
         return float(_EDGES[b + 1] - _EDGES[b])
+
+
+def _interpolated_quantile(counts: np.ndarray, edges: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile of values counted on ``edges``, interpolated linearly inside the bin that holds it."""
+    target = q / 100.0 * counts.sum()
+    cum = np.cumsum(counts)
+    b = int(np.searchsorted(cum, target, side="left"))
+    below = cum[b - 1] if b > 0 else 0
+    inside = (target - below) / max(counts[b], 1)
+    return float(edges[b] + inside * (edges[b + 1] - edges[b]))
 
 
 def federated_histogram(client_scores: list[np.ndarray]) -> ScoreHistogram:
@@ -122,17 +126,9 @@ def federated_feature_range(client_scaled_rows: list[np.ndarray], quantiles: tup
     (standardised units), from the sum of the clients' :func:`feature_counts`: within 0.05 standard
     deviations of the pooled percentiles."""
     counts = sum(feature_counts(rows) for rows in client_scaled_rows)
-    cum = np.cumsum(counts, axis=1)
-    out = np.empty((len(quantiles), counts.shape[0]))
-    for i, q in enumerate(quantiles):
+    for q in quantiles:
         _check_percentile(q)
-        target = q / 100.0 * cum[:, -1]
-        for j in range(counts.shape[0]):
-            b = int(np.searchsorted(cum[j], target[j], side="left"))
-            below = cum[j, b - 1] if b > 0 else 0
-            inside = (target[j] - below) / max(counts[j, b], 1)
-            out[i, j] = _Z_EDGES[b] + inside * (_Z_EDGES[b + 1] - _Z_EDGES[b])
-    return out
+    return np.array([[_interpolated_quantile(metric, _Z_EDGES, q) for metric in counts] for q in quantiles])
 
 
 def fpr_threshold(normal_scores: np.ndarray, fpr: float = 0.05) -> float:
