@@ -3,8 +3,8 @@
 Layout: ``.fedad-run`` (a marker: :mod:`fedad_tutorial.outputs` replaces only folders that hold
 it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.csv`` (one row per
 round and client), ``summary.json`` (configuration, data description, final metrics) and
-``figures/f1_per_round.png`` (``fedad run`` and the Flower server draw it; ``fedad simulate`` with
-``--figure``) and ``tensorboard/`` (the history as TensorBoard events: :mod:`fedad_tutorial.tensorboard_log`).
+``figures/f1_per_round.png`` (skipped by ``fedad simulate --no-figure``) and ``tensorboard/``
+(the history as TensorBoard events: :mod:`fedad_tutorial.tensorboard_log`).
 ``fedad simulate``, ``fedad run`` and the Flower server all write a run folder.
 """
 

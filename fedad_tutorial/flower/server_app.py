@@ -33,7 +33,6 @@ from dataclasses import dataclass, replace
 from logging import INFO, WARNING
 
 import numpy as np
-import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -272,7 +271,7 @@ class DetectorFedAvg(FedAvg):
                    "loss": self.losses.get(i, math.nan), **numbers}
             rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
         self.records += rows
-        means = round_means(pd.DataFrame(rows), _PROGRESS)
+        means = round_means(rows, _PROGRESS)
         if self.progress is not None:
             self.progress(rnd, means)
         return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
@@ -331,7 +330,7 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     model.load_state_dict(from_record(result.arrays, model.state_dict()))
     threshold = strategy.final_threshold  # from the last round's evaluate replies
     detector = Detector(model.eval(), scaler, threshold, features, config.score_method, strategy.final_histogram)
-    fed = FederationResult(pd.DataFrame(strategy.records), detector, {}, config)
+    fed = FederationResult(strategy.records, detector, {}, config)
     if settings.output_dir:
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
