@@ -23,7 +23,7 @@ from typing import Any
 
 from fedad_tutorial.errors import UserError
 
-MODEL_KINDS = ("ae", "vae")
+MODEL_KINDS = ("ae", "vae", "svdd")
 ENGINES = ("loop", "vectorized")
 #: Random seeds are 32-bit (what NumPy's and PyTorch's generators accept everywhere).
 MAX_SEED = 2**32 - 1
@@ -46,7 +46,7 @@ class Param:
     cli: bool = True
 
     def describe(self) -> str:
-        """The allowed values in words: ``in [0, 0.5)``, ``at least 1``, ``one of ('ae', 'vae')``."""
+        """The allowed values in words: ``in [0, 0.5)``, ``at least 1``, ``one of ('ae', 'vae', 'svdd')``."""
         if self.choices is not None:
             return f"one of {self.choices}"
         if self.low is not None and self.high is not None:
@@ -84,7 +84,8 @@ class FederatedConfig:
     what suits real, unlabelled data (see there).
     """
 
-    model: str = _param("ae", "autoencoder or VAE", choices=MODEL_KINDS)
+    model: str = _param("ae", "autoencoder, VAE, or Deep SVDD (svdd: one-class, "
+                                        "distance to a federated centre)", choices=MODEL_KINDS)
     rounds: int = _param(30, "federated rounds", low=1, high=100_000)
     local_epochs: int = _param(5, "local epochs per round", low=1, high=10_000)
     batch_size: int = _param(64, "mini-batch size", low=1, high=10_000_000)

@@ -12,6 +12,11 @@ A round of :func:`run_federated`:
 Feature scaling uses a global scaler built from client summary statistics (or, as an option for
 comparison, each client's own). Labels are read only in step 4, on held-out rows.
 
+A Deep SVDD model (``model="svdd"``) first needs its centre: before round 1, each client sends the
+sum and count of its training rows' embeddings under the initial weights, and the server divides
+(:mod:`fedad_tutorial.center`). Centralized training gets the same centre from the pooled rows;
+local-only training, where nothing is shared, gives each client's model its own rows' centre.
+
 >>> from fedad_tutorial.data import make_cloud_federation, train_test_split
 >>> splits = [train_test_split(n, 0.3, seed=0) for n in make_cloud_federation(3, 200, 8, seed=0)]
 >>> result = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1), progress=False)
@@ -34,6 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fedad_tutorial.center import federated_center
 from fedad_tutorial.config import ENGINES, FederatedConfig
 from fedad_tutorial.data import Split
 from fedad_tutorial.defaults import RECOMMENDED
@@ -344,12 +350,16 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
             model.load_state_dict(initial_state)
         except RuntimeError as exc:
             raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
+    elif config.model == "svdd":  # the centre, from the initial weights, before any step
+        with torch.no_grad():
+            model.center.copy_(federated_center(model, train_rows))
     engine = get_engine(config.engine)
     sizes = [int(r.shape[0]) for r in train_rows]
     client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
                     else ["the pooled training rows"])
     records: list[dict] = []
     evaluation_rows = _EvaluationRows(eval_splits, scalers)
+    fixed = {name: b.detach().clone() for name, b in model.named_buffers()}
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
@@ -362,6 +372,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         if update_hook is not None:
             states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
         new_state = aggregator(global_state, states, [sizes[i] for i in chosen], rnd)
+        new_state = {**new_state, **fixed}  # buffers (Deep SVDD's centre) are not trained: no rule may move them
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}

@@ -1,6 +1,6 @@
-"""Autoencoder-family anomaly detectors: a plain autoencoder and a VAE trained with an ELBO.
+"""The anomaly detectors: a plain autoencoder, a VAE trained with an ELBO, and Deep SVDD.
 
-Both models share one interface so training, federation and scoring never branch on the type:
+All three share one interface so training, federation and scoring never branch on the type:
 
 - ``loss(x, noise=None)`` the training objective for a batch (a scalar), the mean of
   ``row_loss(x, noise)`` (one value per row, which trimmed training ranks);
@@ -10,8 +10,8 @@ For the VAE, ``noise`` is the standard-normal draw of the reparameterisation tri
 in (instead of sampling inside) lets every training engine reproduce the same run exactly.
 
 The objectives are stated once, as functions of the networks' outputs (:func:`squared_error`,
-:func:`bound_logvar`, :func:`reparameterize`, :func:`elbo_rows`). Each has a ``*_backward`` next
-to it, its gradient written out, for the vectorized engine, which backpropagates through its
+:func:`bound_logvar`, :func:`reparameterize`, :func:`elbo_rows`, :func:`squared_distance`). Each
+has a ``*_backward`` next to it, its gradient written out, for the vectorized engine, which backpropagates through its
 batched layers by hand (autograd costs more than the arithmetic at this size); the tests check
 each against autograd on the function it differentiates.
 """
@@ -28,7 +28,7 @@ from fedad_tutorial.errors import UserError
 
 #: The widest input a model accepts (a guard against absurd sizes, e.g. in a damaged model file).
 MAX_INPUT_DIM = 100_000
-SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo")}
+SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo"), "svdd": ("distance",)}
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ModelSpec:
     input_dim: int = 30
     hidden: tuple[int, ...] = (64, 32)
     latent_dim: int = 10
-    beta: float = 0.1  # VAE only: weight of the KL term in the ELBO (0.1 detects better than 1)
+    beta: float = 0.1  # VAE only (ignored otherwise): weight of the KL term in the ELBO (0.1 detects better than 1)
 
     def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in config)
         check("model", self.kind)
@@ -58,8 +58,8 @@ class ModelSpec:
     def from_dict(cls, data: dict) -> ModelSpec:
         return cls(**{**data, "hidden": tuple(data["hidden"])})
 
-    def build(self) -> Autoencoder | VAE:
-        return Autoencoder(self) if self.kind == "ae" else VAE(self)
+    def build(self) -> Autoencoder | VAE | DeepSVDD:
+        return {"ae": Autoencoder, "vae": VAE, "svdd": DeepSVDD}[self.kind](self)
 
 
 # --- the objectives ---------------------------------------------------------------------------------
@@ -120,13 +120,24 @@ def elbo_rows_backward(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, l
     return (recon - x) * w, (beta * w) * mu, (0.5 * beta * w) * (logvar.exp() - 1.0)
 
 
+def squared_distance(z: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """Each row's squared Euclidean distance ``||z - center||^2`` (summed over dim -1): Deep SVDD's
+    loss and score."""
+    return ((z - center) ** 2).sum(dim=-1)
+
+
+def squared_distance_backward(z: torch.Tensor, center: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
+    """d/d``z`` of ``sum(row_weights * squared_distance(z, center))`` (rows on dim -2)."""
+    return (z - center) * (2.0 * row_weights.unsqueeze(-1))
+
+
 # --- the models -------------------------------------------------------------------------------------
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], bias: bool = True) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
-        layers.append(nn.Linear(a, b))
+        layers.append(nn.Linear(a, b, bias=bias))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -213,6 +224,56 @@ class VAE(nn.Module):
         return self._elbo_rows(x, None)
 
 
+class DeepSVDD(nn.Module):
+    """Deep SVDD (Ruff et al., 2018): a network that maps normal rows close to a fixed centre.
+
+    One-class training pulls every training row's embedding ``encode(x)`` towards ``center``; the
+    loss and the score of a row are its squared distance ``||encode(x) - center||^2``. Rows unlike
+    the training rows land farther away. There is no decoder: nothing is reconstructed.
+
+    The encoder ``input-*hidden-latent`` has **no bias** and **no bounded activation** (ReLU
+    between layers, nothing after the last). With a bias, the network could zero its weights and
+    output the bias, a constant equal to the centre: zero loss for every row, normal or not (the
+    hypersphere collapse). A bounded activation (sigmoid, tanh) saturates to a constant the same
+    way. Bias-free linear layers and ReLU keep ``encode(0) = 0``, so a constant map is only
+    reachable if the centre is 0, which :func:`~fedad_tutorial.center.center_from_sums` rules out.
+
+    ``center`` is a buffer, not a parameter: it is saved with the weights (``state_dict``), never
+    trained, and equal on every client, so FedAvg carries it through unchanged. It is zero until
+    set; :func:`~fedad_tutorial.federated.run_federated` sets it before the first round to the
+    mean embedding of the training rows under the initial weights
+    (:func:`~fedad_tutorial.center.federated_center`).
+
+    >>> model = ModelSpec(kind="svdd", input_dim=5, hidden=(4,), latent_dim=2).build()
+    >>> [name for name, _ in model.named_parameters()], tuple(model.center.shape)
+    (['encoder.0.weight', 'encoder.2.weight'], (2,))
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = _mlp([spec.input_dim, *spec.hidden, spec.latent_dim], bias=False)
+        self.register_buffer("center", torch.zeros(spec.latent_dim))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding of each row."""
+        return self.encoder(x)
+
+    def row_loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's squared distance to the centre; ``loss`` is their mean (``noise`` is unused)."""
+        return squared_distance(self.encoder(x), self.center)
+
+    def loss(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.row_loss(x).mean()
+
+    def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        check_score_method("svdd", method)
+        return self.row_loss(x)
+
+
 def check_score_method(kind: str, method: str | None) -> str:
     """The score method ``method`` names for a ``kind`` model (None: the default); else a UserError."""
     allowed = SCORE_METHODS[kind]
@@ -224,5 +285,6 @@ def check_score_method(kind: str, method: str | None) -> str:
 
 
 def default_score_method(kind: str) -> str:
-    """The scoring a model uses unless told otherwise (AE: reconstruction, VAE: negative ELBO)."""
+    """The scoring a model uses unless told otherwise (AE: reconstruction, VAE: negative ELBO,
+    Deep SVDD: distance to the centre)."""
     return SCORE_METHODS[kind][-1]
