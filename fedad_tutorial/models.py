@@ -11,9 +11,9 @@ in (instead of sampling inside) lets every training engine reproduce the same ru
 
 The objectives are stated once, as functions of the networks' outputs (:func:`squared_error`,
 :func:`bound_logvar`, :func:`reparameterize`, :func:`elbo_rows`, :func:`squared_distance`). Each
-has a ``*_backward`` next to it, its gradient written out, for the vectorized engine, which backpropagates through its
-batched layers by hand (autograd costs more than the arithmetic at this size); the tests check
-each against autograd on the function it differentiates.
+has a ``*_backward`` next to it, its gradient written out, for the vectorized engine, which
+backpropagates through its batched layers by hand (autograd costs more than the arithmetic at this
+size); the tests check each against autograd on the function it differentiates.
 """
 
 from __future__ import annotations
