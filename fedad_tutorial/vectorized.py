@@ -9,11 +9,14 @@ How:
 
 - **Stacked weights.** Each client's parameters are one row of a flat ``(C, P)`` buffer (``P`` =
   parameters of the model); every layer's weight and bias are views into it, shaped
-  ``(C, out, in)`` and ``(C, out)``. A layer is one ``torch.baddbmm`` over the client dimension.
+  ``(C, out, in)`` and ``(C, out)``. A layer is one ``torch.baddbmm`` over the client dimension
+  (``torch.bmm`` for Deep SVDD's bias-free layers). Buffers (Deep SVDD's centre) are not trained:
+  every client's update carries the global model's copy.
 - **Hand-written layer gradients.** The backward passes of these batched layers (``Linear``,
   ``ReLU``) are written out: for layers this small, autograd's bookkeeping costs more than the
   arithmetic. The objectives and their gradients come from :mod:`fedad_tutorial.models`
-  (``squared_error_backward``, ``elbo_rows_backward``, ...), where each formula is stated once.
+  (``squared_error_backward``, ``elbo_rows_backward``, ``squared_distance_backward``, ...), where
+  each formula is stated once.
   The tests check the engine against the loop engine's autograd, in float32 and float64.
 - **Per-client Adam.** ``torch.optim.Adam``'s update (defaults: betas 0.9/0.999, eps 1e-8, no
   weight decay) on flat ``(C, P)`` moment buffers, with a step count per client, so bias
@@ -60,6 +63,8 @@ from fedad_tutorial.models import (
     elbo_rows_backward,
     reparameterize,
     reparameterize_backward,
+    squared_distance,
+    squared_distance_backward,
     squared_error,
     squared_error_backward,
 )
@@ -73,18 +78,25 @@ CHUNK_CLIENTS = 256
 #: ``torch.optim.Adam`` defaults.
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
-# A stack (an nn.Sequential of Linear and ReLU layers) as a list of operations: the index of a
-# Linear's weight in the parameter list (its bias follows it), or RELU.
-RELU = -1
-Stack = list[int]
-Tape = list[tuple[int, torch.Tensor]]  # per operation: (weight index, its input) or (RELU, its output)
+# A stack (an nn.Sequential of Linear and ReLU layers) as a list of operations: a Linear as the
+# indices of its weight and bias in the parameter list (NO_BIAS if it has none), or RELU.
+NO_BIAS = -1
+Linear = tuple[int, int]
+RELU: Linear = (-1, NO_BIAS)
+Stack = list[Linear]
+Tape = list[tuple[Linear, torch.Tensor]]  # per operation: (Linear, its input) or (RELU, its output)
+
+
+def _layer(index: dict[str, int], name: str) -> Linear:
+    """The :data:`Linear` operation of the layer ``name`` (e.g. ``encoder.0``)."""
+    return index[f"{name}.weight"], index.get(f"{name}.bias", NO_BIAS)
 
 
 def _stack(seq: nn.Sequential, index: dict[str, int], prefix: str) -> Stack:
     ops = []
     for name, layer in seq.named_children():
         if isinstance(layer, nn.Linear):
-            ops.append(index[f"{prefix}.{name}.weight"])
+            ops.append(_layer(index, f"{prefix}.{name}"))
         elif isinstance(layer, nn.ReLU):
             ops.append(RELU)
         else:
@@ -92,31 +104,36 @@ def _stack(seq: nn.Sequential, index: dict[str, int], prefix: str) -> Stack:
     return ops
 
 
-def _linear(params: list[torch.Tensor], w: int, h: torch.Tensor) -> torch.Tensor:
+def _linear(params: list[torch.Tensor], op: Linear, h: torch.Tensor) -> torch.Tensor:
     """``nn.Linear`` for every client at once: ``h`` is ``(C, rows, in)``."""
-    return torch.baddbmm(params[w + 1].unsqueeze(1), h, params[w].transpose(1, 2))
+    w, b = op
+    if b == NO_BIAS:
+        return torch.bmm(h, params[w].transpose(1, 2))
+    return torch.baddbmm(params[b].unsqueeze(1), h, params[w].transpose(1, 2))
 
 
 def _forward(ops: Stack, params: list[torch.Tensor], h: torch.Tensor, tape: Tape) -> torch.Tensor:
     """Apply a stack to ``h`` (``(C, rows, in)``), recording what backward needs."""
     owned = False  # ReLU works in place on the stack's own results, never on its input
-    for w in ops:
-        if w == RELU:
+    for op in ops:
+        if op == RELU:
             h = h.relu_() if owned else torch.relu(h)
             tape.append((RELU, h))
         else:
-            tape.append((w, h))
-            h = _linear(params, w, h)
+            tape.append((op, h))
+            h = _linear(params, op, h)
         owned = True
     return h
 
 
-def _linear_backward(params: list[torch.Tensor], grads: list[torch.Tensor], w: int, h: torch.Tensor,
+def _linear_backward(params: list[torch.Tensor], grads: list[torch.Tensor], op: Linear, h: torch.Tensor,
                      g: torch.Tensor, input_grad: bool = True) -> torch.Tensor | None:
     """Write the weight and bias gradients of :func:`_linear` given ``g`` = d loss / d output into
     ``grads``; return d/d ``h`` (if ``input_grad``)."""
+    w, b = op
     torch.bmm(g.transpose(1, 2), h, out=grads[w])
-    torch.sum(g, dim=1, out=grads[w + 1])
+    if b != NO_BIAS:
+        torch.sum(g, dim=1, out=grads[b])
     return torch.bmm(g, params[w]) if input_grad else None
 
 
@@ -124,38 +141,41 @@ def _backward(tape: Tape, params: list[torch.Tensor], grads: list[torch.Tensor],
               input_grad: bool = True) -> torch.Tensor | None:
     """Backpropagate ``g`` (d loss / d output of a stack) through :func:`_forward`'s tape; without
     ``input_grad``, stop once the first Linear's parameter gradients are written."""
-    first_linear = next((i for i, (w, _) in enumerate(tape) if w != RELU), len(tape))
+    first_linear = next((i for i, (op, _) in enumerate(tape) if op != RELU), len(tape))
     for i in range(len(tape) - 1, -1, -1):
-        w, saved = tape[i]
+        op, saved = tape[i]
         if not input_grad and i <= first_linear:
             if i == first_linear:
-                _linear_backward(params, grads, w, saved, g, input_grad=False)
+                _linear_backward(params, grads, op, saved, g, input_grad=False)
             return None
-        if w == RELU:
+        if op == RELU:
             g = torch.ops.aten.threshold_backward(g, saved, 0.0)  # ReLU's backward, as autograd does it
         else:
-            g = _linear_backward(params, grads, w, saved, g)
+            g = _linear_backward(params, grads, op, saved, g)
     return g
 
 
 @dataclass
 class _Model:
-    """What the engine needs of a model: its kind, KL weight and stacks, and the parameter indices
-    of the VAE's heads."""
+    """What the engine needs of a model: its kind, KL weight and stacks, the VAE's heads and
+    Deep SVDD's centre."""
 
     kind: str
     beta: float
     encoder: Stack
-    decoder: Stack
-    to_mu: int = -1
-    to_logvar: int = -1
+    decoder: Stack  # empty for Deep SVDD
+    to_mu: Linear | None = None
+    to_logvar: Linear | None = None
+    center: torch.Tensor | None = None
 
     @classmethod
     def of(cls, model: nn.Module, names: list[str]) -> _Model:
         index = {name: i for i, name in enumerate(names)}
-        heads = (index["to_mu.weight"], index["to_logvar.weight"]) if model.spec.kind == "vae" else (-1, -1)
-        return cls(model.spec.kind, model.spec.beta, _stack(model.encoder, index, "encoder"),
-                   _stack(model.decoder, index, "decoder"), *heads)
+        kind = model.spec.kind
+        heads = (_layer(index, "to_mu"), _layer(index, "to_logvar")) if kind == "vae" else (None, None)
+        decoder = _stack(model.decoder, index, "decoder") if kind != "svdd" else []
+        return cls(kind, model.spec.beta, _stack(model.encoder, index, "encoder"), decoder, *heads,
+                   center=model.center.detach() if kind == "svdd" else None)
 
 
 def _loss_and_grads(model: _Model, params: list[torch.Tensor], grads: list[torch.Tensor], x: torch.Tensor,
@@ -171,7 +191,12 @@ def _loss_and_grads(model: _Model, params: list[torch.Tensor], grads: list[torch
     encoder_tape: Tape = []
     decoder_tape: Tape = []
     h = _forward(model.encoder, params, x, encoder_tape)
-    if model.kind == "ae":
+    if model.kind == "svdd":
+        per_row = squared_distance(h, model.center)
+        if trim > 0.0:
+            row_weights = _trimmed_weights(per_row, groups, trim)
+        g_h = squared_distance_backward(h, model.center, row_weights)
+    elif model.kind == "ae":
         recon = _forward(model.decoder, params, h, decoder_tape)
         per_row = squared_error(recon, x).mean(dim=-1)
         if trim > 0.0:
@@ -313,6 +338,7 @@ def vectorized_engine(global_model: nn.Module, client_rows: list[torch.Tensor], 
     latent = needs_noise(global_model)
     names, shapes = zip(*((name, p.shape) for name, p in global_model.named_parameters()), strict=True)
     sizes = [s.numel() for s in shapes]
+    template = global_model.state_dict()  # an update's names, in this order; buffers copied as they are
     order = sorted(range(len(client_rows)), key=lambda i: -client_rows[i].shape[0])
     updates: dict[int, tuple[dict[str, torch.Tensor], float]] = {}
     for first in range(0, len(order), CHUNK_CLIENTS):
@@ -323,5 +349,6 @@ def vectorized_engine(global_model: nn.Module, client_rows: list[torch.Tensor], 
             flat, losses = _train_chunk(global_model, [client_rows[i] for i in chunk], plans, config)
         flat = flat.clone()  # an ordinary tensor again: callers (attacks, tests) may change updates in place
         for i, row, loss in zip(chunk, flat.unbind(0), losses, strict=True):
-            updates[i] = ({n: t.view(s) for n, t, s in zip(names, row.split(sizes), shapes, strict=True)}, loss)
+            trained = {n: t.view(s) for n, t, s in zip(names, row.split(sizes), shapes, strict=True)}
+            updates[i] = ({n: trained[n] if n in trained else t.clone() for n, t in template.items()}, loss)
     return [updates[i] for i in range(len(client_rows))]

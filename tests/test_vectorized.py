@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fedad_tutorial import models, vectorized
+from fedad_tutorial.center import federated_center
 from fedad_tutorial.data import make_cloud_federation, train_test_split
 from fedad_tutorial.federated import FederatedConfig, loop_engine, run_federated
 from fedad_tutorial.scaling import Scaler
@@ -36,6 +37,16 @@ def client_rows(nodes) -> list[torch.Tensor]:
     return list(rows[: sum(SIZES)].split(SIZES))
 
 
+def build(config: FederatedConfig, rows: list[torch.Tensor]) -> torch.nn.Module:
+    """The config's model for 12 features; a Deep SVDD one with its centre over ``rows`` (a real,
+    non-zero centre, as run_federated sets it)."""
+    model = config.model_spec(12).build()
+    if config.model == "svdd":
+        with torch.no_grad():
+            model.center.copy_(federated_center(model, rows))
+    return model
+
+
 def assert_same_updates(expected, actual) -> None:
     assert len(expected) == len(actual)
     for (state_a, loss_a), (state_b, loss_b) in zip(expected, actual, strict=True):
@@ -52,12 +63,14 @@ def assert_same_updates(expected, actual) -> None:
     ("ae", (), 3, 1.0),  # a single linear layer each way
     ("vae", (), 2, 0.5),  # the VAE encoder is then only a ReLU
     ("vae", (20,), 5, 2.0),
+    ("svdd", (16, 8), 4, 1.0),  # bias-free layers, no decoder
+    ("svdd", (), 3, 1.0),
 ])
 def test_engine_matches_loop(client_rows, model, hidden, latent, beta):
     config = FederatedConfig(model=model, hidden=hidden, latent_dim=latent, beta=beta, local_epochs=3,
                              batch_size=32, seed=3)
     torch.manual_seed(0)
-    global_model = config.model_spec(12).build()
+    global_model = build(config, client_rows)
     before = {k: v.clone() for k, v in global_model.state_dict().items()}
     ids = [4, 0, 7, 2]
     expected = loop_engine(global_model, client_rows, ids, 2, config)
@@ -67,12 +80,12 @@ def test_engine_matches_loop(client_rows, model, hidden, latent, beta):
         assert torch.equal(value, before[key])
 
 
-@pytest.mark.parametrize("model", ["ae", "vae"])
+@pytest.mark.parametrize("model", ["ae", "vae", "svdd"])
 def test_float64_agrees_to_rounding(client_rows, model):
     """In float64 the engines agree to ~1e-12: the float32 tolerance above covers rounding only."""
     config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32)
     torch.manual_seed(0)
-    global_model = config.model_spec(12).build().double()
+    global_model = build(config, client_rows).double()
     rows = [r.double() for r in client_rows]
     for (state_a, loss_a), (state_b, loss_b) in zip(loop_engine(global_model, rows, [0, 1, 2, 3], 1, config),
                                                     vectorized_engine(global_model, rows, [0, 1, 2, 3], 1, config),
@@ -105,7 +118,8 @@ def test_chunks_and_order_do_not_matter(client_rows, monkeypatch):
                         vectorized_engine(global_model, rows, [1, 3, 0, 2], 1, config))
 
 
-@pytest.mark.parametrize("model, trim", [("ae", 0.0), ("vae", 0.0), ("ae", 0.1), ("vae", 0.1)])
+@pytest.mark.parametrize("model, trim", [("ae", 0.0), ("vae", 0.0), ("ae", 0.1), ("vae", 0.1), ("svdd", 0.0),
+                                         ("svdd", 0.1)])
 def test_run_federated_same_history(nodes, model, trim):
     splits = [train_test_split(n, 0.3, seed=0) for n in nodes]
     base = FederatedConfig(model=model, rounds=3, local_epochs=2, batch_size=32, hidden=(16, 8),
@@ -136,6 +150,7 @@ def _recut(client_rows, sizes):
     ("ae", (16, 8), 4, 1.0),
     ("vae", (16, 8), 4, 1.0),
     ("vae", (), 2, 0.5),
+    ("svdd", (16, 8), 4, 1.0),
 ])
 def test_trimmed_engine_matches_loop(client_rows, sizes, model, hidden, latent, beta):
     config = FederatedConfig(model=model, hidden=hidden, latent_dim=latent, beta=beta, local_epochs=3,
@@ -151,11 +166,11 @@ def test_trimmed_engine_matches_loop(client_rows, sizes, model, hidden, latent, 
                for k in a[0])
 
 
-@pytest.mark.parametrize("model", ["ae", "vae"])
+@pytest.mark.parametrize("model", ["ae", "vae", "svdd"])
 def test_trimmed_float64_agrees_to_rounding(client_rows, model):
     config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32, trim=0.1)
     torch.manual_seed(0)
-    global_model = config.model_spec(12).build().double()
+    global_model = build(config, client_rows).double()
     rows = [r.double() for r in _recut(client_rows, TRIM_SIZES[1])]
     for (state_a, loss_a), (state_b, loss_b) in zip(loop_engine(global_model, rows, [0, 1, 2, 3], 1, config),
                                                     vectorized_engine(global_model, rows, [0, 1, 2, 3], 1, config),
@@ -215,3 +230,6 @@ def test_objective_gradients_are_the_derivatives_of_the_objectives():
           _autograd(lambda m, lv: (models.reparameterize(m, lv, noise) * upstream).sum(), [mu, logvar]))
     close([models.bound_logvar_backward(raw_logvar, upstream)],
           _autograd(lambda raw: (models.bound_logvar(raw) * upstream).sum(), [raw_logvar]))
+    center = torch.randn(latent[-1], generator=gen, dtype=torch.float64)
+    close([models.squared_distance_backward(mu, center, weights)],
+          _autograd(lambda z: (models.squared_distance(z, center) * weights).sum(), [mu]))
