@@ -147,7 +147,7 @@ class DetectorFedAvg(FedAvg):
         self.missing_names: list[str] = []
         self.scaler = scaler
         self.template = template  # the global model's state dict: names and shapes of the packed weights
-        self.fixed: dict[str, torch.Tensor] = {}  # buffers (Deep SVDD's centre): not trained, kept as the server set them
+        self.fixed: dict[str, torch.Tensor] = {}  # buffers (Deep SVDD's centre): never trained
         self.records: list[dict] = []
         self.losses: dict[int, float] = {}
         self.progress = progress
