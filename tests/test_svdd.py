@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from fedad_tutorial.cli import main
 from fedad_tutorial.data import make_cloud_federation, train_test_split
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, run_federated
 from fedad_tutorial.models import DeepSVDD, ModelSpec
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import LocalTraining, client_generator, needs_noise, train_local
@@ -192,14 +193,14 @@ def test_fedad_run_trains_an_svdd_model(tmp_path, capsys):
 
 # --- detection quality --------------------------------------------------------------------------
 
-#: Below the lowest ROC-AUC of three seeds (the default federation's seed and two others) by about three
-#: times the range those seeds spanned, and far above chance (0.5).
-QUALITY_FLOOR = 0.85
+#: Below the lowest ROC-AUC of three seeds (the default federation's seed and two others, on the AVX2 and
+#: the default CPU path) by about three times the range those seeds spanned, and far above chance (0.5).
+QUALITY_FLOOR = 0.94
 
-@pytest.mark.slow
+
 def test_federated_svdd_detects_on_the_default_federation():
-    """The default federation with the reference configuration: ROC-AUC far above chance
-    (:data:`QUALITY_FLOOR`; the autoencoder's bound, 0.97, is not expected of Deep SVDD)."""
-    config = FederatedConfig(model="svdd", threshold="local", engine="vectorized")
+    """``fedad simulate --model svdd``'s settings (the command line's defaults, 10 rounds) on the default
+    federation: ROC-AUC far above chance (:data:`QUALITY_FLOOR`)."""
+    config = replace(RECOMMENDED, model="svdd", rounds=10)
     result = run_federated(default_splits(), config, progress=False)
     assert float(result.final_round()["roc_auc"].mean()) >= QUALITY_FLOOR
