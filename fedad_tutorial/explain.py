@@ -60,6 +60,17 @@ if TYPE_CHECKING:  # pandas and Matplotlib are imported where tables and figures
 Z_99 = 2.326
 
 
+def check_reconstruction(detector: Detector, what: str, source: str = "the model") -> None:
+    """Raise :class:`UserError` unless ``detector`` reconstructs its input (an autoencoder or a VAE).
+
+    A Deep SVDD score is a distance between embeddings: it does not split into one term per metric,
+    so ``what`` (an explanation) has nothing honest to show for it.
+    """
+    if detector.spec.kind == "svdd":
+        raise UserError(f"{what}: per-feature contributions need a reconstruction model (ae or vae); {source} is "
+                        "Deep SVDD (svdd), whose score is a distance between embeddings, not a sum over metrics")
+
+
 @torch.no_grad()
 def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
     """Squared reconstruction error per row and metric, in scaled units, shape ``(rows, features)``.
@@ -67,6 +78,7 @@ def feature_errors(detector: Detector, rows: np.ndarray) -> np.ndarray:
     For an autoencoder (and a VAE scored by ``"reconstruction"``) the row mean equals
     ``detector.decision_function(rows)``: the errors are an exact decomposition of the score.
     """
+    check_reconstruction(detector, "reconstruction errors")
     scaled = detector.scaled(rows)
     detector.model.eval()
     return ((detector.model(scaled) - scaled) ** 2).numpy().astype(np.float64)

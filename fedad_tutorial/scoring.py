@@ -137,6 +137,11 @@ def score_csv(detector: Detector, data: str | Path, output: str | Path, model: s
         check_output_file(report, inputs + [output])
         if report.resolve() == output.resolve():
             raise UserError(f"{report}: is also the --output file; give the report its own path")
+    if explain is not None or report is not None:
+        from fedad_tutorial.explain import check_reconstruction
+
+        check_reconstruction(detector, "--explain" if explain is not None else "--report",
+                             str(model) if model is not None else "the model")
     threshold = detector.threshold if threshold is None else float(threshold)
     explainer = Explainer(detector, explain) if explain is not None else None
     scores, flags, labels, top = [], [], [], []

@@ -82,12 +82,17 @@ def _until(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def _reference(data: Path, names: list[str], rounds: int) -> pd.DataFrame:
+def _reference(data: Path, names: list[str], rounds: int, model: str = "ae") -> pd.DataFrame:
     """`fedad simulate` on the same CSVs (the loop engine, like the Flower clients)."""
+    return _reference_run(data, names, rounds, model).history
+
+
+def _reference_run(data: Path, names: list[str], rounds: int, model: str = "ae"):
     nodes = [read_node_csv(data / f"{n}.csv") for n in names]
     splits = hold_out(nodes, 0.3, 42)
-    config = replace(RECOMMENDED, rounds=rounds, local_epochs=1, batch_size=32, engine="loop")  # TRAIN's flags
-    return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False).history
+    config = replace(RECOMMENDED, model=model, rounds=rounds, local_epochs=1, batch_size=32,
+                     engine="loop")  # TRAIN's flags
+    return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
 
 
 def _server(out: Path, port: int, rounds: int, tls: Path | None, *extra: str) -> list[str]:
@@ -133,6 +138,30 @@ def test_listed_nodes_train_like_simulate_and_an_unlisted_node_is_refused(data, 
     assert sorted(nodes) == ["node_1", "node_2"] and {n["key"] for n in nodes.values()} == keys
     assert main(["score", "--model", str(out / "model.pt"), "--data", str(data / "node_3.csv"),
                  "--output", str(tmp_path / "scores.csv")]) == 0
+
+
+@pytest.mark.slow
+def test_svdd_deployment_agrees_on_the_centre_and_trains_like_simulate(data, procs, tmp_path):
+    """Deep SVDD over real SuperNodes: the centre from the nodes' embedding sums (one extra round trip
+    before round 1) is simulate's, to the bit, and so are the history and the final weights (to rounding)."""
+    import torch
+
+    from fedad_tutorial.detector import Detector
+
+    port, out = free_port(), tmp_path / "run"
+    server = procs("server", _server(out, port, 2, None, "--model", "svdd"))
+    clients = [procs(f"client{k}", _client(data, k, port, None)) for k in (1, 2)]
+    assert _wait(server) == 0, _log(tmp_path, "server")
+    assert [_wait(c, 60) for c in clients] == [0, 0]
+    reference = _reference_run(data, ["node_1", "node_2"], 2, "svdd")
+    history = pd.read_csv(out / "history.csv")
+    assert history[["round", "client"]].equals(reference.history[["round", "client"]])
+    np.testing.assert_allclose(history[["loss", "threshold", "f1", "roc_auc"]].to_numpy(),
+                               reference.history[["loss", "threshold", "f1", "roc_auc"]].to_numpy(), rtol=1e-5)
+    deployed, simulated = Detector.load(out / "model.pt").model.state_dict(), reference.detector.model.state_dict()
+    assert torch.equal(deployed["center"], simulated["center"])
+    for name, tensor in simulated.items():
+        torch.testing.assert_close(deployed[name], tensor, rtol=1e-5, atol=1e-6)
 
 
 def test_tls_or_insecure_is_required(data, tls, tmp_path, capsys):
@@ -431,29 +460,35 @@ from fedad_tutorial.data import hold_out
 from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.flower.settings import FlowerSettings
 from fedad_tutorial.flower.simulation import run_flower_simulation
-paths = sys.argv[1:]
-config = FederatedConfig(rounds=2, local_epochs=1, batch_size=32, threshold="global", engine="loop")
+model, *paths = sys.argv[1:]
+config = FederatedConfig(model=model, rounds=2, local_epochs=1, batch_size=32, threshold="global", engine="loop")
 nodes = [read_node_csv(p) for p in paths]
 splits = hold_out(nodes, 0.3, 42)
 ref = run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
 start = time.monotonic()
 fl = run_flower_simulation(paths, FlowerSettings(config=config, min_clients=len(paths)))
 cols = ["loss", "threshold", "f1", "roc_auc"]
+ref_state, fl_state = ref.detector.model.state_dict(), fl.detector.model.state_dict()
 print(json.dumps({"seconds": time.monotonic() - start,
+                  "same_names": list(ref_state) == list(fl_state),
+                  "max_weight_diff": max(float((fl_state[k] - v).abs().max()) for k, v in ref_state.items()),
+                  "same_center": model != "svdd" or torch.equal(ref_state["center"], fl_state["center"]),
                   "same_rows": fl.history[["round", "client"]].equals(ref.history[["round", "client"]]),
                   "max_diff": float((fl.history[cols] - ref.history[cols]).abs().max().max()),
                   "thresholds": [ref.detector.threshold, fl.detector.threshold]}))
 """
 
 
-def test_simulation_matches_run_federated(data):
+@pytest.mark.parametrize("model", ["ae", "svdd"])  # svdd: the centre comes from one extra message round trip
+def test_simulation_matches_run_federated(data, model):
     paths = [str(data / f"node_{k}.csv") for k in (1, 2, 3)]
-    out = subprocess.run([sys.executable, "-c", SIMULATION, *paths], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", SIMULATION, model, *paths], capture_output=True, text=True,
                          timeout=TIMEOUT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                                                "FLWR_TELEMETRY_ENABLED": "0"})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["same_rows"] and result["max_diff"] < 1e-5
+    assert result["same_names"] and result["max_weight_diff"] < 1e-5 and result["same_center"]
     assert result["thresholds"][0] == pytest.approx(result["thresholds"][1], rel=1e-6)
 
 

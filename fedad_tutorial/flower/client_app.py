@@ -3,7 +3,7 @@
 Each handler receives a :class:`~flwr.app.Message` (a ``RecordDict`` of the model's weights,
 packed by :mod:`~fedad_tutorial.flower.weights`, and a ``ConfigRecord`` of settings) and returns
 a reply. The node's rows never leave it: replies carry weights, a row count, summary statistics,
-a score histogram or metrics on held-out rows.
+a score histogram, an embedding sum (Deep SVDD's centre) or metrics on held-out rows.
 
 Where the node's data comes from (``Context.node_config``):
 
@@ -23,6 +23,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedad_tutorial.center import embedding_sums
 from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, train_test_split
 from fedad_tutorial.federated import client_record
@@ -120,6 +121,17 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
         reply["arrays"] = to_record(model.state_dict())
         reply["metrics"] = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
         return Message(reply, reply_to=msg)
+
+    @app.query("center")
+    def center(msg: Message, context: Context) -> Message:
+        """Deep SVDD, before round 1: the sum of the training rows' embeddings under the received
+        (initial) weights, and their count (never the rows or their embeddings)."""
+        mc = config_from_message(msg.content["config"])
+        split, _, _ = _split(context, paths, mc)
+        total, count = embedding_sums(_model(msg, mc, split.train.shape[1]),
+                                      torch.from_numpy(mc.scaler.transform(split.train)))
+        return Message(RecordDict({"center": ArrayRecord({"sum": Array(total.numpy())}),
+                                   "metrics": MetricRecord({"num-examples": count})}), reply_to=msg)
 
     @app.query("histogram")
     def histogram(msg: Message, context: Context) -> Message:

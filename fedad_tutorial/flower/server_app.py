@@ -4,7 +4,9 @@ A run, message by message (every arrow is a :class:`~flwr.app.Message` through t
 
 1. wait until ``min_clients`` nodes are connected (at most ``wait_timeout`` seconds);
 2. ``query.stats`` -> each node's row count, sum and sum of squares -> the global scaler
-   (:func:`~fedad_tutorial.scaling.federated_scaler`);
+   (:func:`~fedad_tutorial.scaling.federated_scaler`); for Deep SVDD, then ``query.center`` with
+   the initial weights -> each node's embedding sum and row count -> the centre
+   (:func:`~fedad_tutorial.center.center_from_sums`), put into the weights round 1 starts from;
 3. per round r (Flower's :class:`~flwr.serverapp.strategy.FedAvg` loop, ``Strategy.start``):
    ``train`` -> new weights and row counts -> :func:`~fedad_tutorial.federated.fedavg`. From round 2
    on, the same ``train`` message also asks each node to evaluate the weights it receives (round
@@ -39,9 +41,11 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from fedad_tutorial.center import center_from_sums
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.federated import FederationResult, fedavg, round_means, sample_clients
 from fedad_tutorial.flower.settings import (
+    CENTER,
     EVALUATE,
     EVALUATION,
     HISTOGRAM,
@@ -143,6 +147,7 @@ class DetectorFedAvg(FedAvg):
         self.missing_names: list[str] = []
         self.scaler = scaler
         self.template = template  # the global model's state dict: names and shapes of the packed weights
+        self.fixed: dict[str, torch.Tensor] = {}  # buffers (Deep SVDD's centre): never trained
         self.records: list[dict] = []
         self.losses: dict[int, float] = {}
         self.progress = progress
@@ -199,6 +204,15 @@ class DetectorFedAvg(FedAvg):
         replies = _replies(grid, self._messages(ids, record, HISTOGRAM), self.settings.round_timeout, self.errors)
         return self._quantile(replies, self._collect(ids, replies, "histogram"))
 
+    def center(self, grid: Grid, arrays: ArrayRecord) -> torch.Tensor:
+        """Deep SVDD's centre for the weights ``arrays``: from each node's embedding sum and row count."""
+        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
+        record = RecordDict({"arrays": arrays, "config": self._config(0)})
+        replies = _replies(grid, self._messages(ids, record, CENTER), self.settings.round_timeout, self.errors)
+        ok = self._collect(ids, replies, "center")  # in node order, like federated_center
+        return center_from_sums([torch.from_numpy(replies[i].content["center"]["sum"].numpy()) for i in ok],
+                                [int(replies[i].content["metrics"]["num-examples"]) for i in ok])
+
     # -- the Strategy interface ------------------------------------------------------------------
     # Evaluating round r's global weights rides on round r + 1's messages: its ``train`` messages ask
     # the nodes to evaluate the weights they receive before training on them (nodes not sampled for
@@ -231,7 +245,7 @@ class DetectorFedAvg(FedAvg):
         states = [from_record(got[i].content["arrays"], self.template) for i in ok]  # node order
         weights = [int(got[i].content["metrics"]["num-examples"]) for i in ok]
         self.losses = {i: float(got[i].content["metrics"]["loss"]) for i in ok}
-        averaged = fedavg(states, weights)
+        averaged = {**fedavg(states, weights), **self.fixed}
         mean_loss = float(np.average(list(self.losses.values()), weights=weights))
         return to_record(averaged), MetricRecord({"loss": mean_loss})
 
@@ -325,6 +339,10 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     torch.manual_seed(config.seed)  # the same initial weights as run_federated
     model = config.model_spec(len(features)).build().eval()
     strategy = DetectorFedAvg(settings, nodes, scaler, progress, template=model.state_dict())
+    if config.model == "svdd":  # the centre, from the initial weights, before round 1
+        with torch.no_grad():
+            model.center.copy_(strategy.center(grid, to_record(model.state_dict())))
+        strategy.fixed = {name: b.detach().clone() for name, b in model.named_buffers()}
     result = strategy.start(grid, to_record(model.state_dict()), num_rounds=config.rounds,
                             timeout=settings.round_timeout)
     model.load_state_dict(from_record(result.arrays, model.state_dict()))

@@ -28,6 +28,7 @@ from fedad_tutorial.training import LocalTraining
 #: Message types (``<type>.<action>``) the ClientApp answers.
 STATS = "query.stats"  # count, sum and sum of squares of the training rows (for the global scaler)
 HISTOGRAM = "query.histogram"  # score histogram of the training rows (for a global threshold)
+CENTER = "query.center"  # sum and count of the training rows' embeddings (Deep SVDD's centre)
 TRAIN = "train"
 EVALUATE = "evaluate"
 #: The reply record of a node's metrics on its held-out rows (in ``evaluate`` and evaluating ``train`` replies).
