@@ -46,7 +46,7 @@ def plot_hypersphere(embeddings: np.ndarray, labels: np.ndarray, center: np.ndar
 
 def plot_collapse(run: CollapseRun) -> Figure:
     """Left: the training loss per epoch of every variant (log scale). Then one panel per variant:
-    its held-out scores divided by their median (log scale), normal and anomalous rows apart.
+    its held-out scores divided by their median (logarithmic axis), normal and anomalous rows apart.
 
     A collapsed model's loss falls to its floor and its scores pile up at one value (1 after the
     division); a working model's scores spread over decades, the anomalies on the right.
@@ -58,15 +58,16 @@ def plot_collapse(run: CollapseRun) -> Figure:
     axes[0].set(yscale="log", xlabel="epoch", ylabel="mean training loss (squared distance)",
                 title="training loss")
     axes[0].legend(frameon=False, fontsize=8)
-    axes[0].grid(alpha=0.3, which="both")
+    axes[0].grid(alpha=0.3)
     y = run.labels.astype(bool)
     for ax, name in zip(axes[1:], names, strict=True):
         scores = np.asarray(run.scores[name], dtype=np.float64)
-        relative = np.maximum(scores / max(float(np.median(scores)), np.finfo(float).tiny), 1e-3)
-        bins = np.logspace(-3, 4, 57)
+        relative = np.log10(np.maximum(scores / max(float(np.median(scores)), np.finfo(float).tiny), 1e-3))
+        bins = np.linspace(-3, 4, 57)
         ax.hist(relative[~y], bins=bins, color=_NORMAL[1], alpha=0.6, label="normal")
         ax.hist(relative[y], bins=bins, color=_ANOMALY, alpha=0.7, label="anomaly")
-        ax.set(xscale="log", yscale="log", xlabel="held-out score / median score", ylabel="rows", title=name)
+        ax.set_xticks(range(-3, 5), [f"$10^{{{k}}}$" for k in range(-3, 5)])
+        ax.set(xlabel="held-out score / median score", ylabel="rows", title=name)
         ax.legend(frameon=False, fontsize=8)
         ax.grid(alpha=0.3)
     return fig

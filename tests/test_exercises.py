@@ -22,7 +22,23 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 import fedad_tutorial.exercises as exercises_pkg
 from fedad_tutorial.drift import psi
-from fedad_tutorial.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09, nb10, nb11, nb12, nb13
+from fedad_tutorial.exercises import (
+    nb00,
+    nb01,
+    nb02,
+    nb03,
+    nb04,
+    nb05,
+    nb06,
+    nb07,
+    nb08,
+    nb09,
+    nb10,
+    nb11,
+    nb12,
+    nb13,
+    nb14,
+)
 from fedad_tutorial.exercises.learner import (
     KERNELSPEC,
     NOTEBOOKS,
@@ -342,6 +358,29 @@ def _honest_attacker(client, factor):
     return lambda i, state, glob, rnd: {k: glob[k] + factor * (state[k] - glob[k]) for k in glob}
 
 
+def _center(sums, counts, eps, weighted=True, rule=True, signed=True, zero_sign=1.0):
+    if weighted:
+        mean = torch.stack(sums).sum(dim=0) / sum(counts)
+    else:
+        mean = torch.stack([s / n for s, n in zip(sums, counts, strict=True)]).mean(dim=0)
+    if not rule:
+        return mean
+    sign = torch.where(mean < 0, -1.0, zero_sign) if signed else torch.ones_like(mean)
+    return torch.where(mean.abs() < eps, sign.to(mean.dtype) * eps, mean)
+
+
+def _collapsed(scores, spread="iqr", relative=True, zero=True):
+    q25, median, q75 = np.percentile(scores, [25, 50, 75])
+    width = q75 - q25 if spread == "iqr" else np.std(scores)
+    if median == 0:
+        return zero
+    return bool(width < (0.01 * (median if spread == "iqr" else np.mean(scores)) if relative else 1e-6))
+
+
+def _svdd_parts(model, x):
+    return model.encode(x) - model.center
+
+
 WRONG_ANSWERS = [
     # (check, wrong answer(s), text the hint must contain)
     (nb00.check_feature_stats, [lambda rows: (len(rows), rows.sum(0), (rows**2).sum(0))], "return a FeatureStats"),
@@ -443,6 +482,22 @@ WRONG_ANSWERS = [
     (nb13.check_trimmed_mean, [lambda per_row, trim: _trimmed(per_row, trim, drop="lowest")], "HIGHEST loss"),
     (nb13.check_trimmed_mean, [lambda per_row, trim: _trimmed(per_row, trim, detach=True)], "lost its gradient"),
     (nb13.check_trimmed_mean, [lambda per_row, trim: _trimmed(per_row, trim).detach().numpy()], "a torch tensor"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, weighted=False)], "you averaged the clients' means"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, rule=False)], "(the eps rule)"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, signed=False)], "keep each small coordinate's sign"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, zero_sign=0.0)], "an exact zero has no sign"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps)[:2]], "return one centre"),
+    (nb14.check_center, [lambda s, n, eps: 2 * _center(s, n, eps)], "divide the summed sums by the summed counts"),
+    (nb14.check_collapse, [lambda scores: not _collapsed(scores)], "every answer is the opposite"),
+    (nb14.check_collapse, [lambda scores: _collapsed(scores, relative=False)], "not with a fixed number"),
+    (nb14.check_collapse, [lambda scores: _collapsed(scores, spread="std")], "measure the spread with the quartiles"),
+    (nb14.check_collapse, [lambda scores: _collapsed(scores, zero=False)], "scores that are all 0 are all equal"),
+    (nb14.check_collapse, [lambda scores: float(_collapsed(scores))], "return True or False"),
+    (nb14.check_svdd_score, [lambda m, x: (_svdd_parts(m, x) ** 2).sum(dim=1).sqrt()], "SQUARED distance"),
+    (nb14.check_svdd_score, [lambda m, x: (_svdd_parts(m, x) ** 2).mean(dim=1)], "sums them"),
+    (nb14.check_svdd_score, [lambda m, x: (m.encode(x) ** 2).sum(dim=1)], "subtract model.center"),
+    (nb14.check_svdd_score, [lambda m, x: (_svdd_parts(m, x) ** 2).sum(dim=0)], "not over the rows"),
+    (nb14.check_svdd_score, [lambda m, x: (_svdd_parts(m, x).abs()).sum(dim=1)], "model.score(x)"),
 ]
 
 
@@ -467,3 +522,9 @@ def test_the_flower_hints(check, answers, hint):
 
 def test_fedavg_in_float64_is_correct():
     assert nb04.check_fedavg(_fedavg_float64).status == "correct"
+
+
+def test_the_centre_in_float64_and_the_collapse_test_on_numpy_booleans_are_correct():
+    assert nb14.check_center(_center).status == "correct"
+    assert nb14.check_collapse(lambda scores: np.bool_(_collapsed(scores))).status == "correct"
+    assert nb14.check_svdd_score(lambda m, x: (_svdd_parts(m, x).double() ** 2).sum(dim=1)).status == "correct"
