@@ -1,5 +1,10 @@
 """The course's plot helpers draw what the notebooks describe: the right bars, lines and panels."""
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +12,27 @@ import pytest
 from fedad_tutorial import plots
 from fedad_tutorial.data import make_cloud_federation
 from fedad_tutorial.timeseries import make_metric_streams, seasonal_profile
+
+
+def test_every_public_name_of_every_plots_module_is_exported_from_the_package():
+    found = {}
+    for path in Path(plots.__file__).parent.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            name = getattr(node, "name", None) or (node.targets[0].id if isinstance(node, ast.Assign) else None)
+            if name and not name.startswith("_"):
+                found[name] = path.stem
+    assert plots._EXPORTS == found
+    assert all(getattr(plots, name) is not None for name in plots.__all__) and "plot_roc_pr" in dir(plots)
+    with pytest.raises(AttributeError, match="no_such_plot"):
+        plots.no_such_plot  # noqa: B018
+
+
+def test_importing_the_package_loads_no_plotting_library():
+    """The modules load on first use of one of their names: ``import fedad_tutorial.plots`` stays cheap."""
+    probe = "import sys, fedad_tutorial.plots; print(sorted({'matplotlib', 'pandas'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def _history(clients: int = 3, rounds: int = 4, offset: float = 0.0) -> pd.DataFrame:
