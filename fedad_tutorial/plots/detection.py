@@ -5,10 +5,11 @@ recall per anomaly type.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fedad_tutorial.plots._style import new_axes
+from fedad_tutorial.plots._style import bar_figure, new_axes
 
 
 def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None,
@@ -33,8 +34,13 @@ def plot_score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: floa
     return fig
 
 
-def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[Axes, Axes] | None = None) -> Figure:
-    """ROC and precision-recall curves of one or more scorers on the same labelled rows."""
+def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[Axes, Axes] | None = None,
+                title: str | None = None, pr_legend_loc: str = "best") -> Figure:
+    """ROC and precision-recall curves of one or more scorers on the same labelled rows.
+
+    ``title``: the figure's title above both panels; ``pr_legend_loc``: where the precision-recall legend
+    goes (``"lower left"`` when good scorers' curves fill the top of the panel).
+    """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     from fedad_tutorial.metrics import average_precision, roc_auc
@@ -53,9 +59,11 @@ def plot_roc_pr(labels: np.ndarray, scores: dict[str, np.ndarray], axes: tuple[A
     roc_ax.set(xlabel="false-positive rate", ylabel="true-positive rate (recall)", title="ROC curve")
     pr_ax.axhline(float(np.mean(labels)), color="grey", ls=":", lw=1)
     pr_ax.set(xlabel="recall", ylabel="precision", title="precision-recall curve", ylim=(0, 1.02))
-    for ax in axes:
+    for ax, loc in zip(axes, ("best", pr_legend_loc), strict=True):
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=8, loc=loc)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -71,3 +79,20 @@ def plot_recall_by_type(by_type: dict[str, float], counts: dict[str, int]) -> Fi
            title="Recall per anomaly type (held-out rows, 95th-percentile threshold)")
     ax.legend(frameon=False, loc="upper center", ncol=2)
     return fig
+
+
+def plot_flagged_by_type(by_type: pd.DataFrame, title: str) -> Figure:
+    """The share of held-out rows each detector flags, per row type: one group of bars per anomaly type
+    (its recall) and one for the normal rows (their false-alarm rate), one bar per detector.
+
+    ``by_type``: one row per row type (the anomaly types of :data:`~fedad_tutorial.data.ANOMALY_TYPES`
+    and ``"normal"``), one column per detector. Recall and false alarms side by side: a detector that
+    flags more of every type also flags more normal rows.
+    """
+    from fedad_tutorial.data import ANOMALY_TYPES
+
+    kinds = [*ANOMALY_TYPES, "normal"]
+    ticks = [k if k != "normal" else "normal (false alarms)" for k in kinds]
+    return bar_figure(by_type.loc[kinds].T, tick_labels=ticks, bar_labels="%.2f",
+                      legend=dict(loc="upper center", ncol=3), ylim=(0, 1.15), xlabel="row type",
+                      ylabel="share of held-out rows flagged", title=title)
