@@ -21,7 +21,7 @@ CORE = {"errors", "atomic", "outputs", "threads", "config", "defaults", "data", 
         "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs", "plots",
         "explain", "progress", "tensorboard_log", "partition", "center"}
 CHAPTERS = {"forest", "robust", "privacy", "drift", "timeseries", "datasets", "baselines", "budget", "intrusion",
-            "oneclass", "oneclass_plots"}
+            "oneclass"}
 APPS = {"cli", "flag_table", "flower"}
 COURSE = {"exercises"}
 #: Which layers each layer may import (itself included).

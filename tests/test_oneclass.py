@@ -22,7 +22,7 @@ from fedad_tutorial.oneclass import (
     with_bias,
     with_trainable_center,
 )
-from fedad_tutorial.oneclass_plots import plot_client_centres, plot_collapse, plot_comparison, plot_hypersphere
+from fedad_tutorial.plots import plot_client_centres, plot_collapse, plot_comparison, plot_hypersphere
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_compare_detectors_scores_every_model_on_the_same_rows():
 
 
 def test_the_chapter_figures_have_their_panels(collapse_run):
-    fig = plot_collapse(collapse_run)
+    fig = plot_collapse(collapse_run.losses, collapse_run.scores, collapse_run.labels)
     assert len(fig.axes) == 1 + len(COLLAPSE_VARIANTS)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == list(COLLAPSE_VARIANTS)
     per_round = compare_detectors(FederatedConfig(rounds=2, local_epochs=1, hidden=(8,), latent_dim=2), seeds=(0,),

@@ -25,6 +25,7 @@ figure needs. A new module's public names go in ``_EXPORTS``.
 - :mod:`~fedad_tutorial.plots.hospitals`: the WDBC hospitals (notebook 13);
 - :mod:`~fedad_tutorial.plots.budget`: the training budget (notebook 13);
 - :mod:`~fedad_tutorial.plots.poisoning`: attacks and robust aggregation (notebook 11);
+- :mod:`~fedad_tutorial.plots.oneclass`: Deep SVDD's hypersphere, its collapse, the federated centre (notebook 14);
 - :mod:`~fedad_tutorial.plots.intrusion`: network intrusion, the price of recall (notebook 15).
 """
 
@@ -34,6 +35,8 @@ import importlib
 
 #: Each public name and the module (of this package) that defines it.
 _EXPORTS = {
+    "plot_hypersphere": "oneclass", "plot_collapse": "oneclass", "plot_client_centres": "oneclass",
+    "plot_comparison": "oneclass",
     "new_axes": "_style", "new_figure": "_style", "plot_curves": "_style", "plot_grouped_bars": "_style",
     "bar_figure": "_style",
     "figures_dir": "saving", "FIGURES_ENV": "saving", "course_figure": "saving", "save_figure": "saving",

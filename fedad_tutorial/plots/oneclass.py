@@ -1,24 +1,19 @@
 """The figures of chapter 14 (one-class classification with Deep SVDD).
 
-Like :mod:`fedad_tutorial.plots`, they use Matplotlib's object API and return the figure, which a
-notebook shows inline; nothing is written.
+They use Matplotlib's object API and return the figure, which a notebook shows inline; nothing is written.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from fedad_tutorial.plots import new_figure
+from fedad_tutorial.plots._style import new_figure
 
-if TYPE_CHECKING:
-    from fedad_tutorial.oneclass import CollapseRun
-
-_NORMAL, _ANOMALY = ("lightgrey", "tab:blue"), "tab:red"
+_NORMAL = "tab:blue"
+_ANOMALY = "tab:red"
 
 
 def plot_hypersphere(embeddings: np.ndarray, labels: np.ndarray, center: np.ndarray, radius: float) -> Figure:
@@ -29,7 +24,7 @@ def plot_hypersphere(embeddings: np.ndarray, labels: np.ndarray, center: np.ndar
     fig, axes = new_figure(1, 2, width=11, height=4.6)
     z, y, c = np.asarray(embeddings), np.asarray(labels).astype(bool), np.asarray(center)
     for ax, zoom in zip(axes, (False, True), strict=True):
-        ax.scatter(*z[~y].T, s=8, color=_NORMAL[1], alpha=0.4, label="normal (held out)")
+        ax.scatter(*z[~y].T, s=8, color=_NORMAL, alpha=0.4, label="normal (held out)")
         ax.scatter(*z[y].T, s=14, color=_ANOMALY, marker="^", alpha=0.8, label="anomaly (held out)")
         ax.add_patch(Circle(c, radius, fill=False, color="black", lw=1.5, label="threshold: the hypersphere"))
         ax.plot(*c, marker="+", color="black", ms=12, mew=2, ls="none", label="centre c")
@@ -44,27 +39,29 @@ def plot_hypersphere(embeddings: np.ndarray, labels: np.ndarray, center: np.ndar
     return fig
 
 
-def plot_collapse(run: CollapseRun) -> Figure:
+def plot_collapse(losses: pd.DataFrame, scores: dict[str, np.ndarray], labels: np.ndarray) -> Figure:
     """Left: the training loss per epoch of every variant (log scale). Then one panel per variant:
     its held-out scores divided by their median (logarithmic axis), normal and anomalous rows apart.
+    ``losses``: one column per variant, indexed by epoch; ``scores``: each variant's held-out scores;
+    ``labels``: the held-out labels (1 = anomaly), as :class:`fedad_tutorial.oneclass.CollapseRun` holds them.
 
     A collapsed model's loss falls to its floor and its scores pile up at one value (1 after the
     division); a working model's scores spread over decades, the anomalies on the right.
     """
-    names = list(run.scores)
+    names = list(scores)
     fig, axes = new_figure(1, 1 + len(names), width=4.2 * (1 + len(names)), height=3.8)
     for name in names:
-        axes[0].plot(run.losses.index, run.losses[name], marker="o", ms=3, label=name)
+        axes[0].plot(losses.index, losses[name], marker="o", ms=3, label=name)
     axes[0].set(yscale="log", xlabel="epoch", ylabel="mean training loss (squared distance)",
                 title="training loss")
     axes[0].legend(frameon=False, fontsize=8)
     axes[0].grid(alpha=0.3)
-    y = run.labels.astype(bool)
+    y = np.asarray(labels).astype(bool)
     for ax, name in zip(axes[1:], names, strict=True):
-        scores = np.asarray(run.scores[name], dtype=np.float64)
-        relative = np.log10(np.maximum(scores / max(float(np.median(scores)), np.finfo(float).tiny), 1e-3))
+        s = np.asarray(scores[name], dtype=np.float64)
+        relative = np.log10(np.maximum(s / max(float(np.median(s)), np.finfo(float).tiny), 1e-3))
         bins = np.linspace(-3, 4, 57)
-        ax.hist(relative[~y], bins=bins, color=_NORMAL[1], alpha=0.6, label="normal")
+        ax.hist(relative[~y], bins=bins, color=_NORMAL, alpha=0.6, label="normal")
         ax.hist(relative[y], bins=bins, color=_ANOMALY, alpha=0.7, label="anomaly")
         ax.set_xticks(range(-3, 5), [f"$10^{{{k}}}$" for k in range(-3, 5)])
         ax.set(xlabel="held-out score / median score", ylabel="rows", title=name)
