@@ -233,11 +233,14 @@ def sized_model_half(dim: int) -> dict:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A change to the default: the configuration for ``d`` features, and whether the norm is added (z-sum)."""
+    """A change to the default: the configuration for ``d`` features, whether the norm is added (z-sum), and
+    whether every value is first clipped to the federation's mean ± ``clip`` standard deviations (a pre-processing
+    the detector would have to repeat on new rows)."""
 
     describe: str
     config: Callable[[int], FederatedConfig]
     ensemble: bool = False
+    clip: float | None = None
 
 
 def _with(make: Callable[[int], dict] | None = None, **fields) -> Callable[[int], FederatedConfig]:
@@ -254,10 +257,23 @@ CANDIDATES: dict[str, Candidate] = {
     "ensemble": Candidate("default AE + norm, robust z-sum (training median/IQR)", _with(), ensemble=True),
     "sized_ensemble": Candidate("sized + norm z-sum", _with(sized_model), ensemble=True),
     "sized_half_ensemble": Candidate("sized_half + norm z-sum", _with(sized_model_half), ensemble=True),
+    "clip5": Candidate("values clipped to mean ± 5 std (federated scaler)", _with(), clip=5.0),
+    "clip10": Candidate("values clipped to mean ± 10 std (federated scaler)", _with(), clip=10.0),
+    "sized_clip5": Candidate("sized + clip 5", _with(sized_model), clip=5.0),
+    "clip5_ensemble": Candidate("clip 5 + norm z-sum", _with(), ensemble=True, clip=5.0),
+    "sized_clip5_ensemble": Candidate("sized + clip 5 + norm z-sum", _with(sized_model), ensemble=True, clip=5.0),
     "sized_trim0": Candidate("sized, no trimming", _with(sized_model, trim=0.0)),
     "sized_trim0_ensemble": Candidate("sized, no trimming, + norm z-sum", _with(sized_model, trim=0.0),
                                       ensemble=True),
 }
+
+
+def clip_bounds(clients: Sequence[np.ndarray], k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's mean ± ``k`` standard deviations from the clients' summary statistics (the global scaler)."""
+    from fedad_tutorial.scaling import FeatureStats, federated_scaler
+
+    scaler = federated_scaler([FeatureStats.of(rows) for rows in clients])
+    return scaler.mean - k * scaler.std, scaler.mean + k * scaler.std
 
 
 def candidate(fold: Fold, name: str) -> dict:
@@ -272,17 +288,21 @@ def candidate(fold: Fold, name: str) -> dict:
     spec = CANDIDATES[name]
     config = spec.config(fold.dim)
     names = [f"x{j + 1}" for j in range(fold.dim)]
-    splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(fold.clients)],
-                      TEST_FRACTION, config.seed)
+    clients, test = fold.clients, fold.test
     start = time.perf_counter()
+    if spec.clip is not None:
+        low, high = clip_bounds(clients, spec.clip)
+        clients, test = [np.clip(rows, low, high) for rows in clients], np.clip(test, low, high)
+    splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(clients)],
+                      TEST_FRACTION, config.seed)
     detector = run_federated(splits, config, progress=False).detector
     seconds = time.perf_counter() - start
     train_rows = np.concatenate([s.train for s in splits])
-    test_scores, train_scores = detector.decision_function(fold.test), detector.decision_function(train_rows)
+    test_scores, train_scores = detector.decision_function(test), detector.decision_function(train_rows)
     if spec.ensemble:
         calibrations = [RobustCalibration.of(detector.score_histogram),
                         RobustCalibration.of(norm_histogram([s.train for s in splits], detector.scaler))]
-        test_scores = z_sum([test_scores, squared_norm(detector.scaler, fold.test)], calibrations)
+        test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
         train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
     thresholds = {"default": float(np.percentile(train_scores, config.threshold_percentile)),
                   "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE))}
@@ -423,7 +443,7 @@ def report(results: pd.DataFrame, header: str) -> str:
             sub = results[results["method"] == method]
             table = sub.groupby("dataset")[f1_cols].mean().loc[roc.index]
             if rate is not None:
-                table.insert(0, "anomaly rate", rate.loc[roc.index])
+                table.insert(0, "anomaly rate (%)", 100 * rate.loc[roc.index])
             parts += [f"\n`{method}`\n", markdown_table(table)]
     cost = results.groupby("method")["seconds"].sum()
     parts.append("\n## Cost\n\nWall time summed over data sets and seeds (training for the neural methods, "
@@ -438,7 +458,7 @@ def report(results: pd.DataFrame, header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data_dir", type=Path, help="folder with the ADBench .npz files")
+    parser.add_argument("data_dir", type=Path, nargs="?", help="folder with the ADBench .npz files")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=None, help="file stems (default: every .npz)")
     parser.add_argument("--max-train", type=int, default=DEFAULT_MAX_TRAIN,
@@ -446,9 +466,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="*", default=[], choices=sorted(CANDIDATES), metavar="NAME",
                         help=f"candidate defaults to measure: {', '.join(CANDIDATES)}")
     parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the `fedad` command-line column")
+    parser.add_argument("--tables-from", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="no run: the tables of earlier runs' CSVs, merged (the first file's row wins)")
+    parser.add_argument("--plot", nargs="+", default=None, metavar="METHOD",
+                        help="methods in the figure (default: IF central, norm, fedad and up to 3 candidates)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="real_panel", help="output file stem")
     args = parser.parse_args(argv)
+    command = f"python benchmarks/real_panel.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    before = machine()
+    if args.tables_from:
+        results = pd.concat([pd.read_csv(path) for path in args.tables_from], ignore_index=True)
+        results = results.drop_duplicates(["dataset", "seed", "method"])
+        header = (f"# Real-data panel: ADBench Classical data sets, merged runs\n\nProduced by `{command}` from "
+                  f"{', '.join(f'`{p.name}`' for p in args.tables_from)} (protocol, machine and load: their .md "
+                  f"files).\n\n")
+    else:
+        if args.data_dir is None:
+            parser.error("give DATA_DIR (or --tables-from)")
+        results, header = _run(args, command, before)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.tables_from:
+        results.to_csv(args.out / f"{args.name}.csv", index=False, float_format="%.5g")
+    text = report(results, header)
+    (args.out / f"{args.name}.md").write_text(text)
+    roc, _ = per_dataset(results)
+    shown = args.plot or ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
+    seeds = sorted(results["seed"].unique())
+    plot(roc, args.out / f"{args.name}.png", shown,
+         f"ADBench Classical, {CLIENTS} non-IID clients, seeds {', '.join(map(str, seeds))}\n{before}")
+    print(text)
+    return 0
+
+
+def _run(args: argparse.Namespace, command: str, before: str) -> tuple[pd.DataFrame, str]:
+    """The panel of ``args``: its results and the report's header (protocol, subsampling, machine)."""
     from fedad_tutorial.threads import set_threads
 
     set_threads(None)
@@ -456,17 +508,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.datasets:
         paths = [p for p in paths if p.stem in args.datasets]
     if not paths:
-        parser.error(f"no matching .npz in {args.data_dir}")
+        raise SystemExit(f"no matching .npz in {args.data_dir}")
     max_train = args.max_train or None
-    before = machine()
     start = time.perf_counter()
     results = run_panel(paths, args.seeds, max_train, args.candidates, args.cli,
                         say=lambda line: print(line, flush=True))
     rates = {p.stem: float(load_npz(p).labels.mean()) for p in paths}
     results["test_rate"] = results["dataset"].map(rates)
     subsampled = results.loc[results["train_rows"] < results["train_rows_full"], "dataset"].unique()
-    header = (f"# Real-data panel: ADBench Classical data sets\n\nProduced by `python benchmarks/real_panel.py "
-              f"{' '.join(argv if argv is not None else sys.argv[1:])}` in {time.perf_counter() - start:.0f} s.\n\n"
+    header = (f"# Real-data panel: ADBench Classical data sets\n\nProduced by `{command}` in "
+              f"{time.perf_counter() - start:.0f} s.\n\n"
               f"Protocol: stratified 70/30 split per seed (seeds {', '.join(map(str, args.seeds))}); every method fits "
               f"on the training part without labels; ROC-AUC and PR-AUC on the test part. Federation: {CLIENTS} "
               f"non-IID clients (k-means profiles of the standardised training rows, each row moved to a random "
@@ -474,17 +525,7 @@ def main(argv: list[str] | None = None) -> int:
               f"default. Training parts subsampled to {max_train} rows: "
               f"{', '.join(subsampled) if len(subsampled) else 'none'}.\n\n"
               f"Machine: {before} at the start; {machine()} at the end (shared: timings are inflated).\n\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out / f"{args.name}.csv", index=False, float_format="%.5g")
-    text = report(results, header)
-    (args.out / f"{args.name}.md").write_text(text)
-    roc, _ = per_dataset(results)
-    shown = ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
-    plot(roc, args.out / f"{args.name}.png", shown,
-         f"ADBench Classical, {CLIENTS} non-IID clients, seeds {args.seeds}; {before}")
-    print(text)
-    return 0
-
+    return results, header
 
 if __name__ == "__main__":
     sys.exit(main())
