@@ -76,6 +76,16 @@ DEFAULT_MAX_TRAIN = 50_000
 SIMULATE = replace(RECOMMENDED, rounds=10)
 #: The budget rule reported beside the saved threshold: this percentile of the training scores.
 BUDGET_PERCENTILE = 99.0
+#: Tukey's fences on the training scores, ``Q3 + k * IQR``: thresholds that follow the scores' spread, not a share.
+FENCES = {"fence1.5": 1.5, "fence3": 3.0}
+#: Threshold rules of the F1 tables, in order.
+RULES = ("default", "p99", *FENCES)
+
+
+def fence_thresholds(quantile: Callable[[float], float]) -> dict[str, float]:
+    """The :data:`FENCES` thresholds from a function giving the training scores' percentiles."""
+    q1, q3 = quantile(25.0), quantile(75.0)
+    return {name: q3 + k * (q3 - q1) for name, k in FENCES.items()}
 FEDAD = "fedad"
 BASELINES = ("IF central", "IF federated", "PCA", "norm")
 
@@ -187,11 +197,12 @@ def command_line(fold: Fold, *flags: str) -> dict:
             seconds = time.perf_counter() - start
             _fedad(fedad, score)
         table = pd.read_csv(root / "scores.csv")
-        budget = Detector.load(root / "run" / "model.pt").threshold_for(percentile=BUDGET_PERCENTILE)
+        histogram = Detector.load(root / "run" / "model.pt").score_histogram
+        thresholds = {"p99": histogram.quantile(BUDGET_PERCENTILE), **fence_thresholds(histogram.quantile)}
     scores = table["score"].to_numpy(np.float64)
     flags_saved = table["is_anomaly"].to_numpy(bool)
     saved = detection_metrics(fold.test_labels, flags_saved.astype(float), 0.5)
-    out = _metrics(fold.test_labels, scores, {"p99": budget})
+    out = _metrics(fold.test_labels, scores, thresholds)
     return {**out, "f1_default": saved["f1"], "alarms_default": float(flags_saved.mean()), "seconds": seconds}
 
 
@@ -305,7 +316,8 @@ def candidate(fold: Fold, name: str) -> dict:
         test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
         train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
     thresholds = {"default": float(np.percentile(train_scores, config.threshold_percentile)),
-                  "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE))}
+                  "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE)),
+                  **fence_thresholds(lambda q: float(np.percentile(train_scores, q)))}
     return {**_metrics(fold.test_labels, test_scores, thresholds), "seconds": seconds}
 
 
@@ -386,9 +398,9 @@ def candidate_table(results: pd.DataFrame, reference: str = "cand:default") -> p
             continue
         won, below = wins(roc, method)
         f1 = {k: results.loc[results["method"] == method, f"f1_{k}"].mean() if f"f1_{k}" in results else np.nan
-              for k in ("default", "p99")}
+              for k in RULES}
         rows.append({"method": method, "roc_auc": roc[method].mean(), "pr_auc": pr[method].mean(),
-                     "wins_vs_IF": won, "below_IF_0.05": below, "f1_default": f1["default"], "f1_p99": f1["p99"],
+                     "wins_vs_IF": won, "below_IF_0.05": below, **{f"f1_{k}": v for k, v in f1.items()},
                      "time_ratio": time_mean[method] / time_mean[reference] if reference in time_mean else np.nan})
     return pd.DataFrame(rows)
 
@@ -434,10 +446,11 @@ def report(results: pd.DataFrame, header: str) -> str:
         parts.append(f"\n`{method}` beats the central isolation forest on {won} of {len(roc)} data sets "
                      f"(ROC-AUC), is more than 0.05 below it on {below}; mean ROC-AUC {roc[method].mean():.3f} vs "
                      f"{roc['IF central'].mean():.3f} (IF central), {roc['norm'].mean():.3f} (norm).")
-    f1_cols = [c for c in ("f1_default", "alarms_default", "f1_p99", "alarms_p99") if c in results]
+    f1_cols = [f"{kind}_{rule}" for rule in RULES for kind in ("f1", "alarms") if f"f1_{rule}" in results]
     if neural and f1_cols:
         parts.append("\n## F1 and alarm rate on the test part: saved threshold (95th percentile of the "
-                     f"federation's training scores) and {BUDGET_PERCENTILE:g}th percentile\n")
+                     f"federation's training scores), {BUDGET_PERCENTILE:g}th percentile, Tukey's fences "
+                     f"Q3 + k IQR of the training scores (k = {', '.join(f'{k:g}' for k in FENCES.values())})\n")
         rate = results.groupby("dataset")["test_rate"].first() if "test_rate" in results else None
         for method in neural:
             sub = results[results["method"] == method]

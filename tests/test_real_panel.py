@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 from real_panel import (
     CLIENTS,
+    FENCES,
     MIN_CLIENT_ROWS,
+    fence_thresholds,
     make_fold,
     markdown_table,
     noniid_clients,
@@ -101,3 +103,9 @@ def test_tables_average_over_seeds_and_count_wins():
     assert wins(mean, "fedad") == (1, 1)  # better on a; more than 0.05 below on b
     text = markdown_table(mean, std)
     assert "| a | 0.805 ± 0.007 | 0.905 ± 0.007 |" in text and "| **mean** | **0.855** | **0.805** |" in text
+
+
+def test_fences_follow_the_spread_of_training_scores():
+    scores = np.arange(101.0)  # Q1 25, Q3 75, IQR 50
+    fences = fence_thresholds(lambda q: float(np.percentile(scores, q)))
+    assert fences == {name: 75.0 + k * 50.0 for name, k in FENCES.items()}
