@@ -244,13 +244,14 @@ def sized_model_half(dim: int) -> dict:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A change to the default: the configuration for ``d`` features, whether the norm is added (z-sum), and
+    """A change to the default: the configuration for ``d`` features, the score added to the AE's (robust z-sum:
+    ``"norm"`` or ``"forest"``, the federated isolation forest), and
     whether every value is first clipped to the federation's mean ± ``clip`` standard deviations (a pre-processing
     the detector would have to repeat on new rows)."""
 
     describe: str
     config: Callable[[int], FederatedConfig]
-    ensemble: bool = False
+    ensemble: str | None = None
     clip: float | None = None
 
 
@@ -265,17 +266,19 @@ CANDIDATES: dict[str, Candidate] = {
     "trim20": Candidate("trim 0.2", _with(trim=0.2)),
     "sized": Candidate("hidden (min(64,2d), min(32,d)), latent clamp(ceil(d/4),1,10)", _with(sized_model)),
     "sized_half": Candidate("hidden (min(64,2d), min(32,d)), latent clamp(d//2,1,10)", _with(sized_model_half)),
-    "ensemble": Candidate("default AE + norm, robust z-sum (training median/IQR)", _with(), ensemble=True),
-    "sized_ensemble": Candidate("sized + norm z-sum", _with(sized_model), ensemble=True),
-    "sized_half_ensemble": Candidate("sized_half + norm z-sum", _with(sized_model_half), ensemble=True),
+    "ensemble": Candidate("default AE + norm, robust z-sum (training median/IQR)", _with(), ensemble="norm"),
+    "sized_ensemble": Candidate("sized + norm z-sum", _with(sized_model), ensemble="norm"),
+    "sized_half_ensemble": Candidate("sized_half + norm z-sum", _with(sized_model_half), ensemble="norm"),
     "clip5": Candidate("values clipped to mean ± 5 std (federated scaler)", _with(), clip=5.0),
     "clip10": Candidate("values clipped to mean ± 10 std (federated scaler)", _with(), clip=10.0),
     "sized_clip5": Candidate("sized + clip 5", _with(sized_model), clip=5.0),
-    "clip5_ensemble": Candidate("clip 5 + norm z-sum", _with(), ensemble=True, clip=5.0),
-    "sized_clip5_ensemble": Candidate("sized + clip 5 + norm z-sum", _with(sized_model), ensemble=True, clip=5.0),
+    "clip5_ensemble": Candidate("clip 5 + norm z-sum", _with(), ensemble="norm", clip=5.0),
+    "sized_clip5_ensemble": Candidate("sized + clip 5 + norm z-sum", _with(sized_model), ensemble="norm", clip=5.0),
+    "forest_ensemble": Candidate("default AE + federated isolation forest, robust z-sum", _with(),
+                                 ensemble="forest"),
     "sized_trim0": Candidate("sized, no trimming", _with(sized_model, trim=0.0)),
     "sized_trim0_ensemble": Candidate("sized, no trimming, + norm z-sum", _with(sized_model, trim=0.0),
-                                      ensemble=True),
+                                      ensemble="norm"),
 }
 
 
@@ -295,6 +298,7 @@ def candidate(fold: Fold, name: str) -> dict:
     """
     from fedad_tutorial.ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
     from fedad_tutorial.federated import run_federated
+    from fedad_tutorial.thresholds import federated_histogram
 
     spec = CANDIDATES[name]
     config = spec.config(fold.dim)
@@ -310,11 +314,19 @@ def candidate(fold: Fold, name: str) -> dict:
     seconds = time.perf_counter() - start
     train_rows = np.concatenate([s.train for s in splits])
     test_scores, train_scores = detector.decision_function(test), detector.decision_function(train_rows)
-    if spec.ensemble:
+    if spec.ensemble == "norm":
         calibrations = [RobustCalibration.of(detector.score_histogram),
                         RobustCalibration.of(norm_histogram([s.train for s in splits], detector.scaler))]
         test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
         train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
+    elif spec.ensemble == "forest":
+        forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=fold.seed)
+        forest.fit([s.train for s in splits])
+        seconds = time.perf_counter() - start
+        calibrations = [RobustCalibration.of(detector.score_histogram),
+                        RobustCalibration.of(federated_histogram([forest.decision_function(s.train) for s in splits]))]
+        test_scores = z_sum([test_scores, forest.decision_function(test)], calibrations)
+        train_scores = z_sum([train_scores, forest.decision_function(train_rows)], calibrations)
     thresholds = {"default": float(np.percentile(train_scores, config.threshold_percentile)),
                   "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE)),
                   **fence_thresholds(lambda q: float(np.percentile(train_scores, q)))}
