@@ -398,12 +398,29 @@ def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines) + "\n"
 
 
-def candidate_table(results: pd.DataFrame, reference: str = "cand:default") -> pd.DataFrame:
+def time_ratios(results: pd.DataFrame, reference: str = "cand:default") -> dict[str, float]:
+    """Each method's summed training time over ``reference``'s, both from the same run (column ``run`` of merged
+    tables; a method's first run): runs at different loads are not compared. A run without ``reference`` is
+    compared with the first run that has it (runs started side by side, at the same load)."""
+    runs = results["run"] if "run" in results else pd.Series("", index=results.index)
+    with_reference = list(dict.fromkeys(runs[results["method"] == reference]))
+    ratios = {}
+    for method in results["method"].unique():
+        run = runs[results["method"] == method].iloc[0]
+        ref_run = run if run in with_reference else (with_reference[0] if with_reference else None)
+        mine = results[(results["method"] == method) & (runs == run)]["seconds"].sum()
+        ref = results[(results["method"] == reference) & (runs == ref_run)]["seconds"].sum()
+        ratios[method] = mine / ref if ref else np.nan
+    return ratios
+
+
+def candidate_table(results: pd.DataFrame, reference: str = "cand:default", timing: pd.DataFrame | None = None
+                    ) -> pd.DataFrame:
     """One row per neural method: mean ROC-AUC and PR-AUC over data sets, data sets > 0.05 below the central
     forest, wins over it, mean F1 at the 95th and 99th percentile, and training time relative to ``reference``."""
     roc, _ = per_dataset(results, "roc_auc")
     pr, _ = per_dataset(results, "pr_auc")
-    time_mean = results.groupby("method")["seconds"].sum()
+    ratios = time_ratios(results if timing is None else timing, reference)
     rows = []
     for method in roc.columns:
         if method in BASELINES:
@@ -413,7 +430,7 @@ def candidate_table(results: pd.DataFrame, reference: str = "cand:default") -> p
               for k in RULES}
         rows.append({"method": method, "roc_auc": roc[method].mean(), "pr_auc": pr[method].mean(),
                      "wins_vs_IF": won, "below_IF_0.05": below, **{f"f1_{k}": v for k, v in f1.items()},
-                     "time_ratio": time_mean[method] / time_mean[reference] if reference in time_mean else np.nan})
+                     "time_ratio": ratios.get(method, np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -446,7 +463,7 @@ def plot(roc: pd.DataFrame, path: Path, methods: Sequence[str], title: str) -> N
     fig.savefig(path, dpi=110)
 
 
-def report(results: pd.DataFrame, header: str) -> str:
+def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = None) -> str:
     """The markdown page: ROC-AUC, PR-AUC, F1 tables, wins, cost and (if any) the candidates' summary."""
     roc, roc_std = per_dataset(results, "roc_auc")
     pr, pr_std = per_dataset(results, "pr_auc")
@@ -475,7 +492,7 @@ def report(results: pd.DataFrame, header: str) -> str:
                  "`fedad simulate` for `fedad`):\n")
     parts.append("\n".join(f"- `{m}`: {cost[m]:.0f} s" for m in neural) + "\n")
     if any(m.startswith("cand:") for m in roc.columns):
-        table = candidate_table(results)
+        table = candidate_table(results, timing=timing)
         parts += ["\n## Candidates (means over data sets; time ratio vs `cand:default`)\n",
                   frame_markdown(table)]
     return "\n".join(parts)
@@ -500,9 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = f"python benchmarks/real_panel.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     before = machine()
+    timing = None
     if args.tables_from:
-        results = pd.concat([pd.read_csv(path) for path in args.tables_from], ignore_index=True)
-        results = results.drop_duplicates(["dataset", "seed", "method"])
+        timing = pd.concat([pd.read_csv(path).assign(run=path.stem) for path in args.tables_from], ignore_index=True)
+        results = timing.drop_duplicates(["dataset", "seed", "method"])
         header = (f"# Real-data panel: ADBench Classical data sets, merged runs\n\nProduced by `{command}` from "
                   f"{', '.join(f'`{p.name}`' for p in args.tables_from)} (protocol, machine and load: their .md "
                   f"files).\n\n")
@@ -513,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.tables_from:
         results.to_csv(args.out / f"{args.name}.csv", index=False, float_format="%.5g")
-    text = report(results, header)
+    text = report(results, header, timing)
     (args.out / f"{args.name}.md").write_text(text)
     roc, _ = per_dataset(results)
     shown = args.plot or ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
