@@ -1,0 +1,574 @@
+"""The command line's default detector on a panel of real tables (ADBench "Classical"), against the baselines.
+
+Usage::
+
+    nice -n 10 python benchmarks/real_panel.py DATA_DIR                      # the panel: 17 data sets, seeds 0-2
+    python benchmarks/real_panel.py DATA_DIR --datasets 14_glass 42_WBC --seeds 0   # a quick look
+    python benchmarks/real_panel.py DATA_DIR --candidates default sized ensemble --no-cli --name candidates
+
+``DATA_DIR`` holds ADBench ``.npz`` files (arrays ``X`` and ``y``, 1 = anomaly). The protocol is
+ADBench's for unsupervised detectors: per seed a stratified 70/30 split, every method fits on the
+training part without labels (its anomalies stay in), and ROC-AUC and PR-AUC (average precision)
+are measured on the test part. A training part above ``--max-train`` rows is randomly subsampled
+to that many (said in the output); the test part is always whole.
+
+The federation: 5 clients, non-IID. The standardised training rows are grouped into 5 k-means
+clusters (seeded), client ``k`` gets cluster ``k``, then every row moves with probability
+:data:`MIX` to a uniformly chosen other client (so about a fifth of each client's rows come from
+the others); a client left with fewer than :data:`MIN_CLIENT_ROWS` rows is topped up with random
+rows of the largest client.
+
+Columns:
+
+- ``fedad``: the command line with every default, as a user runs it: the clients' training rows
+  written as node CSVs, ``fedad simulate`` (it keeps 30 % of each CSV back for its per-round table),
+  then ``fedad score`` on the test rows, both through :func:`fedad_tutorial.cli.main` in this
+  process (the code of the command, without a start-up per call). F1 and alarm rate at the model's
+  saved threshold (the ``is_anomaly`` column) and at the 99th percentile of the federation's
+  training scores (the model's histogram, as ``fedad score --percentile 99``);
+- ``IF central`` / ``PCA`` / ``norm``: :mod:`fedad_tutorial.baselines` on the pooled training rows
+  (PCA: reconstruction error with ``min(3, d - 1)`` components);
+- ``IF federated``: :class:`~fedad_tutorial.forest.FederatedIsolationForest` as chapter 07 builds it
+  (100 trees per client, 128-row sub-samples, pooled trees);
+- ``--candidates``: changes to the default measured through the library
+  (:func:`~fedad_tutorial.federated.run_federated` on the clients' rows held out as ``simulate``
+  does), named ``cand:NAME`` (see :data:`CANDIDATES`).
+
+Writes ``OUT/NAME.csv`` (one row per data set, seed and method), ``OUT/NAME.md`` (tables) and
+``OUT/NAME.png`` (per-data-set ROC-AUC), and prints a line per data set and seed, then the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fedad_tutorial.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
+from fedad_tutorial.config import FederatedConfig
+from fedad_tutorial.data import NodeData, hold_out
+from fedad_tutorial.defaults import RECOMMENDED
+from fedad_tutorial.forest import FederatedIsolationForest
+from fedad_tutorial.metrics import average_precision, detection_metrics, roc_auc
+from fedad_tutorial.partition import load_npz
+from fedad_tutorial.scaling import Scaler
+
+CLIENTS = 5
+#: Probability that a training row leaves its k-means cluster's client for a random other client.
+MIX = 0.2
+#: Rows every client holds at least (``fedad simulate`` keeps 30 % of them back).
+MIN_CLIENT_ROWS = 8
+TEST_FRACTION = 0.3
+DEFAULT_MAX_TRAIN = 50_000
+#: ``fedad simulate``'s configuration: the command line's defaults with its 10 rounds.
+SIMULATE = replace(RECOMMENDED, rounds=10)
+#: The budget rule reported beside the saved threshold: this percentile of the training scores.
+BUDGET_PERCENTILE = 99.0
+#: Tukey's fences on the training scores, ``Q3 + k * IQR``: thresholds that follow the scores' spread, not a share.
+FENCES = {"fence1.5": 1.5, "fence3": 3.0}
+#: Threshold rules of the F1 tables, in order.
+RULES = ("default", "p99", *FENCES)
+
+
+def fence_thresholds(quantile: Callable[[float], float]) -> dict[str, float]:
+    """The :data:`FENCES` thresholds from a function giving the training scores' percentiles."""
+    q1, q3 = quantile(25.0), quantile(75.0)
+    return {name: q3 + k * (q3 - q1) for name, k in FENCES.items()}
+FEDAD = "fedad"
+BASELINES = ("IF central", "IF federated", "PCA", "norm")
+
+
+# --- protocol pieces --------------------------------------------------------------------------------------------
+
+
+def stratified_split(labels: np.ndarray, seed: int, test_fraction: float = TEST_FRACTION
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """ADBench's split: training and test row indices (sorted), each class divided ``1 - f : f``."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=labels,
+                                   random_state=seed, shuffle=True)
+    return np.sort(train), np.sort(test)
+
+
+def subsample(indices: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """At most ``max_rows`` of ``indices``, drawn at random without looking at labels (sorted)."""
+    if max_rows is None or len(indices) <= max_rows:
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, size=max_rows, replace=False))
+
+
+def noniid_clients(features: np.ndarray, clients: int = CLIENTS, mix: float = MIX, seed: int = 0,
+                   min_rows: int = MIN_CLIENT_ROWS) -> list[np.ndarray]:
+    """Each client's row indices (sorted): k-means profiles, mixed (see the module doc)."""
+    from sklearn.cluster import KMeans
+
+    n = features.shape[0]
+    if n < clients * min_rows:
+        raise ValueError(f"{n} rows cannot give {clients} clients {min_rows} rows each")
+    scaled = Scaler.fit(features).transform(features)
+    k = min(clients, len(np.unique(scaled, axis=0)))
+    owner = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(scaled).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    moved = rng.random(n) < mix
+    owner[moved] = (owner[moved] + rng.integers(1, clients, size=int(moved.sum()))) % clients
+    for c in range(clients):
+        short = min_rows - int((owner == c).sum())
+        if short > 0:
+            largest = int(np.argmax(np.bincount(owner, minlength=clients)))
+            owner[rng.choice(np.flatnonzero(owner == largest), size=short, replace=False)] = c
+    return [np.flatnonzero(owner == c) for c in range(clients)]
+
+
+@dataclass
+class Fold:
+    """One data set and seed: the clients' training rows and the labelled test rows."""
+
+    dataset: str
+    seed: int
+    clients: list[np.ndarray]
+    test: np.ndarray
+    test_labels: np.ndarray
+    train_rows_full: int  # training rows before subsampling
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.concatenate(self.clients)
+
+    @property
+    def dim(self) -> int:
+        return int(self.test.shape[1])
+
+
+def make_fold(name: str, features: np.ndarray, labels: np.ndarray, seed: int, max_train: int | None) -> Fold:
+    train, test = stratified_split(labels, seed)
+    kept = subsample(train, max_train, seed)
+    rows = features[kept].astype(np.float32)
+    parts = noniid_clients(rows, seed=seed)
+    return Fold(name, seed, [rows[p] for p in parts], features[test].astype(np.float32), labels[test].astype(int),
+                len(train))
+
+
+# --- methods -----------------------------------------------------------------------------------------------------
+
+
+def _metrics(labels: np.ndarray, scores: np.ndarray, thresholds: dict[str, float] | None = None) -> dict:
+    out = {"roc_auc": roc_auc(labels, scores), "pr_auc": average_precision(labels, scores)}
+    for key, thr in (thresholds or {}).items():
+        m = detection_metrics(labels, scores, thr)
+        out[f"f1_{key}"] = m["f1"]
+        out[f"alarms_{key}"] = float((np.asarray(scores) > thr).mean())
+    return out
+
+
+def command_line(fold: Fold, *flags: str) -> dict:
+    """``fedad simulate`` (every default, plus ``flags``) on the clients' node CSVs, then ``fedad score`` on the
+    test rows, in a temporary folder; the scores' metrics, F1 at the saved threshold (the ``is_anomaly``
+    column) and at the budget percentile, and the wall time of ``simulate``."""
+    from fedad_tutorial.cli import main as fedad
+    from fedad_tutorial.csvio import write_node_csv, write_node_folder
+    from fedad_tutorial.detector import Detector
+
+    names = [f"x{j + 1}" for j in range(fold.dim)]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        nodes = [NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(fold.clients)]
+        write_node_folder(root / "train", nodes)
+        write_node_csv(root / "test.csv", NodeData("test", fold.test, names, fold.test_labels))
+        simulate = ["simulate", "--data-dir", str(root / "train"), "--output-dir", str(root / "run"), "--quiet",
+                    "--no-figure", *flags]
+        score = ["score", "--model", str(root / "run" / "model.pt"), "--data", str(root / "test.csv"),
+                 "--output", str(root / "scores.csv"), "--quiet"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            _fedad(fedad, simulate)
+            seconds = time.perf_counter() - start
+            _fedad(fedad, score)
+        table = pd.read_csv(root / "scores.csv")
+        histogram = Detector.load(root / "run" / "model.pt").score_histogram
+        thresholds = {"p99": histogram.quantile(BUDGET_PERCENTILE), **fence_thresholds(histogram.quantile)}
+    scores = table["score"].to_numpy(np.float64)
+    flags_saved = table["is_anomaly"].to_numpy(bool)
+    saved = detection_metrics(fold.test_labels, flags_saved.astype(float), 0.5)
+    out = _metrics(fold.test_labels, scores, thresholds)
+    return {**out, "f1_default": saved["f1"], "alarms_default": float(flags_saved.mean()), "seconds": seconds}
+
+
+def _fedad(fedad: Callable[[list[str]], int], command: list[str]) -> None:
+    if (code := fedad(command)) != 0:
+        raise RuntimeError(f"fedad {' '.join(command)} exited with {code}")
+
+
+def baselines(fold: Fold) -> dict[str, dict]:
+    """The non-neural methods on this fold (pooled training rows, or the clients' rows for the federated forest)."""
+    train, test, labels = fold.train, fold.test, fold.test_labels
+    fits = {"IF central": lambda: IsolationForestBaseline(fold.seed).fit(train),
+            "IF federated": lambda: FederatedIsolationForest(trees_per_client=100, max_samples=128,
+                                                             seed=fold.seed).fit(fold.clients),
+            "PCA": lambda: PCABaseline(min(3, fold.dim - 1)).fit(train),
+            "norm": lambda: NormBaseline().fit(train)}
+    out = {}
+    for name, fit in fits.items():
+        start = time.perf_counter()
+        scores = fit().decision_function(test)
+        out[name] = {**_metrics(labels, scores), "seconds": time.perf_counter() - start}
+    return out
+
+
+# --- candidate defaults, measured through the library -------------------------------------------------------------
+
+
+def sized_model(dim: int) -> dict:
+    """Model size from the input width: a bottleneck strictly below it (``latent = clamp(ceil(d/4), 1, 10)``)."""
+    latent = min(10, max(1, math.ceil(dim / 4)))
+    return {"hidden": (min(64, max(4, 2 * dim)), min(32, max(2, dim))), "latent_dim": latent}
+
+
+def sized_model_half(dim: int) -> dict:
+    """Model size from the input width, wider code: ``latent = clamp(d // 2, 1, 10)``."""
+    latent = min(10, max(1, dim // 2))
+    return {"hidden": (min(64, max(4, 2 * dim)), min(32, max(2, dim))), "latent_dim": latent}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A change to the default: the configuration for ``d`` features, the score added to the AE's (robust z-sum:
+    ``"norm"`` or ``"forest"``, the federated isolation forest), and
+    whether every value is first clipped to the federation's mean ± ``clip`` standard deviations (a pre-processing
+    the detector would have to repeat on new rows)."""
+
+    describe: str
+    config: Callable[[int], FederatedConfig]
+    ensemble: str | None = None
+    clip: float | None = None
+
+
+def _with(make: Callable[[int], dict] | None = None, **fields) -> Callable[[int], FederatedConfig]:
+    return lambda dim: replace(SIMULATE, **fields, **(make(dim) if make else {}))
+
+
+CANDIDATES: dict[str, Candidate] = {
+    "default": Candidate("today's default through the library (should match `fedad`)", _with()),
+    "trim0": Candidate("no trimming", _with(trim=0.0)),
+    "trim05": Candidate("trim 0.05", _with(trim=0.05)),
+    "trim20": Candidate("trim 0.2", _with(trim=0.2)),
+    "sized": Candidate("hidden (min(64,2d), min(32,d)), latent clamp(ceil(d/4),1,10)", _with(sized_model)),
+    "sized_half": Candidate("hidden (min(64,2d), min(32,d)), latent clamp(d//2,1,10)", _with(sized_model_half)),
+    "ensemble": Candidate("default AE + norm, robust z-sum (training median/IQR)", _with(), ensemble="norm"),
+    "sized_ensemble": Candidate("sized + norm z-sum", _with(sized_model), ensemble="norm"),
+    "sized_half_ensemble": Candidate("sized_half + norm z-sum", _with(sized_model_half), ensemble="norm"),
+    "clip5": Candidate("values clipped to mean ± 5 std (federated scaler)", _with(), clip=5.0),
+    "clip10": Candidate("values clipped to mean ± 10 std (federated scaler)", _with(), clip=10.0),
+    "sized_clip5": Candidate("sized + clip 5", _with(sized_model), clip=5.0),
+    "clip5_ensemble": Candidate("clip 5 + norm z-sum", _with(), ensemble="norm", clip=5.0),
+    "sized_clip5_ensemble": Candidate("sized + clip 5 + norm z-sum", _with(sized_model), ensemble="norm", clip=5.0),
+    "forest_ensemble": Candidate("default AE + federated isolation forest, robust z-sum", _with(),
+                                 ensemble="forest"),
+    "sized_trim0": Candidate("sized, no trimming", _with(sized_model, trim=0.0)),
+    "sized_trim0_ensemble": Candidate("sized, no trimming, + norm z-sum", _with(sized_model, trim=0.0),
+                                      ensemble="norm"),
+}
+
+
+def clip_bounds(clients: Sequence[np.ndarray], k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each feature's mean ± ``k`` standard deviations from the clients' summary statistics (the global scaler)."""
+    from fedad_tutorial.scaling import FeatureStats, federated_scaler
+
+    scaler = federated_scaler([FeatureStats.of(rows) for rows in clients])
+    return scaler.mean - k * scaler.std, scaler.mean + k * scaler.std
+
+
+def candidate(fold: Fold, name: str) -> dict:
+    """Train candidate ``name`` on the clients' rows (held out as ``fedad simulate`` does) and score the test rows.
+
+    F1 at the 95th (the saved threshold's percentile) and the 99th percentile of the pooled training scores
+    (exact percentiles: the ensemble's score can be negative, off the histogram's bins).
+    """
+    from fedad_tutorial.ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
+    from fedad_tutorial.federated import run_federated
+    from fedad_tutorial.thresholds import federated_histogram
+
+    spec = CANDIDATES[name]
+    config = spec.config(fold.dim)
+    names = [f"x{j + 1}" for j in range(fold.dim)]
+    clients, test = fold.clients, fold.test
+    start = time.perf_counter()
+    if spec.clip is not None:
+        low, high = clip_bounds(clients, spec.clip)
+        clients, test = [np.clip(rows, low, high) for rows in clients], np.clip(test, low, high)
+    splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(clients)],
+                      TEST_FRACTION, config.seed)
+    detector = run_federated(splits, config, progress=False).detector
+    seconds = time.perf_counter() - start
+    train_rows = np.concatenate([s.train for s in splits])
+    test_scores, train_scores = detector.decision_function(test), detector.decision_function(train_rows)
+    if spec.ensemble == "norm":
+        calibrations = [RobustCalibration.of(detector.score_histogram),
+                        RobustCalibration.of(norm_histogram([s.train for s in splits], detector.scaler))]
+        test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
+        train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
+    elif spec.ensemble == "forest":
+        forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=fold.seed)
+        forest.fit([s.train for s in splits])
+        seconds = time.perf_counter() - start
+        calibrations = [RobustCalibration.of(detector.score_histogram),
+                        RobustCalibration.of(federated_histogram([forest.decision_function(s.train) for s in splits]))]
+        test_scores = z_sum([test_scores, forest.decision_function(test)], calibrations)
+        train_scores = z_sum([train_scores, forest.decision_function(train_rows)], calibrations)
+    thresholds = {"default": float(np.percentile(train_scores, config.threshold_percentile)),
+                  "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE)),
+                  **fence_thresholds(lambda q: float(np.percentile(train_scores, q)))}
+    return {**_metrics(fold.test_labels, test_scores, thresholds), "seconds": seconds}
+
+
+# --- the panel and its tables -------------------------------------------------------------------------------------
+
+
+def run_panel(paths: Sequence[Path], seeds: Sequence[int], max_train: int | None, candidates: Sequence[str] = (),
+              cli: bool = True, say: Callable[[str], None] = print) -> pd.DataFrame:
+    """One row per data set, seed and method: ``dataset, seed, method, roc_auc, pr_auc, f1_*, alarms_*, seconds,
+    train_rows, train_rows_full``."""
+    rows = []
+    for i, path in enumerate(paths, start=1):
+        table = load_npz(path)
+        for seed in seeds:
+            start = time.perf_counter()
+            fold = make_fold(path.stem, table.features, table.labels, seed, max_train)
+            results = baselines(fold)
+            if cli:
+                results[FEDAD] = command_line(fold)
+            for name in candidates:
+                results[f"cand:{name}"] = candidate(fold, name)
+            for method, values in results.items():
+                rows.append({"dataset": fold.dataset, "seed": seed, "method": method, **values,
+                             "train_rows": len(fold.train), "train_rows_full": fold.train_rows_full})
+            shown = " ".join(f"{m}={v['roc_auc']:.3f}" for m, v in results.items())
+            sub = f", training subsampled {fold.train_rows_full}->{len(fold.train)}" \
+                if len(fold.train) < fold.train_rows_full else ""
+            say(f"[{i}/{len(paths)}] {fold.dataset} seed {seed} ({time.perf_counter() - start:.0f} s{sub}): {shown}")
+    return pd.DataFrame(rows)
+
+
+def per_dataset(results: pd.DataFrame, metric: str = "roc_auc") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and std (ddof 1) of ``metric`` over seeds: data sets as rows, methods as columns (first-seen order)."""
+    methods = list(dict.fromkeys(results["method"]))
+    datasets = list(dict.fromkeys(results["dataset"]))
+    grouped = results.groupby(["dataset", "method"])[metric]
+    mean = grouped.mean().unstack().loc[datasets, methods]
+    std = grouped.std().unstack().loc[datasets, methods]
+    return mean, std
+
+
+def wins(mean: pd.DataFrame, method: str, against: str = "IF central") -> tuple[int, int]:
+    """Data sets where ``method``'s mean beats ``against``'s, and where it is more than 0.05 below."""
+    diff = mean[method] - mean[against]
+    return int((diff > 0).sum()), int((diff < -0.05).sum())
+
+
+def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, digits: int = 3) -> str:
+    """Data sets as rows, methods as columns, ``mean ± std`` cells, and a final row of means over data sets."""
+    lines = ["| data set | " + " | ".join(mean.columns) + " |", "|---" * (len(mean.columns) + 1) + "|"]
+    for name in mean.index:
+        cells = [f"{mean.loc[name, m]:.{digits}f}" + ("" if std is None or pd.isna(std.loc[name, m])
+                                                      else f" ± {std.loc[name, m]:.{digits}f}") for m in mean.columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | " + " | ".join(f"**{v:.{digits}f}**" for v in mean.mean()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """Any table as markdown, floats with ``digits`` decimals."""
+    def cell(value) -> str:
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def time_ratios(results: pd.DataFrame, reference: str = "cand:default") -> dict[str, float]:
+    """Each method's summed training time over ``reference``'s, both from the same run (column ``run`` of merged
+    tables; a method's first run): runs at different loads are not compared. A run without ``reference`` is
+    compared with the first run that has it (runs started side by side, at the same load)."""
+    runs = results["run"] if "run" in results else pd.Series("", index=results.index)
+    with_reference = list(dict.fromkeys(runs[results["method"] == reference]))
+    ratios = {}
+    for method in results["method"].unique():
+        run = runs[results["method"] == method].iloc[0]
+        ref_run = run if run in with_reference else (with_reference[0] if with_reference else None)
+        mine = results[(results["method"] == method) & (runs == run)]["seconds"].sum()
+        ref = results[(results["method"] == reference) & (runs == ref_run)]["seconds"].sum()
+        ratios[method] = mine / ref if ref else np.nan
+    return ratios
+
+
+def candidate_table(results: pd.DataFrame, reference: str = "cand:default", timing: pd.DataFrame | None = None
+                    ) -> pd.DataFrame:
+    """One row per neural method: mean ROC-AUC and PR-AUC over data sets, data sets > 0.05 below the central
+    forest, wins over it, mean F1 at the 95th and 99th percentile, and training time relative to ``reference``."""
+    roc, _ = per_dataset(results, "roc_auc")
+    pr, _ = per_dataset(results, "pr_auc")
+    ratios = time_ratios(results if timing is None else timing, reference)
+    rows = []
+    for method in roc.columns:
+        if method in BASELINES:
+            continue
+        won, below = wins(roc, method)
+        f1 = {k: results.loc[results["method"] == method, f"f1_{k}"].mean() if f"f1_{k}" in results else np.nan
+              for k in RULES}
+        rows.append({"method": method, "roc_auc": roc[method].mean(), "pr_auc": pr[method].mean(),
+                     "wins_vs_IF": won, "below_IF_0.05": below, **{f"f1_{k}": v for k, v in f1.items()},
+                     "time_ratio": ratios.get(method, np.nan)})
+    return pd.DataFrame(rows)
+
+
+def machine() -> str:
+    """The CPU, its core count and the load average (timings on a shared machine are inflated)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{model}, {os.cpu_count()} cores, load average {load} (1/5/15 min)"
+
+
+def plot(roc: pd.DataFrame, path: Path, methods: Sequence[str], title: str) -> None:
+    """Per data set ROC-AUC of ``methods`` as a dot plot."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 0.32 * len(roc) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(roc))
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for k, method in enumerate(m for m in methods if m in roc.columns):
+        ax.scatter(roc[method], y, marker=markers[k % len(markers)], label=method, alpha=0.8, zorder=3)
+    ax.set_yticks(y, roc.index)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("ROC-AUC on the test part (mean over seeds)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.savefig(path, dpi=110)
+
+
+def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = None) -> str:
+    """The markdown page: ROC-AUC, PR-AUC, F1 tables, wins, cost and (if any) the candidates' summary."""
+    roc, roc_std = per_dataset(results, "roc_auc")
+    pr, pr_std = per_dataset(results, "pr_auc")
+    parts = [header, "## ROC-AUC (mean ± std over seeds)\n", markdown_table(roc, roc_std),
+             "\n## PR-AUC (average precision)\n", markdown_table(pr, pr_std)]
+    neural = [m for m in roc.columns if m not in BASELINES]
+    for method in neural:
+        won, below = wins(roc, method)
+        parts.append(f"\n`{method}` beats the central isolation forest on {won} of {len(roc)} data sets "
+                     f"(ROC-AUC), is more than 0.05 below it on {below}; mean ROC-AUC {roc[method].mean():.3f} vs "
+                     f"{roc['IF central'].mean():.3f} (IF central), {roc['norm'].mean():.3f} (norm).")
+    f1_cols = [f"{kind}_{rule}" for rule in RULES for kind in ("f1", "alarms") if f"f1_{rule}" in results]
+    if neural and f1_cols:
+        parts.append("\n## F1 and alarm rate on the test part: saved threshold (95th percentile of the "
+                     f"federation's training scores), {BUDGET_PERCENTILE:g}th percentile, Tukey's fences "
+                     f"Q3 + k IQR of the training scores (k = {', '.join(f'{k:g}' for k in FENCES.values())})\n")
+        rate = results.groupby("dataset")["test_rate"].first() if "test_rate" in results else None
+        for method in neural:
+            sub = results[results["method"] == method]
+            table = sub.groupby("dataset")[f1_cols].mean().loc[roc.index]
+            if rate is not None:
+                table.insert(0, "anomaly rate (%)", 100 * rate.loc[roc.index])
+            parts += [f"\n`{method}`\n", markdown_table(table)]
+    cost = results.groupby("method")["seconds"].sum()
+    parts.append("\n## Cost\n\nWall time summed over data sets and seeds (training for the neural methods, "
+                 "`fedad simulate` for `fedad`):\n")
+    parts.append("\n".join(f"- `{m}`: {cost[m]:.0f} s" for m in neural) + "\n")
+    if any(m.startswith("cand:") for m in roc.columns):
+        table = candidate_table(results, timing=timing)
+        parts += ["\n## Candidates (means over data sets; time ratio vs `cand:default`)\n",
+                  frame_markdown(table)]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dir", type=Path, nargs="?", help="folder with the ADBench .npz files")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=None, help="file stems (default: every .npz)")
+    parser.add_argument("--max-train", type=int, default=DEFAULT_MAX_TRAIN,
+                        help="subsample larger training parts to this many rows (0: never)")
+    parser.add_argument("--candidates", nargs="*", default=[], choices=sorted(CANDIDATES), metavar="NAME",
+                        help=f"candidate defaults to measure: {', '.join(CANDIDATES)}")
+    parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the `fedad` command-line column")
+    parser.add_argument("--tables-from", type=Path, nargs="+", default=None, metavar="CSV",
+                        help="no run: the tables of earlier runs' CSVs, merged (the first file's row wins)")
+    parser.add_argument("--plot", nargs="+", default=None, metavar="METHOD",
+                        help="methods in the figure (default: IF central, norm, fedad and up to 3 candidates)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default="real_panel", help="output file stem")
+    args = parser.parse_args(argv)
+    command = f"python benchmarks/real_panel.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    before = machine()
+    timing = None
+    if args.tables_from:
+        timing = pd.concat([pd.read_csv(path).assign(run=path.stem) for path in args.tables_from], ignore_index=True)
+        results = timing.drop_duplicates(["dataset", "seed", "method"])
+        header = (f"# Real-data panel: ADBench Classical data sets, merged runs\n\nProduced by `{command}` from "
+                  f"{', '.join(f'`{p.name}`' for p in args.tables_from)} (protocol, machine and load: their .md "
+                  f"files).\n\n")
+    else:
+        if args.data_dir is None:
+            parser.error("give DATA_DIR (or --tables-from)")
+        results, header = _run(args, command, before)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.tables_from:
+        results.to_csv(args.out / f"{args.name}.csv", index=False, float_format="%.5g")
+    text = report(results, header, timing)
+    (args.out / f"{args.name}.md").write_text(text)
+    roc, _ = per_dataset(results)
+    shown = args.plot or ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
+    seeds = sorted(results["seed"].unique())
+    plot(roc, args.out / f"{args.name}.png", shown,
+         f"ADBench Classical, {CLIENTS} non-IID clients, seeds {', '.join(map(str, seeds))}\n{before}")
+    print(text)
+    return 0
+
+
+def _run(args: argparse.Namespace, command: str, before: str) -> tuple[pd.DataFrame, str]:
+    """The panel of ``args``: its results and the report's header (protocol, subsampling, machine)."""
+    from fedad_tutorial.threads import set_threads
+
+    set_threads(None)
+    paths = sorted(args.data_dir.glob("*.npz"), key=lambda p: int(p.stem.split("_")[0]) if p.stem[0].isdigit() else 0)
+    if args.datasets:
+        paths = [p for p in paths if p.stem in args.datasets]
+    if not paths:
+        raise SystemExit(f"no matching .npz in {args.data_dir}")
+    max_train = args.max_train or None
+    start = time.perf_counter()
+    results = run_panel(paths, args.seeds, max_train, args.candidates, args.cli,
+                        say=lambda line: print(line, flush=True))
+    rates = {p.stem: float(load_npz(p).labels.mean()) for p in paths}
+    results["test_rate"] = results["dataset"].map(rates)
+    subsampled = results.loc[results["train_rows"] < results["train_rows_full"], "dataset"].unique()
+    header = (f"# Real-data panel: ADBench Classical data sets\n\nProduced by `{command}` in "
+              f"{time.perf_counter() - start:.0f} s.\n\n"
+              f"Protocol: stratified 70/30 split per seed (seeds {', '.join(map(str, args.seeds))}); every method fits "
+              f"on the training part without labels; ROC-AUC and PR-AUC on the test part. Federation: {CLIENTS} "
+              f"non-IID clients (k-means profiles of the standardised training rows, each row moved to a random "
+              f"other client with probability {MIX}). `fedad` = `fedad simulate` + `fedad score` with every "
+              f"default. Training parts subsampled to {max_train} rows: "
+              f"{', '.join(subsampled) if len(subsampled) else 'none'}.\n\n"
+              f"Machine: {before} at the start; {machine()} at the end (shared: timings are inflated).\n\n")
+    return results, header
+
+if __name__ == "__main__":
+    sys.exit(main())

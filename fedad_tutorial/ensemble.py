@@ -1,0 +1,67 @@
+"""Combining two anomaly scores that live on different scales, calibrated on the federation's training rows.
+
+An autoencoder's reconstruction error and the squared norm of a standardised row (the no-model
+baseline, :class:`~fedad_tutorial.baselines.NormBaseline`) fail on different data: the norm only sees
+how *large* a row is, the autoencoder how far it lies from the structure it learned. Their sum can
+keep the strengths of both, but only on a common scale. Each score is therefore turned into a
+robust z-score, ``(score - median) / IQR``, with the median and interquartile range of the
+*training* scores read from a :class:`~fedad_tutorial.thresholds.ScoreHistogram` (counts on the
+shared bins: the same summary the federation already sends for its threshold, never a raw score).
+
+>>> rng = np.random.default_rng(0)
+>>> train = rng.normal(size=(500, 4)).astype("float32")
+>>> scaler = Scaler.fit(train)
+>>> hist = norm_histogram([train[:250], train[250:]], scaler)
+>>> calibration = RobustCalibration.of(hist)
+>>> bool(calibration.iqr > 0), round(calibration.median, 1)
+(True, 3.4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.scaling import Scaler
+from fedad_tutorial.thresholds import ScoreHistogram, federated_histogram
+
+#: Smallest interquartile range used as a divisor (a score constant on half the training rows).
+MIN_IQR = 1e-12
+
+
+def squared_norm(scaler: Scaler, rows: np.ndarray) -> np.ndarray:
+    """The norm score of raw rows: the squared length of the standardised row (``NormBaseline``'s score)."""
+    return (scaler.transform(rows).astype(np.float64) ** 2).sum(axis=1)
+
+
+def norm_histogram(client_rows: Sequence[np.ndarray], scaler: Scaler) -> ScoreHistogram:
+    """The federation's histogram of norm scores of its training rows: each client counts its own on the shared
+    bins, the server adds the counts."""
+    return federated_histogram([squared_norm(scaler, rows) for rows in client_rows])
+
+
+@dataclass(frozen=True)
+class RobustCalibration:
+    """The median and interquartile range of training scores: ``(score - median) / iqr`` is a robust z-score."""
+
+    median: float
+    iqr: float
+
+    @classmethod
+    def of(cls, histogram: ScoreHistogram) -> RobustCalibration:
+        """From a histogram of training scores (quantiles within one shared bin's width of the exact ones)."""
+        q1, median, q3 = (histogram.quantile(q) for q in (25.0, 50.0, 75.0))
+        return cls(median, max(q3 - q1, MIN_IQR))
+
+    def z(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores, dtype=np.float64) - self.median) / self.iqr
+
+
+def z_sum(scores: Sequence[np.ndarray], calibrations: Sequence[RobustCalibration]) -> np.ndarray:
+    """The sum of each score's robust z-score: one combined score per row, higher = more anomalous."""
+    if not scores or len(scores) != len(calibrations):
+        raise UserError(f"need one calibration per score, got {len(scores)} scores and {len(calibrations)}")
+    return np.sum([c.z(s) for s, c in zip(scores, calibrations, strict=True)], axis=0)

@@ -1,0 +1,111 @@
+"""The real-data panel's protocol pieces (benchmarks/real_panel.py) on a small generated table."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from real_panel import (
+    CLIENTS,
+    FENCES,
+    MIN_CLIENT_ROWS,
+    fence_thresholds,
+    make_fold,
+    markdown_table,
+    noniid_clients,
+    per_dataset,
+    sized_model,
+    stratified_split,
+    subsample,
+    wins,
+)
+
+
+def _table(n: int = 400, d: int = 4, rate: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Five well-separated blobs of normal rows and a share ``rate`` of far-away anomalies."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=8.0, size=(5, d))
+    labels = (rng.random(n) < rate).astype(int)
+    rows = centres[rng.integers(0, 5, n)] + rng.normal(size=(n, d))
+    rows[labels == 1] = rng.normal(scale=30.0, size=(int(labels.sum()), d))
+    return rows.astype(np.float32), labels
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    _, labels = _table()
+    train, test = stratified_split(labels, seed=1)
+    assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(labels)
+    assert len(test) == pytest.approx(0.3 * len(labels), abs=1)
+    assert labels[test].mean() == pytest.approx(labels.mean(), abs=0.01)
+    assert labels[train].mean() == pytest.approx(labels.mean(), abs=0.01)
+    again, _ = stratified_split(labels, seed=1)
+    other, _ = stratified_split(labels, seed=2)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def test_subsample_keeps_at_most_the_limit():
+    idx = np.arange(100, 200)
+    picked = subsample(idx, 30, seed=0)
+    assert len(picked) == 30 and set(picked) <= set(idx) and np.all(np.diff(picked) > 0)
+    assert subsample(idx, None, 0) is idx and subsample(idx, 500, 0) is idx
+
+
+def test_noniid_clients_partition_every_row_and_differ():
+    rows, _ = _table(n=1000)
+    parts = noniid_clients(rows, seed=0)
+    assert len(parts) == CLIENTS
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(rows)))  # each row to exactly one client
+    assert min(len(p) for p in parts) >= MIN_CLIENT_ROWS
+    # non-IID: each client's mean row is far from the others' (clusters), unlike a random split
+    means = np.array([rows[p].mean(axis=0) for p in parts])
+    spread = np.linalg.norm(means - means.mean(axis=0), axis=1).mean()
+    random_parts = np.array_split(np.random.default_rng(0).permutation(len(rows)), CLIENTS)
+    random_means = np.array([rows[p].mean(axis=0) for p in random_parts])
+    assert spread > 3 * np.linalg.norm(random_means - random_means.mean(axis=0), axis=1).mean()
+
+
+def test_mixing_moves_about_the_stated_share():
+    rows, _ = _table(n=2000)
+    pure, mixed = noniid_clients(rows, mix=0.0, seed=3), noniid_clients(rows, mix=0.2, seed=3)
+    owner_pure, owner_mixed = np.empty(len(rows), int), np.empty(len(rows), int)
+    for k, (a, b) in enumerate(zip(pure, mixed, strict=True)):
+        owner_pure[a], owner_mixed[b] = k, k
+    assert np.mean(owner_pure != owner_mixed) == pytest.approx(0.2, abs=0.03)
+
+
+def test_tiny_tables_give_every_client_its_minimum():
+    rows, _ = _table(n=60)
+    parts = noniid_clients(rows, seed=0)
+    assert [len(p) >= MIN_CLIENT_ROWS for p in parts] == [True] * CLIENTS
+    with pytest.raises(ValueError):
+        noniid_clients(rows[:20], seed=0)
+
+
+def test_fold_subsamples_training_but_keeps_the_test_part_whole():
+    rows, labels = _table(n=600)
+    fold = make_fold("toy", rows, labels, seed=0, max_train=200)
+    assert len(fold.train) == 200 and fold.train_rows_full == 420
+    assert len(fold.test) == 180 and fold.test_labels.sum() == pytest.approx(0.3 * labels.sum(), abs=1)
+
+
+def test_sized_model_has_a_bottleneck_below_the_input_width():
+    for d in (3, 6, 9, 32, 166):
+        spec = sized_model(d)
+        assert 1 <= spec["latent_dim"] < d and spec["latent_dim"] <= 10 and len(spec["hidden"]) == 2
+
+
+def test_tables_average_over_seeds_and_count_wins():
+    results = pd.DataFrame([
+        {"dataset": ds, "seed": s, "method": m, "roc_auc": v + 0.01 * s}
+        for ds, values in {"a": {"IF central": 0.8, "fedad": 0.9}, "b": {"IF central": 0.9, "fedad": 0.7}}.items()
+        for m, v in values.items() for s in (0, 1)])
+    mean, std = per_dataset(results)
+    assert list(mean.columns) == ["IF central", "fedad"] and list(mean.index) == ["a", "b"]
+    assert mean.loc["a", "fedad"] == pytest.approx(0.905) and std.loc["a", "fedad"] == pytest.approx(0.00707, abs=1e-4)
+    assert wins(mean, "fedad") == (1, 1)  # better on a; more than 0.05 below on b
+    text = markdown_table(mean, std)
+    assert "| a | 0.805 ± 0.007 | 0.905 ± 0.007 |" in text and "| **mean** | **0.855** | **0.805** |" in text
+
+
+def test_fences_follow_the_spread_of_training_scores():
+    scores = np.arange(101.0)  # Q1 25, Q3 75, IQR 50
+    fences = fence_thresholds(lambda q: float(np.percentile(scores, q)))
+    assert fences == {name: 75.0 + k * 50.0 for name, k in FENCES.items()}
