@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedad_tutorial.intrusion import DATA_DIR, FILES
+from fedad_tutorial.chapters.intrusion import DATA_DIR, FILES
 
 
 def run(argv: list[str]) -> tuple[float, float, str]:

@@ -20,7 +20,7 @@ Methods (names are the keys of :data:`METHODS`):
   (:func:`~fedad_tutorial.training.batch_loss`). Local-only: each hospital's own model scores its
   own held-out rows;
 - ``scaled norm`` (no training), ``pca reconstruction``, ``pca latent`` (Mahalanobis of the 3-dim
-  code), ``isolation forest``: :mod:`fedad_tutorial.baselines` on the pooled training rows.
+  code), ``isolation forest``: :mod:`fedad_tutorial.chapters.baselines` on the pooled training rows.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedad_tutorial.baselines import isolation_forest_scores, norm_scores, pca_scores
+from fedad_tutorial.chapters.baselines import isolation_forest_scores, norm_scores, pca_scores
+from fedad_tutorial.chapters.datasets import Hospital, export_hospitals, wdbc_hospitals
 from fedad_tutorial.csvio import find_node_csvs
-from fedad_tutorial.datasets import Hospital, export_hospitals, wdbc_hospitals
 from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.metrics import roc_auc
 
@@ -127,9 +127,9 @@ def compare(seeds: Sequence[int], methods: Sequence[str] | None = None, **federa
     """ROC-AUC of each method on each seed's WDBC federation (pooled held-out rows).
 
     Args:
-        seeds: the random splits (:func:`~fedad_tutorial.datasets.wdbc_hospitals` seeds).
+        seeds: the random splits (:func:`~fedad_tutorial.chapters.datasets.wdbc_hospitals` seeds).
         methods: keys of :data:`METHODS` (default: all).
-        **federation: passed to :func:`~fedad_tutorial.datasets.wdbc_hospitals`.
+        **federation: passed to :func:`~fedad_tutorial.chapters.datasets.wdbc_hospitals`.
 
     Returns:
         One row per seed and method: ``seed, method, roc_auc``.

@@ -26,9 +26,9 @@ Columns:
   process (the code of the command, without a start-up per call). F1 and alarm rate at the model's
   saved threshold (the ``is_anomaly`` column) and at the 99th percentile of the federation's
   training scores (the model's histogram, as ``fedad score --percentile 99``);
-- ``IF central`` / ``PCA`` / ``norm``: :mod:`fedad_tutorial.baselines` on the pooled training rows
+- ``IF central`` / ``PCA`` / ``norm``: :mod:`fedad_tutorial.chapters.baselines` on the pooled training rows
   (PCA: reconstruction error with ``min(3, d - 1)`` components);
-- ``IF federated``: :class:`~fedad_tutorial.forest.FederatedIsolationForest` as chapter 07 builds it
+- ``IF federated``: :class:`~fedad_tutorial.chapters.forest.FederatedIsolationForest` as chapter 07 builds it
   (100 trees per client, 128-row sub-samples, pooled trees);
 - ``--candidates``: changes to the default measured through the library
   (:func:`~fedad_tutorial.federated.run_federated` on the clients' rows held out as ``simulate``
@@ -56,11 +56,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedad_tutorial.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
+from fedad_tutorial.chapters.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
+from fedad_tutorial.chapters.forest import FederatedIsolationForest
 from fedad_tutorial.config import FederatedConfig
 from fedad_tutorial.data import NodeData, hold_out
 from fedad_tutorial.defaults import RECOMMENDED
-from fedad_tutorial.forest import FederatedIsolationForest
 from fedad_tutorial.metrics import average_precision, detection_metrics, roc_auc
 from fedad_tutorial.partition import load_npz
 from fedad_tutorial.scaling import Scaler
@@ -296,7 +296,8 @@ def candidate(fold: Fold, name: str) -> dict:
     F1 at the 95th (the saved threshold's percentile) and the 99th percentile of the pooled training scores
     (exact percentiles: the ensemble's score can be negative, off the histogram's bins).
     """
-    from fedad_tutorial.ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
+    from ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
+
     from fedad_tutorial.federated import run_federated
     from fedad_tutorial.thresholds import federated_histogram
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from fedad_tutorial.data import make_cloud_federation, train_test_split
-from fedad_tutorial.drift import (
+from fedad_tutorial.chapters.drift import (
     DRIFT_GROUPS,
     alarm_rate_per_window,
     apply_drift,
@@ -20,6 +19,7 @@ from fedad_tutorial.drift import (
     score_drift,
     window_node,
 )
+from fedad_tutorial.data import make_cloud_federation, train_test_split
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.thresholds import ScoreHistogram

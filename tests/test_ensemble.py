@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
 
-from fedad_tutorial.baselines import NormBaseline
-from fedad_tutorial.ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
+from fedad_tutorial.chapters.baselines import NormBaseline
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.thresholds import ScoreHistogram

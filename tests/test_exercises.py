@@ -21,7 +21,10 @@ from ipykernel.ipkernel import IPythonKernel
 from jupyter_client.kernelspec import KernelSpecManager
 
 import fedad_tutorial.exercises as exercises_pkg
-from fedad_tutorial.drift import psi
+from fedad_tutorial.chapters.drift import psi
+from fedad_tutorial.chapters.forest import average_path_length
+from fedad_tutorial.chapters.privacy import epsilon
+from fedad_tutorial.chapters.robust import update_norm
 from fedad_tutorial.exercises import (
     nb00,
     nb01,
@@ -50,9 +53,6 @@ from fedad_tutorial.exercises.learner import (
     write,
 )
 from fedad_tutorial.federated import fedavg
-from fedad_tutorial.forest import average_path_length
-from fedad_tutorial.privacy import epsilon
-from fedad_tutorial.robust import update_norm
 from fedad_tutorial.scaling import FeatureStats, Scaler
 
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from fedad_tutorial.data import make_cloud_federation, train_test_split
-from fedad_tutorial.errors import UserError
-from fedad_tutorial.forest import (
+from fedad_tutorial.chapters.forest import (
     FederatedIsolationForest,
     average_path_length,
     fit_client_forest,
     pool_forests,
     pooled_score_formula,
 )
+from fedad_tutorial.data import make_cloud_federation, train_test_split
+from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import roc_auc
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedad_tutorial.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
+from fedad_tutorial.chapters.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
+from fedad_tutorial.chapters.forest import FederatedIsolationForest
 from fedad_tutorial.detector import Detector
-from fedad_tutorial.forest import FederatedIsolationForest
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import LocalTraining, train_local

@@ -11,12 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedad_tutorial.baselines import norm_scores
-from fedad_tutorial.cli import main
-from fedad_tutorial.csvio import read_node_csv
-from fedad_tutorial.errors import UserError
-from fedad_tutorial.exercises.nb15 import check_alarms_per_10k, check_budget_threshold
-from fedad_tutorial.intrusion import (
+from fedad_tutorial.chapters.baselines import norm_scores
+from fedad_tutorial.chapters.intrusion import (
     AE_CONFIG,
     DATA_DIR,
     FILES,
@@ -29,6 +25,10 @@ from fedad_tutorial.intrusion import (
     log_features,
     results_table,
 )
+from fedad_tutorial.cli import main
+from fedad_tutorial.csvio import read_node_csv
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.exercises.nb15 import check_alarms_per_10k, check_budget_threshold
 from fedad_tutorial.partition import load_npz, partition_rows, split_table
 
 # --- the data -------------------------------------------------------------------------------------

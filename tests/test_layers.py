@@ -20,8 +20,7 @@ PACKAGE = Path(fedad_tutorial.__file__).parent
 CORE = {"errors", "atomic", "outputs", "threads", "config", "defaults", "data", "csvio", "scaling", "models",
         "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs", "plots",
         "explain", "progress", "tensorboard_log", "partition", "center"}
-CHAPTERS = {"forest", "robust", "privacy", "drift", "timeseries", "datasets", "baselines", "budget", "intrusion",
-            "oneclass"}
+CHAPTERS = {"chapters"}  # the sub-package fedad_tutorial.chapters, one module per chapter
 APPS = {"cli", "flag_table", "flower"}
 COURSE = {"exercises"}
 #: Which layers each layer may import (itself included).

@@ -6,10 +6,7 @@ import pytest
 import torch
 
 from fedad_tutorial.center import federated_center
-from fedad_tutorial.data import Split
-from fedad_tutorial.federated import FederatedConfig
-from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.oneclass import (
+from fedad_tutorial.chapters.oneclass import (
     COLLAPSE_VARIANTS,
     MODEL_NAMES,
     collapse_experiment,
@@ -22,6 +19,9 @@ from fedad_tutorial.oneclass import (
     with_bias,
     with_trainable_center,
 )
+from fedad_tutorial.data import Split
+from fedad_tutorial.federated import FederatedConfig
+from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.plots import plot_client_centres, plot_collapse, plot_comparison, plot_hypersphere
 
 

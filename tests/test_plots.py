@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from fedad_tutorial import plots
+from fedad_tutorial.chapters.timeseries import make_metric_streams, seasonal_profile
 from fedad_tutorial.data import ANOMALY_TYPES, make_cloud_federation
-from fedad_tutorial.timeseries import make_metric_streams, seasonal_profile
 
 
 def test_every_public_name_of_every_plots_module_is_exported_from_the_package():

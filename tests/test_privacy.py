@@ -1,4 +1,4 @@
-"""DP-FedAvg (fedad_tutorial.privacy): clipping bounds one client's influence, the noise has the
+"""DP-FedAvg (fedad_tutorial.chapters.privacy): clipping bounds one client's influence, the noise has the
 promised scale, and epsilon behaves as it should and matches Opacus."""
 
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
+from fedad_tutorial.chapters.privacy import dp_fedavg_aggregator, epsilon, epsilon_curve, noise_std
+from fedad_tutorial.chapters.robust import update_norm
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.privacy import dp_fedavg_aggregator, epsilon, epsilon_curve, noise_std
-from fedad_tutorial.robust import update_norm
 
 
 def _round(seed: int, num: int = 5, size: int = 50):

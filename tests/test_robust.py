@@ -1,4 +1,4 @@
-"""Robust aggregation and poisoning attacks (fedad_tutorial.robust): exact values on small tensors,
+"""Robust aggregation and poisoning attacks (fedad_tutorial.chapters.robust): exact values on small tensors,
 and what one attacker that boosts its update tenfold does to FedAvg and to the robust rules."""
 
 import math
@@ -7,11 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedad_tutorial.data import make_cloud_federation, train_test_split
-from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import FederatedConfig, RecordingAggregator, fedavg, fedavg_aggregator, run_federated
-from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.robust import (
+from fedad_tutorial.chapters.robust import (
     clip_update,
     median_aggregator,
     norm_clipping_aggregator,
@@ -20,6 +16,10 @@ from fedad_tutorial.robust import (
     type_recall,
     update_norm,
 )
+from fedad_tutorial.data import make_cloud_federation, train_test_split
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.federated import FederatedConfig, RecordingAggregator, fedavg, fedavg_aggregator, run_federated
+from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import FeatureStats, federated_scaler
 
 GLOBAL = {"w": torch.zeros(2, 2), "b": torch.zeros(2)}

@@ -7,10 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedad_tutorial.data import Split
-from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import FederatedConfig, run_federated
-from fedad_tutorial.timeseries import (
+from fedad_tutorial.chapters.timeseries import (
     Event,
     event_metrics,
     make_metric_streams,
@@ -18,6 +15,9 @@ from fedad_tutorial.timeseries import (
     sliding_windows,
     window_labels,
 )
+from fedad_tutorial.data import Split
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.federated import FederatedConfig, run_federated
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from comparison import COMMAND_LINE, command_line_scores, compare
 
-from fedad_tutorial.budget import budget_curve
+from fedad_tutorial.chapters.budget import budget_curve
+from fedad_tutorial.chapters.datasets import export_hospitals, wdbc_hospitals
 from fedad_tutorial.csvio import find_node_csvs, read_node_csv
-from fedad_tutorial.datasets import export_hospitals, wdbc_hospitals
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import roc_auc
 from fedad_tutorial.models import ModelSpec

@@ -5,7 +5,7 @@
 - Exercise 7.3: a Mahalanobis-distance baseline.
 
 Every check runs the learner's function on freshly drawn rows or sizes and compares its behaviour
-with :mod:`fedad_tutorial.forest` and :mod:`fedad_tutorial.baselines`.
+with :mod:`fedad_tutorial.chapters.forest` and :mod:`fedad_tutorial.chapters.baselines`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from fedad_tutorial.baselines import pca_scores
+from fedad_tutorial.chapters.baselines import pca_scores
+from fedad_tutorial.chapters.forest import average_path_length, fit_client_forest, pool_forests
 from fedad_tutorial.exercises.checking import exercise, expect
-from fedad_tutorial.forest import average_path_length, fit_client_forest, pool_forests
 
 
 @exercise("Exercise 7.1: the average path length c(n)")
 def check_average_path_length(learner_fn: Callable[[int], float], seed: int = 707) -> None:
     """``learner_fn(n)`` must return :math:`c(n) = 2 H(n-1) - 2 (n-1)/n` with
     :math:`H(i) \\approx \\ln i + \\gamma`, and ``c(2) = 1``, ``c(1) = 0`` (as
-    :func:`~fedad_tutorial.forest.average_path_length`), within 1e-9 on fresh sizes."""
+    :func:`~fedad_tutorial.chapters.forest.average_path_length`), within 1e-9 on fresh sizes."""
     rng = np.random.default_rng(seed)
     for n in [1, 2, 3, *rng.integers(4, 5000, size=6).tolist()]:
         got, want = float(learner_fn(int(n))), average_path_length(int(n))
@@ -47,7 +47,7 @@ def check_pooled_scores(learner_fn: Callable[[Sequence[np.ndarray], Sequence[int
     """``learner_fn(client_scores, tree_counts, psi)`` gets each client's scikit-learn
     ``score_samples`` on the same rows (values in [-1, 0)), each client's number of trees and the
     shared sub-sample size, and must return the pooled forest's ``score_samples``: equal (within
-    1e-9) to :func:`~fedad_tutorial.forest.pool_forests` on freshly fitted client forests."""
+    1e-9) to :func:`~fedad_tutorial.chapters.forest.pool_forests` on freshly fitted client forests."""
     rng = np.random.default_rng(seed)
     for psi in (32, 100):
         forests, rows = _fresh_forests(rng, psi)

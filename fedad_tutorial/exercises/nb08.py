@@ -5,7 +5,7 @@
 - Exercise 8.3: false-alarm episodes (runs of alarming windows that touch no event).
 
 Every check runs the learner's function on fresh streams and alarms and compares its behaviour with
-:mod:`fedad_tutorial.timeseries`.
+:mod:`fedad_tutorial.chapters.timeseries`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedad_tutorial.chapters.timeseries import Event, event_metrics, sliding_windows, window_labels
 from fedad_tutorial.exercises.checking import exercise, expect
-from fedad_tutorial.timeseries import Event, event_metrics, sliding_windows, window_labels
 
 
 def _fresh_alarms(rng: np.random.Generator, n: int, window: int) -> tuple[np.ndarray, np.ndarray, list[Event]]:
@@ -37,7 +37,7 @@ def check_sliding_windows(learner_fn: Callable[[np.ndarray, int], np.ndarray], s
     """``learner_fn(features, window)`` must return every window of ``window`` consecutive steps,
     flattened step by step (all metrics of the first step, then of the second, ...), stride 1.
 
-    Checked on fresh streams against :func:`fedad_tutorial.timeseries.sliding_windows` (without
+    Checked on fresh streams against :func:`fedad_tutorial.chapters.timeseries.sliding_windows` (without
     clock): same shape, same values.
     """
     rng = np.random.default_rng(seed)
@@ -63,7 +63,7 @@ def check_event_recall(learner_fn: Callable[[np.ndarray, np.ndarray, int, list],
     An event ``Event(start, stop, kind)`` covers steps ``start`` to ``stop - 1``; window ``i`` covers
     steps ``starts[i]`` to ``starts[i] + window - 1``; an event is detected if at least one
     alarming window overlaps it. Checked on fresh alarms against the ``event_recall`` of
-    :func:`fedad_tutorial.timeseries.event_metrics` (within 1e-4).
+    :func:`fedad_tutorial.chapters.timeseries.event_metrics` (within 1e-4).
     """
     rng = np.random.default_rng(seed)
     for n, window in ((300, 1), (400, 6), (500, 12)):
@@ -85,7 +85,7 @@ def check_false_alarm_episodes(learner_fn: Callable[[np.ndarray, np.ndarray], in
 
     An episode is a maximal run of consecutive alarming windows; it is false if none of its
     windows has label 1 (overlaps an event). Checked on fresh alarms against ``false_alarms`` of
-    :func:`fedad_tutorial.timeseries.event_metrics`.
+    :func:`fedad_tutorial.chapters.timeseries.event_metrics`.
     """
     rng = np.random.default_rng(seed)
     for n, window in ((300, 1), (400, 6), (600, 12)):

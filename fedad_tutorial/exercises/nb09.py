@@ -5,7 +5,7 @@
 - Exercise 9.3: the alarm rate per time window.
 
 Every check runs the learner's function on freshly drawn scores and compares its behaviour with
-:mod:`fedad_tutorial.drift` (and :func:`scipy.stats.ks_2samp`).
+:mod:`fedad_tutorial.chapters.drift` (and :func:`scipy.stats.ks_2samp`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 
-from fedad_tutorial.drift import alarm_rate_per_window, psi
+from fedad_tutorial.chapters.drift import alarm_rate_per_window, psi
 from fedad_tutorial.exercises.checking import exercise, expect
 
 
@@ -51,7 +51,7 @@ def check_psi(learner_fn: Callable[[np.ndarray, np.ndarray, int], float], seed: 
     Bins: the ``bins`` quantile bins of the reference (inner edges
     ``np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])``, outer bins open-ended); shares
     floored at ``1e-4``; ``PSI = sum((q - p) * ln(q / p))``. Checked on fresh samples against
-    :func:`fedad_tutorial.drift.psi`: within 1 % (or 1e-3 absolute, for ties on an edge).
+    :func:`fedad_tutorial.chapters.drift.psi`: within 1 % (or 1e-3 absolute, for ties on an edge).
     """
     rng = np.random.default_rng(seed)
     for shift, bins in ((1.0, 10), (1.3, 10), (2.0, 5), (0.6, 20)):
@@ -76,7 +76,7 @@ def check_alarm_rate_per_window(learner_fn: Callable[[np.ndarray, float, int], n
     Windows are consecutive, ``window`` steps each, the last one possibly shorter; a step alarms
     when its score is strictly above ``threshold`` (here one of the scores, so ``>=`` gives other
     rates). Checked on fresh streams against the ``alarm_rate`` column of
-    :func:`fedad_tutorial.drift.alarm_rate_per_window`: within 1e-12.
+    :func:`fedad_tutorial.chapters.drift.alarm_rate_per_window`: within 1e-12.
     """
     rng = np.random.default_rng(seed)
     for n, window in ((1000, 100), (1050, 100), (333, 50), (90, 7)):

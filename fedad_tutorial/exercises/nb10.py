@@ -5,7 +5,7 @@
 - Exercise 10.3: how many rounds a privacy budget allows.
 
 Every check runs the learner's function on fresh inputs and compares its behaviour with
-:mod:`fedad_tutorial.privacy`.
+:mod:`fedad_tutorial.chapters.privacy`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from fedad_tutorial.chapters.privacy import dp_fedavg_aggregator, epsilon, noise_std
+from fedad_tutorial.chapters.robust import update_norm
 from fedad_tutorial.exercises.checking import exercise, expect
 from fedad_tutorial.federated import fedavg
-from fedad_tutorial.privacy import dp_fedavg_aggregator, epsilon, noise_std
-from fedad_tutorial.robust import update_norm
 
 StateDict = dict[str, torch.Tensor]
 
@@ -50,7 +50,7 @@ def check_clipped_average(learner_fn: Callable[[StateDict, list[StateDict], floa
 
     ``update_k = states[k] - global_state`` over all tensors together; clipping scales it by
     ``min(1, clip / norm)``. Checked on fresh weights against
-    :func:`fedad_tutorial.privacy.dp_fedavg_aggregator` without noise, within 1e-5, with
+    :func:`fedad_tutorial.chapters.privacy.dp_fedavg_aggregator` without noise, within 1e-5, with
     ``num_clients`` equal to and larger than the number of updates.
     """
     rng = np.random.default_rng(seed)
@@ -79,7 +79,7 @@ def check_add_noise(learner_fn: Callable[[StateDict, float, float, int, torch.Ge
     """``learner_fn(state, clip, noise_multiplier, num_clients, generator)`` -> ``state`` + noise.
 
     The noise is Gaussian, drawn from ``generator``, with standard deviation
-    ``noise_multiplier * clip / num_clients`` per coordinate (:func:`fedad_tutorial.privacy.noise_std`).
+    ``noise_multiplier * clip / num_clients`` per coordinate (:func:`fedad_tutorial.chapters.privacy.noise_std`).
     Checked on a large fresh state: the noise's mean is near 0 and its standard deviation within 2 %
     of the target; the same generator seed gives the same result; the input is not modified.
     """
@@ -108,7 +108,7 @@ def check_rounds_for_budget(learner_fn: Callable[[float, float, float, float], i
     """``learner_fn(noise_multiplier, sample_rate, delta, target_epsilon)`` -> the most rounds with
     ``epsilon <= target_epsilon``.
 
-    Checked on fresh settings against :func:`fedad_tutorial.privacy.epsilon`: the answer ``r``
+    Checked on fresh settings against :func:`fedad_tutorial.chapters.privacy.epsilon`: the answer ``r``
     satisfies ``epsilon(r) <= target < epsilon(r + 1)`` (0 if even one round exceeds the budget).
     """
     rng = np.random.default_rng(seed)

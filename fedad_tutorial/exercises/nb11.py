@@ -5,7 +5,7 @@
 - Exercise 11.3: a model-poisoning client (the attack as an update hook).
 
 Every check runs the learner's function on fresh random weights (new seeds, shapes and client
-counts) and compares its behaviour with :mod:`fedad_tutorial.robust`.
+counts) and compares its behaviour with :mod:`fedad_tutorial.chapters.robust`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from fedad_tutorial.chapters.robust import (
+    median_aggregator,
+    norm_clipping_aggregator,
+    scaled_update_attack,
+    update_norm,
+)
 from fedad_tutorial.exercises.checking import exercise, expect, expect_state_dict
 from fedad_tutorial.federated import fedavg
 from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.robust import median_aggregator, norm_clipping_aggregator, scaled_update_attack, update_norm
 
 StateDict = dict[str, torch.Tensor]
 
@@ -55,7 +60,7 @@ def check_median(learner_fn: Callable[[StateDict, list[StateDict], list[float], 
 
     Checked on fresh random weights with an odd and an even number of clients (the mean of the two
     middle values for an even count, numpy's convention), against
-    :func:`fedad_tutorial.robust.median_aggregator`: values within 1e-5; row counts are ignored; the
+    :func:`fedad_tutorial.chapters.robust.median_aggregator`: values within 1e-5; row counts are ignored; the
     inputs are not modified.
     """
     rng = np.random.default_rng(seed)
@@ -87,7 +92,7 @@ def check_norm_clipping(learner_fn: Callable[[StateDict, list[StateDict], list[f
     A client's update is ``state - global_state`` over all tensors together; if its L2 norm exceeds
     ``max_norm`` it is scaled down to exactly ``max_norm`` (direction kept), otherwise left alone;
     the clipped weights ``global_state + clipped update`` are averaged weighted by ``weights``.
-    Checked on fresh weights against :func:`fedad_tutorial.robust.norm_clipping_aggregator`
+    Checked on fresh weights against :func:`fedad_tutorial.chapters.robust.norm_clipping_aggregator`
     (within 1e-5), with a bound below and above the honest clients' update norms.
     """
     rng = np.random.default_rng(seed)
@@ -115,7 +120,7 @@ def check_scaled_attack(learner_fn: Callable[[int, float], Callable], seed: int 
 
     The hook returns ``global + factor * (state - global)`` for client ``client`` and the state
     unchanged for every other client. Checked on fresh weights against
-    :func:`fedad_tutorial.robust.scaled_update_attack` for a boosting and a sign-flipping factor.
+    :func:`fedad_tutorial.chapters.robust.scaled_update_attack` for a boosting and a sign-flipping factor.
     """
     rng = np.random.default_rng(seed)
     glob, states = _fresh_round(4, int(rng.integers(10**6)))

@@ -4,7 +4,7 @@
 - Exercise 13.2: a trimmed mean of per-row losses (the robust training step).
 
 Every check runs the learner's function on freshly drawn rows (or a freshly initialised model) and
-compares its behaviour with :class:`fedad_tutorial.baselines.PCABaseline` and
+compares its behaviour with :class:`fedad_tutorial.chapters.baselines.PCABaseline` and
 :func:`fedad_tutorial.training.batch_loss`.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from fedad_tutorial.baselines import PCABaseline
+from fedad_tutorial.chapters.baselines import PCABaseline
 from fedad_tutorial.exercises.checking import exercise, expect
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import Scaler

@@ -6,7 +6,7 @@ the package's own implementation:
 - Exercise 14.1, :func:`check_center`: the federated centre from client sums and counts, with the eps
   rule, against :func:`fedad_tutorial.center.center_from_sums`;
 - Exercise 14.2, :func:`check_collapse`: telling a collapsed model from its unlabelled scores, against
-  :func:`fedad_tutorial.oneclass.looks_collapsed`;
+  :func:`fedad_tutorial.chapters.oneclass.looks_collapsed`;
 - Exercise 14.3, :func:`check_svdd_score`: Deep SVDD's score, against
   :meth:`fedad_tutorial.models.DeepSVDD.score`.
 """
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from fedad_tutorial.center import center_from_sums
+from fedad_tutorial.chapters.oneclass import looks_collapsed
 from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
 from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.oneclass import looks_collapsed
 
 
 def _eps_rule(center: torch.Tensor, eps: float, zero_sign: float = 1.0, keep_sign: bool = True) -> torch.Tensor:
@@ -79,7 +79,7 @@ def check_center(center_fn: Callable[[Sequence[torch.Tensor], Sequence[int], flo
 @exercise("Exercise 14.2: spot a collapsed model")
 def check_collapse(collapsed_fn: Callable[[np.ndarray], bool], seed: int = 14) -> None:
     """Check ``collapsed_fn(scores)``: True when the interquartile range of ``scores`` is less than 1 % of
-    their median (:func:`~fedad_tutorial.oneclass.looks_collapsed`), also when every score is 0.
+    their median (:func:`~fedad_tutorial.chapters.oneclass.looks_collapsed`), also when every score is 0.
     Fresh score sets: healthy ones (spread like squared distances, at two scales) and collapsed ones
     (one value plus rounding noise, with and without a few far-away rows, and all zeros)."""
     rng = np.random.default_rng(seed)

@@ -4,8 +4,8 @@
 - Exercise 15.2: a threshold from an alarm budget, without labels.
 
 Every check runs the learner's function on freshly drawn scores (a NumPy ``Generator``, so the
-notebook's random state is untouched) and compares it with :func:`fedad_tutorial.intrusion.alarms_per_10k`
-and :func:`fedad_tutorial.intrusion.budget_threshold`.
+notebook's random state is untouched) and compares it with :func:`fedad_tutorial.chapters.intrusion.alarms_per_10k`
+and :func:`fedad_tutorial.chapters.intrusion.budget_threshold`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fedad_tutorial.chapters.intrusion import alarms_per_10k, budget_threshold
 from fedad_tutorial.exercises.checking import exercise, expect
-from fedad_tutorial.intrusion import alarms_per_10k, budget_threshold
 
 
 def _scored_connections(rng: np.random.Generator, rows: int, attacks: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +31,7 @@ def _scored_connections(rng: np.random.Generator, rows: int, attacks: int) -> tu
 def check_alarms_per_10k(learner_fn: Callable[[np.ndarray, np.ndarray, float], float], seed: int = 1515) -> None:
     """``learner_fn(labels, scores, recall)`` must return how many of every 10,000 rows score at least
     as high as the ``ceil(recall * attacks)``-th highest-scoring attack. Checked on fresh scores with
-    ties against :func:`~fedad_tutorial.intrusion.alarms_per_10k` (within 1e-6)."""
+    ties against :func:`~fedad_tutorial.chapters.intrusion.alarms_per_10k` (within 1e-6)."""
     rng = np.random.default_rng(seed)
     for rows, attacks, recall in ((5_000, 20, 0.9), (20_000, 7, 0.5), (3_000, 40, 1.0), (8_000, 13, 0.75)):
         labels, scores = _scored_connections(rng, rows, attacks)
@@ -55,7 +55,7 @@ def check_alarms_per_10k(learner_fn: Callable[[np.ndarray, np.ndarray, float], f
 def check_budget_threshold(learner_fn: Callable[[np.ndarray, float], float], seed: int = 1516) -> None:
     """``learner_fn(train_scores, alarms)`` must return the threshold above which ``alarms`` of every
     10,000 training scores lie: their ``100 - alarms / 100`` percentile. Checked on fresh unlabelled
-    scores against :func:`~fedad_tutorial.intrusion.budget_threshold` (within 1e-9 relative)."""
+    scores against :func:`~fedad_tutorial.chapters.intrusion.budget_threshold` (within 1e-9 relative)."""
     rng = np.random.default_rng(seed)
     for rows, alarms in ((50_000, 20.0), (12_345, 5.0), (4_000, 250.0)):
         scores = rng.lognormal(0.0, 1.0, size=rows)

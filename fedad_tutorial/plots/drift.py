@@ -22,7 +22,7 @@ def _plot_window_series(ax: Axes, tables: dict[str, pd.DataFrame], column: str, 
 def plot_false_alarm_storm(timelines: dict[str, pd.DataFrame], window: int, drift_at: int,
                            drifted: tuple[str, ...], calibration: tuple[int, int],
                            reference: tuple[int, int], drift_note: str = "drift starts") -> Figure:
-    """Each node's false-alarm rate per window (:func:`~fedad_tutorial.drift.alarm_rate_per_window`)
+    """Each node's false-alarm rate per window (:func:`~fedad_tutorial.chapters.drift.alarm_rate_per_window`)
     through a drift, the drifted nodes in bold."""
     fig, ax = new_figure(width=9, height=4)
     _plot_window_series(ax, timelines, "false_alarm_rate", window, tuple(drifted))

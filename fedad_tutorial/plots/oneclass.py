@@ -43,7 +43,7 @@ def plot_collapse(losses: pd.DataFrame, scores: dict[str, np.ndarray], labels: n
     """Left: the training loss per epoch of every variant (log scale). Then one panel per variant:
     its held-out scores divided by their median (logarithmic axis), normal and anomalous rows apart.
     ``losses``: one column per variant, indexed by epoch; ``scores``: each variant's held-out scores;
-    ``labels``: the held-out labels (1 = anomaly), as :class:`fedad_tutorial.oneclass.CollapseRun` holds them.
+    ``labels``: the held-out labels (1 = anomaly), as :class:`fedad_tutorial.chapters.oneclass.CollapseRun` holds them.
 
     A collapsed model's loss falls to its floor and its scores pile up at one value (1 after the
     division); a working model's scores spread over decades, the anomalies on the right.

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from fedad_tutorial.plots._style import new_figure, plot_grouped_bars
 
-#: One colour per event kind of :func:`~fedad_tutorial.timeseries.make_metric_streams`.
+#: One colour per event kind of :func:`~fedad_tutorial.chapters.timeseries.make_metric_streams`.
 EVENT_COLORS = {"spike": "tab:red", "wrong_time": "tab:purple", "stuck": "tab:orange"}
 
 

@@ -1,12 +1,15 @@
 """Combining two anomaly scores that live on different scales, calibrated on the federation's training rows.
 
 An autoencoder's reconstruction error and the squared norm of a standardised row (the no-model
-baseline, :class:`~fedad_tutorial.baselines.NormBaseline`) fail on different data: the norm only sees
+baseline, :class:`~fedad_tutorial.chapters.baselines.NormBaseline`) fail on different data: the norm only sees
 how *large* a row is, the autoencoder how far it lies from the structure it learned. Their sum can
 keep the strengths of both, but only on a common scale. Each score is therefore turned into a
 robust z-score, ``(score - median) / IQR``, with the median and interquartile range of the
 *training* scores read from a :class:`~fedad_tutorial.thresholds.ScoreHistogram` (counts on the
 shared bins: the same summary the federation already sends for its threshold, never a raw score).
+
+A candidate default measured by `real_panel.py --candidates`; the panel did not adopt it, so it lives
+beside the benchmark, not in the package.
 
 >>> rng = np.random.default_rng(0)
 >>> train = rng.normal(size=(500, 4)).astype("float32")

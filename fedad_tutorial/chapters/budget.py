@@ -20,7 +20,7 @@ from fedad_tutorial.metrics import roc_auc
 if TYPE_CHECKING:
     import pandas as pd
 
-    from fedad_tutorial.datasets import Hospital
+    from fedad_tutorial.chapters.datasets import Hospital
 
 
 def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: FederatedConfig = RECOMMENDED,

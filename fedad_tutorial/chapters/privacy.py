@@ -35,9 +35,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from fedad_tutorial.chapters.robust import clip_update
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import Aggregator
-from fedad_tutorial.robust import clip_update
 
 StateDict = dict[str, torch.Tensor]
 

@@ -40,20 +40,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedad_tutorial.baselines import norm_scores, pca_scores
+from fedad_tutorial.chapters.baselines import norm_scores, pca_scores
+from fedad_tutorial.chapters.datasets import Hospital
+from fedad_tutorial.chapters.forest import FederatedIsolationForest
 from fedad_tutorial.data import NodeData
-from fedad_tutorial.datasets import Hospital
 from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import FederatedConfig, run_federated
-from fedad_tutorial.forest import FederatedIsolationForest
 from fedad_tutorial.metrics import average_precision, roc_auc
 from fedad_tutorial.partition import partition_rows
 
 FEATURES = ["duration", "src_bytes", "dst_bytes"]
 #: The packaged files (``numpy.load(..., allow_pickle=False)``), one per service.
 FILES = {"http": "16_http.npz", "smtp": "34_smtp.npz"}
-DATA_DIR = Path(__file__).resolve().parent / "resources" / "adbench"
+DATA_DIR = Path(__file__).resolve().parents[1] / "resources" / "adbench"
 #: Shares of the attacks the alarm budget is quoted at: half of them, and nearly all.
 RECALLS = (0.5, 0.9)
 #: Trees each server adds to the federated isolation forest.
@@ -106,7 +106,7 @@ def connection_federation(web_servers: int = 6, mail_servers: int = 2, http_rows
 
     Args:
         web_servers, mail_servers: nodes per service (0 leaves a service out); named ``node_1, ...``,
-            web servers first, so that :func:`~fedad_tutorial.datasets.export_hospitals` writes CSVs
+            web servers first, so that :func:`~fedad_tutorial.chapters.datasets.export_hospitals` writes CSVs
             ``fedad simulate`` reads.
         http_rows: random sample of the HTTP connections (None: all 567,498); SMTP is used whole.
         train_rows: connections each server trains on (at most half of its rows); the rest are held out.
@@ -149,7 +149,7 @@ def federated_autoencoder(servers: Sequence[Server], seed: int = 0,
 
 def federated_forest(servers: Sequence[Server], seed: int = 0) -> list[np.ndarray]:
     """Each server grows :data:`TREES_PER_SERVER` trees on its own rows; the pooled trees score
-    (:mod:`fedad_tutorial.forest`)."""
+    (:mod:`fedad_tutorial.chapters.forest`)."""
     forest = FederatedIsolationForest(trees_per_client=TREES_PER_SERVER, seed=seed)
     forest.fit([s.train.features for s in servers])
     return [forest.decision_function(s.test.features) for s in servers]

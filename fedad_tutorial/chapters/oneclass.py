@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from fedad_tutorial.center import federated_center
+from fedad_tutorial.chapters.datasets import wdbc_hospitals
 from fedad_tutorial.data import Split, make_cloud_federation, train_test_split
-from fedad_tutorial.datasets import wdbc_hospitals
 from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.metrics import average_precision, roc_auc
 from fedad_tutorial.models import DeepSVDD, ModelSpec
