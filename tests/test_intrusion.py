@@ -15,7 +15,9 @@ from fedad_tutorial.chapters.baselines import norm_scores
 from fedad_tutorial.chapters.intrusion import (
     AE_CONFIG,
     DATA_DIR,
+    DETECTORS,
     FILES,
+    SVDD_CONFIG,
     alarms_per_10k,
     budget_threshold,
     connection_federation,
@@ -304,3 +306,14 @@ def test_split_help_and_a_plain_split_do_not_import_torch(tmp_path):
     for argv in (["split", "--help"], ["split", str(source), "--nodes", "2", "--output", str(tmp_path / "o")]):
         out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
         assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_deep_svdd_is_chapter_14s_model_trained_as_the_autoencoder(small_federation):
+    """The one-class detector is selectable by name, trains the bias-free model with the AE's settings, and
+    ranks the web attacks (the small federation has enough of them for a loose bound)."""
+    assert SVDD_CONFIG == replace(AE_CONFIG, model="svdd")
+    name = "federated Deep SVDD"
+    scores = detector_scores(small_federation, 0, [name])
+    assert list(scores) == [name] and name not in DETECTORS
+    web = results_table(small_federation, scores).set_index("nodes").loc["web servers"]
+    assert web.roc_auc > 0.9

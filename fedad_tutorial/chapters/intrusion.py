@@ -61,6 +61,8 @@ TREES_PER_SERVER = 50
 #: The federated autoencoder of the chapter: ``fedad``'s recommended training (trimmed), a bottleneck
 #: narrower than the three features (a wider code could copy its input), large batches for long logs.
 AE_CONFIG = replace(RECOMMENDED, hidden=(16,), latent_dim=2, batch_size=256, rounds=5, local_epochs=2)
+#: Deep SVDD (chapter 14) trained as the autoencoder is: the same encoder sizes, rounds and trimming.
+SVDD_CONFIG = replace(AE_CONFIG, model="svdd")
 
 
 @dataclass
@@ -155,6 +157,12 @@ def federated_forest(servers: Sequence[Server], seed: int = 0) -> list[np.ndarra
     return [forest.decision_function(s.test.features) for s in servers]
 
 
+def federated_svdd(servers: Sequence[Server], seed: int = 0) -> list[np.ndarray]:
+    """Chapter 14's Deep SVDD with the autoencoder's training (:data:`SVDD_CONFIG`): the distance of each held-out
+    row's embedding to the federation's centre."""
+    return federated_autoencoder(servers, seed, SVDD_CONFIG)
+
+
 Scorer = Callable[[Sequence[Server], int], list[np.ndarray]]
 
 
@@ -175,6 +183,8 @@ DETECTORS: dict[str, Scorer] = {
     "scaled norm (federated mean/std)": _pooled(norm_scores),
     "PCA reconstruction, 1 comp. (pooled rows)": _pooled(lambda train, test: pca_scores(train, test, 1)),
 }
+#: Chapter 14's one-class detector, compared in a section of its own.
+ONE_CLASS: dict[str, Scorer] = {"federated Deep SVDD": federated_svdd}
 
 
 def detector_scores(servers: Sequence[Server], seed: int = 0, detectors: Sequence[str] | None = None,
@@ -183,15 +193,17 @@ def detector_scores(servers: Sequence[Server], seed: int = 0, detectors: Sequenc
 
     With ``per_service`` (the chapter's choice) web servers federate with web servers and mail
     servers with mail servers: one model per service. Without it, one model for all servers.
+    ``detectors`` names some of :data:`DETECTORS` or :data:`ONE_CLASS` (default: the four of :data:`DETECTORS`).
     """
     groups: dict[str, list[int]] = {}
     for k, s in enumerate(servers):
         groups.setdefault(s.service if per_service else "all", []).append(k)
     scores: dict[str, list[np.ndarray]] = {}
+    known = {**DETECTORS, **ONE_CLASS}
     for name in detectors or DETECTORS:
         per_server: list[np.ndarray] = [np.empty(0)] * len(servers)
         for members in groups.values():
-            for k, s in zip(members, DETECTORS[name]([servers[k] for k in members], seed), strict=True):
+            for k, s in zip(members, known[name]([servers[k] for k in members], seed), strict=True):
                 per_server[k] = s
         scores[name] = per_server
     return scores
