@@ -468,8 +468,14 @@ _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _
 
 
 def _interrupt(signum: int, frame) -> None:
-    """SIGTERM ends a command like Ctrl+C does: clean-up runs, nothing half-written stays."""
+    """SIGTERM ends a command like Ctrl+C does: clean-up runs, nothing half-written stays. SIGINT gets the
+    same handler explicitly: a command started with SIGINT ignored (a background job of a script) would
+    otherwise not hear Ctrl+C or ``kill -INT`` at all."""
     raise KeyboardInterrupt
+
+
+#: The signals that stop a command cleanly.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 #: Commands that train or score (they import PyTorch): their thread count is set before they start.
@@ -482,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     try:
         if args.command in _USES_TORCH:
             set_threads(getattr(args, "threads", None))
@@ -501,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedad {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

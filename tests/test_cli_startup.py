@@ -121,18 +121,25 @@ def test_help_shows_real_defaults_only(capsys):
     assert "(default: 5)" in out and "--local-epochs" in out
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
-def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_nothing(tmp_path, sig):
+    """SIGINT too, even for a command started with SIGINT ignored (as a script's background job is)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fedad_tutorial.cli", "run", "--rounds", "200",
                              "--output-dir", str(tmp_path / "run")], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint if sig == signal.SIGINT else None)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until training has started (the table header is printed)
         line = proc.stdout.readline()
         if "round" in line or not line:
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no run folder, no temporary leftovers
