@@ -58,6 +58,7 @@ import pandas as pd
 
 from fedad_tutorial.chapters.baselines import IsolationForestBaseline, NormBaseline, PCABaseline
 from fedad_tutorial.chapters.forest import FederatedIsolationForest
+from fedad_tutorial.chapters.panel import BASELINES, candidate_table, markdown_table, per_dataset, read_runs, wins
 from fedad_tutorial.config import FederatedConfig
 from fedad_tutorial.data import NodeData, hold_out
 from fedad_tutorial.defaults import RECOMMENDED
@@ -87,7 +88,6 @@ def fence_thresholds(quantile: Callable[[float], float]) -> dict[str, float]:
     q1, q3 = quantile(25.0), quantile(75.0)
     return {name: q3 + k * (q3 - q1) for name, k in FENCES.items()}
 FEDAD = "fedad"
-BASELINES = ("IF central", "IF federated", "PCA", "norm")
 
 
 # --- protocol pieces --------------------------------------------------------------------------------------------
@@ -245,14 +245,17 @@ def sized_model_half(dim: int) -> dict:
 @dataclass(frozen=True)
 class Candidate:
     """A change to the default: the configuration for ``d`` features, the score added to the AE's (robust z-sum:
-    ``"norm"`` or ``"forest"``, the federated isolation forest), and
-    whether every value is first clipped to the federation's mean ± ``clip`` standard deviations (a pre-processing
-    the detector would have to repeat on new rows)."""
+    ``"norm"``, ``"forest"`` the federated isolation forest, or ``"latent"`` the Mahalanobis distance of the AE's
+    code; ``"forest_max"``: the larger of the AE's and a smaller federated forest's ranks among the training
+    scores), whether every value is first clipped to the federation's mean ± ``clip`` standard deviations, and whether
+    every feature is first mapped through the federation's quantiles (:func:`quantile_map`); both pre-processings
+    the detector would have to repeat on new rows."""
 
     describe: str
     config: Callable[[int], FederatedConfig]
     ensemble: str | None = None
     clip: float | None = None
+    quantile: bool = False
 
 
 def _with(make: Callable[[int], dict] | None = None, **fields) -> Callable[[int], FederatedConfig]:
@@ -276,6 +279,12 @@ CANDIDATES: dict[str, Candidate] = {
     "sized_clip5_ensemble": Candidate("sized + clip 5 + norm z-sum", _with(sized_model), ensemble="norm", clip=5.0),
     "forest_ensemble": Candidate("default AE + federated isolation forest, robust z-sum", _with(),
                                  ensemble="forest"),
+    "quantile": Candidate("each feature mapped to [0, 1] through the federation's 256 quantiles", _with(),
+                          quantile=True),
+    "latent_ensemble": Candidate("default AE + Mahalanobis distance of its code, robust z-sum", _with(),
+                                 ensemble="latent"),
+    "forest_max": Candidate("default AE + federated forest (50 trees per client), the larger of the two training "
+                            "ranks", _with(), ensemble="forest_max"),
     "sized_trim0": Candidate("sized, no trimming", _with(sized_model, trim=0.0)),
     "sized_trim0_ensemble": Candidate("sized, no trimming, + norm z-sum", _with(sized_model, trim=0.0),
                                       ensemble="norm"),
@@ -288,6 +297,46 @@ def clip_bounds(clients: Sequence[np.ndarray], k: float) -> tuple[np.ndarray, np
 
     scaler = federated_scaler([FeatureStats.of(rows) for rows in clients])
     return scaler.mean - k * scaler.std, scaler.mean + k * scaler.std
+
+
+def quantile_map(clients: Sequence[np.ndarray], levels: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """Each feature through its empirical distribution function, from ``levels`` quantiles of the clients' rows
+    (pooled here; a federation would read them from per-feature histograms on shared bins, as
+    :func:`~fedad_tutorial.thresholds.federated_feature_range` does). Ties get the middle of their range."""
+    grid = np.linspace(0.0, 1.0, levels)
+    quantiles = np.quantile(np.concatenate(clients).astype(np.float64), grid, axis=0)
+
+    def transform(rows: np.ndarray) -> np.ndarray:
+        out = np.empty(rows.shape, dtype=np.float32)
+        for j in range(rows.shape[1]):
+            low = np.interp(rows[:, j], quantiles[:, j], grid)
+            high = 1.0 - np.interp(-rows[:, j], -quantiles[::-1, j], grid)
+            out[:, j] = 0.5 * (low + high)
+        return out
+
+    return transform
+
+
+def latent_distance(detector, client_rows: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """The squared Mahalanobis distance of a row's code (the AE's encoder output) from the codes of the clients'
+    rows: mean and covariance from per-client sums of codes and of their outer products (pooled here)."""
+    import torch
+
+    def codes(rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return detector.model.encode(detector.scaled(rows)).numpy().astype(np.float64)
+
+    train = np.concatenate([codes(rows) for rows in client_rows])
+    mean = train.mean(axis=0)
+    precision = np.linalg.pinv(np.cov(train, rowvar=False))
+    return lambda rows: np.einsum("ij,jk,ik->i", codes(rows) - mean, precision, codes(rows) - mean)
+
+
+def training_rank(train_scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A score's rank among the training scores, in [0, 1] (the share of training scores at or below it); pooled
+    here, a federation would read it from the score histogram it already sums for the threshold."""
+    ordered = np.sort(np.asarray(train_scores, dtype=np.float64))
+    return lambda scores: np.searchsorted(ordered, scores, side="right") / len(ordered)
 
 
 def candidate(fold: Fold, name: str) -> dict:
@@ -309,6 +358,9 @@ def candidate(fold: Fold, name: str) -> dict:
     if spec.clip is not None:
         low, high = clip_bounds(clients, spec.clip)
         clients, test = [np.clip(rows, low, high) for rows in clients], np.clip(test, low, high)
+    if spec.quantile:
+        transform = quantile_map(clients)
+        clients, test = [transform(rows) for rows in clients], transform(test)
     splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(clients)],
                       TEST_FRACTION, config.seed)
     detector = run_federated(splits, config, progress=False).detector
@@ -320,6 +372,20 @@ def candidate(fold: Fold, name: str) -> dict:
                         RobustCalibration.of(norm_histogram([s.train for s in splits], detector.scaler))]
         test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
         train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
+    elif spec.ensemble == "latent":
+        distance = latent_distance(detector, [s.train for s in splits])
+        seconds = time.perf_counter() - start
+        calibrations = [RobustCalibration.of(detector.score_histogram),
+                        RobustCalibration.of(federated_histogram([distance(s.train) for s in splits]))]
+        test_scores = z_sum([test_scores, distance(test)], calibrations)
+        train_scores = z_sum([train_scores, distance(train_rows)], calibrations)
+    elif spec.ensemble == "forest_max":
+        forest = FederatedIsolationForest(trees_per_client=50, max_samples=128, seed=fold.seed)
+        forest.fit([s.train for s in splits])
+        seconds = time.perf_counter() - start
+        ranks = [training_rank(train_scores), training_rank(forest.decision_function(train_rows))]
+        test_scores = np.maximum(ranks[0](test_scores), ranks[1](forest.decision_function(test)))
+        train_scores = np.maximum(ranks[0](train_scores), ranks[1](forest.decision_function(train_rows)))
     elif spec.ensemble == "forest":
         forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=fold.seed)
         forest.fit([s.train for s in splits])
@@ -362,33 +428,6 @@ def run_panel(paths: Sequence[Path], seeds: Sequence[int], max_train: int | None
     return pd.DataFrame(rows)
 
 
-def per_dataset(results: pd.DataFrame, metric: str = "roc_auc") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean and std (ddof 1) of ``metric`` over seeds: data sets as rows, methods as columns (first-seen order)."""
-    methods = list(dict.fromkeys(results["method"]))
-    datasets = list(dict.fromkeys(results["dataset"]))
-    grouped = results.groupby(["dataset", "method"])[metric]
-    mean = grouped.mean().unstack().loc[datasets, methods]
-    std = grouped.std().unstack().loc[datasets, methods]
-    return mean, std
-
-
-def wins(mean: pd.DataFrame, method: str, against: str = "IF central") -> tuple[int, int]:
-    """Data sets where ``method``'s mean beats ``against``'s, and where it is more than 0.05 below."""
-    diff = mean[method] - mean[against]
-    return int((diff > 0).sum()), int((diff < -0.05).sum())
-
-
-def markdown_table(mean: pd.DataFrame, std: pd.DataFrame | None = None, digits: int = 3) -> str:
-    """Data sets as rows, methods as columns, ``mean ± std`` cells, and a final row of means over data sets."""
-    lines = ["| data set | " + " | ".join(mean.columns) + " |", "|---" * (len(mean.columns) + 1) + "|"]
-    for name in mean.index:
-        cells = [f"{mean.loc[name, m]:.{digits}f}" + ("" if std is None or pd.isna(std.loc[name, m])
-                                                      else f" ± {std.loc[name, m]:.{digits}f}") for m in mean.columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| **mean** | " + " | ".join(f"**{v:.{digits}f}**" for v in mean.mean()) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     """Any table as markdown, floats with ``digits`` decimals."""
     def cell(value) -> str:
@@ -397,42 +436,6 @@ def frame_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines) + "\n"
-
-
-def time_ratios(results: pd.DataFrame, reference: str = "cand:default") -> dict[str, float]:
-    """Each method's summed training time over ``reference``'s, both from the same run (column ``run`` of merged
-    tables; a method's first run): runs at different loads are not compared. A run without ``reference`` is
-    compared with the first run that has it (runs started side by side, at the same load)."""
-    runs = results["run"] if "run" in results else pd.Series("", index=results.index)
-    with_reference = list(dict.fromkeys(runs[results["method"] == reference]))
-    ratios = {}
-    for method in results["method"].unique():
-        run = runs[results["method"] == method].iloc[0]
-        ref_run = run if run in with_reference else (with_reference[0] if with_reference else None)
-        mine = results[(results["method"] == method) & (runs == run)]["seconds"].sum()
-        ref = results[(results["method"] == reference) & (runs == ref_run)]["seconds"].sum()
-        ratios[method] = mine / ref if ref else np.nan
-    return ratios
-
-
-def candidate_table(results: pd.DataFrame, reference: str = "cand:default", timing: pd.DataFrame | None = None
-                    ) -> pd.DataFrame:
-    """One row per neural method: mean ROC-AUC and PR-AUC over data sets, data sets > 0.05 below the central
-    forest, wins over it, mean F1 at the 95th and 99th percentile, and training time relative to ``reference``."""
-    roc, _ = per_dataset(results, "roc_auc")
-    pr, _ = per_dataset(results, "pr_auc")
-    ratios = time_ratios(results if timing is None else timing, reference)
-    rows = []
-    for method in roc.columns:
-        if method in BASELINES:
-            continue
-        won, below = wins(roc, method)
-        f1 = {k: results.loc[results["method"] == method, f"f1_{k}"].mean() if f"f1_{k}" in results else np.nan
-              for k in RULES}
-        rows.append({"method": method, "roc_auc": roc[method].mean(), "pr_auc": pr[method].mean(),
-                     "wins_vs_IF": won, "below_IF_0.05": below, **{f"f1_{k}": v for k, v in f1.items()},
-                     "time_ratio": ratios.get(method, np.nan)})
-    return pd.DataFrame(rows)
 
 
 def machine() -> str:
@@ -445,23 +448,10 @@ def machine() -> str:
 
 
 def plot(roc: pd.DataFrame, path: Path, methods: Sequence[str], title: str) -> None:
-    """Per data set ROC-AUC of ``methods`` as a dot plot."""
-    from matplotlib.figure import Figure
+    """Per data set ROC-AUC of ``methods`` as a dot plot, saved to ``path``."""
+    from fedad_tutorial.plots import plot_panel
 
-    fig = Figure(figsize=(7, 0.32 * len(roc) + 1.6), layout="constrained")
-    ax = fig.subplots()
-    y = np.arange(len(roc))
-    markers = ["o", "s", "^", "D", "v", "P"]
-    for k, method in enumerate(m for m in methods if m in roc.columns):
-        ax.scatter(roc[method], y, marker=markers[k % len(markers)], label=method, alpha=0.8, zorder=3)
-    ax.set_yticks(y, roc.index)
-    ax.invert_yaxis()
-    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_xlabel("ROC-AUC on the test part (mean over seeds)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.savefig(path, dpi=110)
+    plot_panel(roc, methods, title).savefig(path, dpi=110)
 
 
 def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = None) -> str:
@@ -520,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     before = machine()
     timing = None
     if args.tables_from:
-        timing = pd.concat([pd.read_csv(path).assign(run=path.stem) for path in args.tables_from], ignore_index=True)
+        timing = read_runs(args.tables_from)
         results = timing.drop_duplicates(["dataset", "seed", "method"])
         header = (f"# Real-data panel: ADBench Classical data sets, merged runs\n\nProduced by `{command}` from "
                   f"{', '.join(f'`{p.name}`' for p in args.tables_from)} (protocol, machine and load: their .md "
@@ -538,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     shown = args.plot or ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
     seeds = sorted(results["seed"].unique())
     plot(roc, args.out / f"{args.name}.png", shown,
-         f"ADBench Classical, {CLIENTS} non-IID clients, seeds {', '.join(map(str, seeds))}\n{before}")
+         f"ADBench Classical, {CLIENTS} non-IID clients, seeds {', '.join(map(str, seeds))}\n"
+         + ("merged runs (machines and loads: their reports)" if args.tables_from else before))
     print(text)
     return 0
 

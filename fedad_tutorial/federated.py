@@ -46,6 +46,7 @@ from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
+from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import (
     ScoreHistogram,
@@ -359,7 +360,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
                     else ["the pooled training rows"])
     records: list[dict] = []
     evaluation_rows = _EvaluationRows(eval_splits, scalers)
-    fixed = {name: b.detach().clone() for name, b in model.named_buffers()}
+    fixed = fixed_buffers(model)
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
     for rnd in bar:
         chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
@@ -372,7 +373,7 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
         if update_hook is not None:
             states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
         new_state = aggregator(global_state, states, [sizes[i] for i in chosen], rnd)
-        new_state = {**new_state, **fixed}  # buffers (Deep SVDD's centre) are not trained: no rule may move them
+        new_state = {**new_state, **fixed}
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
         losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}

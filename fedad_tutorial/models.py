@@ -274,6 +274,12 @@ class DeepSVDD(nn.Module):
         return self.row_loss(x)
 
 
+def fixed_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's buffers (Deep SVDD's centre), to put back after every aggregation: they are set once,
+    never trained, so no aggregation rule (a median, a trimmed mean, an attack) may move them."""
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
 def check_score_method(kind: str, method: str | None) -> str:
     """The score method ``method`` names for a ``kind`` model (None: the default); else a UserError."""
     allowed = SCORE_METHODS[kind]

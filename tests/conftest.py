@@ -41,9 +41,12 @@ def default_splits(seed: int = 42):
 
 @pytest.fixture(scope="session")
 def reference_runs():
-    """Federated, centralized and local-only runs of the reference configuration, same held-out rows."""
+    """Federated, centralized and local-only runs of the reference configuration, same held-out rows.
+
+    Trained by the vectorized engine (the command line's): the same updates as the loop engine up to float
+    rounding (``tests/test_vectorized.py`` checks that), at a quarter of the time."""
     splits = default_splits()
-    config = FederatedConfig(threshold="local")
+    config = FederatedConfig(threshold="local", engine="vectorized")
     return {mode: run_federated(splits, config, mode=mode, progress=False)
             for mode in ("federated", "centralized", "local")}
 

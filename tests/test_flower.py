@@ -494,6 +494,15 @@ def test_simulation_matches_run_federated(data, model):
     assert result["thresholds"][0] == pytest.approx(result["thresholds"][1], rel=1e-6)
 
 
+def test_simulation_leaves_a_core_for_the_server_and_starts_at_most_one_worker_per_client():
+    from fedad_tutorial.flower.simulation import backend_config
+
+    workers = {(n, cores): backend_config(n, cores)["init_args"]["num_cpus"] for n in (1, 3, 10) for cores in (1, 2, 8)}
+    assert workers == {(1, 1): 1, (1, 2): 1, (1, 8): 1, (3, 1): 1, (3, 2): 1, (3, 8): 3, (10, 1): 1, (10, 2): 1,
+                       (10, 8): 7}
+    assert backend_config(3, 8)["client_resources"] == {"num_cpus": 1, "num_gpus": 0.0}  # one worker, one client
+
+
 def test_trim_reaches_the_clients_local_training(tmp_path):
     """Fast, no processes: trim survives the run config (and the app's pyproject) and the message record."""
     import tomllib

@@ -286,3 +286,23 @@ def test_price_of_recall_draws_each_detector_and_the_perfect_floor():
     assert detector.get_label() == "AE" and web.get_title() == "web: 2 attacks in 100 held-out connections"
     assert web.get_legend() is not None and mail.get_legend() is None and fig.get_suptitle() == "price"
     assert [t.get_text() for t in web.get_yticklabels()] == ["2", "5", "10", "20", "30", "50", "70"]
+
+
+def test_panel_plot_draws_one_series_per_method_in_data_set_order():
+    roc = pd.DataFrame({"fedad": [0.9, 0.3], "IF central": [0.8, 0.7], "other": [0.5, 0.5]}, index=["a", "b"])
+    fig = plots.plot_panel(roc, ["fedad", "IF central", "missing"], title="t")
+    ax = fig.axes[0]
+    assert [c.get_label() for c in ax.collections] == ["fedad", "IF central"]
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), [[0.9, 0], [0.3, 1]])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.yaxis_inverted()
+
+
+def test_spread_sweep_draws_each_detectors_mean_over_seeds():
+    study = pd.DataFrame({"spread": [0.2, 0.2, 1.0, 1.0], "seed": [0, 1, 0, 1],
+                          "AE ROC-AUC": [0.0, 0.2, 0.6, 0.4], "forest ROC-AUC": [0.9, 0.8, 0.9, 1.0],
+                          "AE median error, normal": [1.0] * 4})
+    ax = plots.plot_spread_sweep(study).axes[0]
+    lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in lines] == ["AE", "forest"]
+    np.testing.assert_allclose(lines[0].get_ydata(), [0.1, 0.5])
+    np.testing.assert_allclose(lines[1].get_ydata(), [0.85, 0.95])

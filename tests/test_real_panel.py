@@ -8,13 +8,16 @@ from real_panel import (
     FENCES,
     MIN_CLIENT_ROWS,
     fence_thresholds,
+    latent_distance,
     make_fold,
     markdown_table,
     noniid_clients,
     per_dataset,
+    quantile_map,
     sized_model,
     stratified_split,
     subsample,
+    training_rank,
     wins,
 )
 
@@ -109,3 +112,46 @@ def test_fences_follow_the_spread_of_training_scores():
     scores = np.arange(101.0)  # Q1 25, Q3 75, IQR 50
     fences = fence_thresholds(lambda q: float(np.percentile(scores, q)))
     assert fences == {name: 75.0 + k * 50.0 for name, k in FENCES.items()}
+
+
+def test_quantile_map_sends_each_feature_through_its_distribution_function():
+    rng = np.random.default_rng(0)
+    clients = [rng.exponential(size=(300, 2)).astype(np.float32) * [1.0, 100.0] for _ in range(2)]
+    transform = quantile_map(clients)
+    pooled = np.concatenate(clients)
+    mapped = transform(pooled)
+    assert mapped.dtype == np.float32 and mapped.min() >= 0.0 and mapped.max() <= 1.0
+    np.testing.assert_allclose(np.sort(mapped[:, 0]), np.linspace(0, 1, 600), atol=0.01)  # uniform ranks
+    assert np.all(np.diff(mapped[np.argsort(pooled[:, 1]), 1]) >= 0)  # order kept
+    assert transform(np.array([[-5.0, 1e9]], dtype=np.float32)).tolist() == [[0.0, 1.0]]  # beyond the range: clipped
+    ties = quantile_map([np.array([[0.0]] * 90 + [[1.0]] * 10, dtype=np.float32)])
+    assert ties(np.array([[0.0]], dtype=np.float32))[0, 0] == pytest.approx(0.45, abs=0.01)  # middle of the tie
+
+
+def test_latent_distance_is_the_mahalanobis_distance_of_the_code():
+    class Model:
+        def encode(self, x):
+            return x[:, :2] * 2.0
+
+    class Detector:
+        model = Model()
+
+        def scaled(self, rows):
+            import torch
+
+            return torch.as_tensor(rows, dtype=torch.float32)
+
+    rng = np.random.default_rng(1)
+    clients = [rng.normal(size=(400, 3)).astype(np.float32) * [1.0, 3.0, 5.0] for _ in range(2)]
+    distance = latent_distance(Detector(), clients)
+    codes = np.concatenate(clients)[:, :2] * 2.0
+    mean, cov = codes.mean(axis=0), np.cov(codes, rowvar=False)
+    row = np.array([[2.0, -3.0, 100.0]], dtype=np.float32)
+    diff = row[0, :2] * 2.0 - mean
+    assert distance(row)[0] == pytest.approx(diff @ np.linalg.inv(cov) @ diff, rel=1e-4)
+    assert distance(np.concatenate(clients)).mean() == pytest.approx(2.0, rel=0.01)  # d = 2 code dimensions
+
+
+def test_training_rank_is_the_share_of_training_scores_at_or_below():
+    rank = training_rank(np.array([3.0, 1.0, 2.0, 2.0]))
+    np.testing.assert_allclose(rank(np.array([0.5, 1.0, 2.0, 2.5, 9.0])), [0.0, 0.25, 0.75, 0.75, 1.0])

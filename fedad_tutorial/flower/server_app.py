@@ -57,6 +57,7 @@ from fedad_tutorial.flower.settings import (
     message_config,
 )
 from fedad_tutorial.flower.weights import from_record, to_record
+from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
@@ -342,7 +343,7 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     if config.model == "svdd":  # the centre, from the initial weights, before round 1
         with torch.no_grad():
             model.center.copy_(strategy.center(grid, to_record(model.state_dict())))
-        strategy.fixed = {name: b.detach().clone() for name, b in model.named_buffers()}
+        strategy.fixed = fixed_buffers(model)
     result = strategy.start(grid, to_record(model.state_dict()), num_rounds=config.rounds,
                             timeout=settings.round_timeout)
     model.load_state_dict(from_record(result.arrays, model.state_dict()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -16,10 +17,16 @@ from fedad_tutorial.flower.settings import FlowerSettings
 STARTUP_ATTEMPTS = 3
 
 
-def backend_config(num_clients: int) -> dict:
-    """One CPU per simulated client (and no GPU); Ray is told there are as many CPUs as clients."""
+def backend_config(num_clients: int, cores: int | None = None) -> dict:
+    """One CPU per simulated client (and no GPU), and Ray told it has ``cores - 1`` CPUs (at least one, at most one
+    per client; ``cores`` defaults to the machine's): that many Ray workers play the SuperNodes, each in turn.
+
+    Every worker starts a Python process and imports PyTorch, which on a small machine costs more than the
+    training; one core is left for the ServerApp and Ray itself. The numbers do not depend on it (every node is
+    seeded by its index)."""
+    workers = max(1, min(num_clients, (cores or os.cpu_count() or 1) - 1))
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": num_clients, "logging_level": "error", "log_to_driver": False}}
+            "init_args": {"num_cpus": workers, "logging_level": "error", "log_to_driver": False}}
 
 
 def run_flower_simulation(data_paths: Sequence[str], settings: FlowerSettings, quiet: bool = True) -> FederationResult:

@@ -24,6 +24,7 @@ figure needs. A new module's public names go in ``_EXPORTS``.
 - :mod:`~fedad_tutorial.plots.privacy`: differential privacy (notebook 10);
 - :mod:`~fedad_tutorial.plots.hospitals`: the WDBC hospitals (notebook 13);
 - :mod:`~fedad_tutorial.plots.budget`: the training budget (notebook 13);
+- :mod:`~fedad_tutorial.plots.panel`: the real-data panel and anomalies more regular than normal rows (notebook 13);
 - :mod:`~fedad_tutorial.plots.poisoning`: attacks and robust aggregation (notebook 11);
 - :mod:`~fedad_tutorial.plots.oneclass`: Deep SVDD's hypersphere, its collapse, the federated centre (notebook 14);
 - :mod:`~fedad_tutorial.plots.intrusion`: network intrusion, the price of recall (notebook 15).
@@ -59,6 +60,7 @@ _EXPORTS = {
     "plot_epsilon_curves": "privacy", "plot_utility_vs_epsilon": "privacy",
     "plot_hospital_bands": "hospitals", "plot_scores_and_components": "hospitals",
     "plot_budget_curves": "budget",
+    "plot_panel": "panel", "plot_spread_sweep": "panel",
     "plot_attacked_recall": "poisoning", "plot_auc_by_rule": "poisoning",
     "plot_raw_and_log": "intrusion", "plot_server_features": "intrusion", "plot_price_of_recall": "intrusion",
 }
