@@ -19,7 +19,8 @@ STARTUP_ATTEMPTS = 3
 
 def backend_config(num_clients: int, cores: int | None = None) -> dict:
     """One CPU per simulated client (and no GPU), and Ray told it has ``cores - 1`` CPUs (at least one, at most one
-    per client; ``cores`` defaults to the machine's): that many Ray workers play the SuperNodes, each in turn.
+    per client; ``cores`` defaults to the machine's): that many Ray workers play the SuperNodes, each serving its share
+    of them one after another.
 
     Every worker starts a Python process and imports PyTorch, which on a small machine costs more than the
     training; one core is left for the ServerApp and Ray itself. The numbers do not depend on it (every node is
