@@ -61,7 +61,7 @@ from fedad_tutorial.chapters.forest import FederatedIsolationForest
 from fedad_tutorial.chapters.panel import BASELINES, candidate_table, markdown_table, per_dataset, read_runs, wins
 from fedad_tutorial.config import FederatedConfig
 from fedad_tutorial.data import NodeData, hold_out
-from fedad_tutorial.defaults import RECOMMENDED
+from fedad_tutorial.defaults import SIMULATE
 from fedad_tutorial.metrics import average_precision, detection_metrics, roc_auc
 from fedad_tutorial.partition import load_npz
 from fedad_tutorial.scaling import Scaler
@@ -73,8 +73,6 @@ MIX = 0.2
 MIN_CLIENT_ROWS = 8
 TEST_FRACTION = 0.3
 DEFAULT_MAX_TRAIN = 50_000
-#: ``fedad simulate``'s configuration: the command line's defaults with its 10 rounds.
-SIMULATE = replace(RECOMMENDED, rounds=10)
 #: The budget rule reported beside the saved threshold: this percentile of the training scores.
 BUDGET_PERCENTILE = 99.0
 #: Tukey's fences on the training scores, ``Q3 + k * IQR``: thresholds that follow the scores' spread, not a share.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fedad_tutorial import __version__
 from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, Param
-from fedad_tutorial.defaults import RECOMMENDED
+from fedad_tutorial.defaults import RECOMMENDED, SIMULATE
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.runs import MODEL_FILE
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
     gen.add_argument("--seed", type=_seed, default=42, help="random seed")
 
-    sim = sub.add_parser("simulate", parents=[_training_flags(rounds=10)], formatter_class=fmt,
+    sim = sub.add_parser("simulate", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
                          help="federated training over every node_*.csv of a folder (one client each)")
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
@@ -199,7 +199,7 @@ def _add_split_command(sub, fmt) -> None:
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
-    server = sub.add_parser("server", parents=[_training_flags(rounds=10)], formatter_class=fmt,
+    server = sub.add_parser("server", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
     server.add_argument("--min-clients", type=_positive_int, default=2,
                         help="clients that must connect before training starts and keep answering")

@@ -12,6 +12,10 @@ from the plain :class:`~fedad_tutorial.config.FederatedConfig`, so that each les
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fedad_tutorial.config import FederatedConfig
 
 RECOMMENDED = FederatedConfig(threshold="local", engine="vectorized", trim=0.1)
+#: What ``fedad simulate`` and ``fedad server`` train: the recommended configuration with their 10 rounds.
+SIMULATE = replace(RECOMMENDED, rounds=10)

@@ -16,14 +16,14 @@ isolation forest of chapter 07 beside it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fedad_tutorial.data import NodeData, hold_out
-from fedad_tutorial.defaults import RECOMMENDED
+from fedad_tutorial.defaults import SIMULATE
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.metrics import roc_auc
 
@@ -33,8 +33,6 @@ PANEL_FILE = "real_panel.csv"
 CANDIDATE_FILES = tuple(f"real_panel_candidates_{run}.csv" for run in "abcde")
 #: The classical methods of the panel (every other method is a neural one: ``fedad`` or a ``cand:`` candidate).
 BASELINES = ("IF central", "IF federated", "PCA", "norm")
-#: What ``fedad simulate`` trains: the recommended configuration with the command's 10 rounds.
-SIMULATE = replace(RECOMMENDED, rounds=10)
 
 
 def results_dir() -> Path:
