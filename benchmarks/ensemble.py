@@ -14,7 +14,8 @@ beside the benchmark, not in the package.
 >>> rng = np.random.default_rng(0)
 >>> train = rng.normal(size=(500, 4)).astype("float32")
 >>> scaler = Scaler.fit(train)
->>> hist = norm_histogram([train[:250], train[250:]], scaler)
+>>> from fedad_tutorial.thresholds import federated_histogram
+>>> hist = federated_histogram([squared_norm(scaler, rows) for rows in (train[:250], train[250:])])
 >>> calibration = RobustCalibration.of(hist)
 >>> bool(calibration.iqr > 0), round(calibration.median, 1)
 (True, 3.4)
@@ -29,7 +30,7 @@ import numpy as np
 
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.scaling import Scaler
-from fedad_tutorial.thresholds import ScoreHistogram, federated_histogram
+from fedad_tutorial.thresholds import ScoreHistogram
 
 #: Smallest interquartile range used as a divisor (a score constant on half the training rows).
 MIN_IQR = 1e-12
@@ -38,12 +39,6 @@ MIN_IQR = 1e-12
 def squared_norm(scaler: Scaler, rows: np.ndarray) -> np.ndarray:
     """The norm score of raw rows: the squared length of the standardised row (``NormBaseline``'s score)."""
     return (scaler.transform(rows).astype(np.float64) ** 2).sum(axis=1)
-
-
-def norm_histogram(client_rows: Sequence[np.ndarray], scaler: Scaler) -> ScoreHistogram:
-    """The federation's histogram of norm scores of its training rows: each client counts its own on the shared
-    bins, the server adds the counts."""
-    return federated_histogram([squared_norm(scaler, rows) for rows in client_rows])
 
 
 @dataclass(frozen=True)

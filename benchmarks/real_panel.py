@@ -51,6 +51,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -327,7 +328,12 @@ def latent_distance(detector, client_rows: Sequence[np.ndarray]) -> Callable[[np
     train = np.concatenate([codes(rows) for rows in client_rows])
     mean = train.mean(axis=0)
     precision = np.linalg.pinv(np.cov(train, rowvar=False))
-    return lambda rows: np.einsum("ij,jk,ik->i", codes(rows) - mean, precision, codes(rows) - mean)
+
+    def distance(rows: np.ndarray) -> np.ndarray:
+        centred = codes(rows) - mean
+        return np.einsum("ij,jk,ik->i", centred, precision, centred)
+
+    return distance
 
 
 def training_rank(train_scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -343,7 +349,7 @@ def candidate(fold: Fold, name: str) -> dict:
     F1 at the 95th (the saved threshold's percentile) and the 99th percentile of the pooled training scores
     (exact percentiles: the ensemble's score can be negative, off the histogram's bins).
     """
-    from ensemble import RobustCalibration, norm_histogram, squared_norm, z_sum
+    from ensemble import RobustCalibration, squared_norm, z_sum
 
     from fedad_tutorial.federated import run_federated
     from fedad_tutorial.thresholds import federated_histogram
@@ -365,33 +371,29 @@ def candidate(fold: Fold, name: str) -> dict:
     seconds = time.perf_counter() - start
     train_rows = np.concatenate([s.train for s in splits])
     test_scores, train_scores = detector.decision_function(test), detector.decision_function(train_rows)
+    second = None  # the score combined with the AE's, if any
     if spec.ensemble == "norm":
-        calibrations = [RobustCalibration.of(detector.score_histogram),
-                        RobustCalibration.of(norm_histogram([s.train for s in splits], detector.scaler))]
-        test_scores = z_sum([test_scores, squared_norm(detector.scaler, test)], calibrations)
-        train_scores = z_sum([train_scores, squared_norm(detector.scaler, train_rows)], calibrations)
+        second = partial(squared_norm, detector.scaler)
     elif spec.ensemble == "latent":
-        distance = latent_distance(detector, [s.train for s in splits])
-        seconds = time.perf_counter() - start
-        calibrations = [RobustCalibration.of(detector.score_histogram),
-                        RobustCalibration.of(federated_histogram([distance(s.train) for s in splits]))]
-        test_scores = z_sum([test_scores, distance(test)], calibrations)
-        train_scores = z_sum([train_scores, distance(train_rows)], calibrations)
-    elif spec.ensemble == "forest_max":
-        forest = FederatedIsolationForest(trees_per_client=50, max_samples=128, seed=fold.seed)
-        forest.fit([s.train for s in splits])
-        seconds = time.perf_counter() - start
-        ranks = [training_rank(train_scores), training_rank(forest.decision_function(train_rows))]
-        test_scores = np.maximum(ranks[0](test_scores), ranks[1](forest.decision_function(test)))
-        train_scores = np.maximum(ranks[0](train_scores), ranks[1](forest.decision_function(train_rows)))
-    elif spec.ensemble == "forest":
-        forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=fold.seed)
-        forest.fit([s.train for s in splits])
-        seconds = time.perf_counter() - start
-        calibrations = [RobustCalibration.of(detector.score_histogram),
-                        RobustCalibration.of(federated_histogram([forest.decision_function(s.train) for s in splits]))]
-        test_scores = z_sum([test_scores, forest.decision_function(test)], calibrations)
-        train_scores = z_sum([train_scores, forest.decision_function(train_rows)], calibrations)
+        second = latent_distance(detector, [s.train for s in splits])
+    elif spec.ensemble in ("forest", "forest_max"):
+        trees = 50 if spec.ensemble == "forest_max" else 100
+        forest = FederatedIsolationForest(trees_per_client=trees, max_samples=128, seed=fold.seed)
+        second = forest.fit([s.train for s in splits]).decision_function
+    if second is not None:
+        if spec.ensemble != "norm":  # a fitted second score is part of the training time
+            seconds = time.perf_counter() - start
+        client_second = [second(s.train) for s in splits]
+        train_second, test_second = np.concatenate(client_second), second(test)
+        if spec.ensemble == "forest_max":
+            ranks = [training_rank(train_scores), training_rank(train_second)]
+            test_scores = np.maximum(ranks[0](test_scores), ranks[1](test_second))
+            train_scores = np.maximum(ranks[0](train_scores), ranks[1](train_second))
+        else:
+            calibrations = [RobustCalibration.of(detector.score_histogram),
+                            RobustCalibration.of(federated_histogram(client_second))]
+            test_scores = z_sum([test_scores, test_second], calibrations)
+            train_scores = z_sum([train_scores, train_second], calibrations)
     thresholds = {"default": float(np.percentile(train_scores, config.threshold_percentile)),
                   "p99": float(np.percentile(train_scores, BUDGET_PERCENTILE)),
                   **fence_thresholds(lambda q: float(np.percentile(train_scores, q)))}
