@@ -388,4 +388,10 @@ def hold_out(nodes: list[NodeData], test_fraction: float = 0.3, seed: int = 42) 
     The convention of ``fedad simulate`` and ``fedad run`` (and of the Flower client started with
     ``--node-id k+1``), so that anything following it sees the command line's rows.
     """
-    return [train_test_split(node, test_fraction, seed=seed + k) for k, node in enumerate(nodes)]
+    return [node_split(node, k, test_fraction, seed) for k, node in enumerate(nodes)]
+
+
+def node_split(node: NodeData, index: int, test_fraction: float = 0.3, seed: int = 42) -> Split:
+    """Node ``index``'s (counting from 0) split in :func:`hold_out`: seed ``seed + index``. A Flower
+    client calls it for its own CSV alone, so it holds out the rows ``fedad simulate`` holds out."""
+    return train_test_split(node, test_fraction, seed=seed + index)

@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from fedad_tutorial.center import federated_center
+from fedad_tutorial.center import center_from_sums, embedding_sums
 from fedad_tutorial.config import ENGINES, FederatedConfig
 from fedad_tutorial.data import Split
 from fedad_tutorial.defaults import RECOMMENDED
@@ -50,10 +51,10 @@ from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import (
     ScoreHistogram,
-    federated_feature_range,
-    federated_histogram,
-    federated_percentile,
+    feature_counts,
+    feature_range_from_counts,
     percentile_threshold,
+    total_histogram,
 )
 from fedad_tutorial.training import client_generator, score_rows, train_local
 from fedad_tutorial.vectorized import vectorized_engine
@@ -61,9 +62,10 @@ from fedad_tutorial.vectorized import vectorized_engine
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "FederationResult",
-           "RecordingAggregator", "UpdateHook", "client_record", "fedavg", "fedavg_aggregator", "get_engine",
-           "loop_engine", "round_means", "run_federated", "sample_clients"]
+__all__ = ["ENGINES", "MODES", "RECOMMENDED", "Aggregator", "FederatedConfig", "FederationResult", "InProcess",
+           "ModelFileCounts", "RecordingAggregator", "Transport", "UpdateHook", "check_federation", "client_record",
+           "fedavg", "fedavg_aggregator", "federated_rounds", "get_engine", "history_row", "loop_engine",
+           "model_detector", "round_means", "run_federated", "sample_clients"]
 
 MODES = ("federated", "centralized", "local")
 
@@ -231,19 +233,46 @@ def sample_clients(num_clients: int, fraction: float, seed: int, round_idx: int)
     return sorted(int(i) for i in rng.choice(num_clients, size=k, replace=False))
 
 
-def _check_splits(splits: Sequence[Split]) -> int:
-    if not splits:
+def check_federation(names: Sequence[str], columns: Sequence, labelled: Sequence[bool], n_train: Sequence[int],
+                     describe: Callable[[int], str] | None = None) -> None:
+    """The checks every federation passes before round 1, in one process (:func:`run_federated`) or over
+    Flower (the ServerApp, from the nodes' ``query.stats`` replies): at least one client, client names
+    that tell them apart, training rows on each, the same feature columns (``columns[k]``: client
+    ``k``'s column names, or its number of features) and labels on all clients or none.
+
+    ``describe(k)`` names client ``k`` in an error (default: its name). Raises :class:`UserError`.
+    """
+    describe = describe or (lambda k: names[k])
+    if not names:
         raise UserError("no clients: the federation needs at least one")
-    dims = {s.train.shape[1] for s in splits} | {s.test.shape[1] for s in splits}
-    if len(dims) != 1:
-        raise UserError(f"clients disagree on the number of features: {sorted(dims)}")
+    for name in sorted({n for n in names if list(names).count(n) > 1}):
+        who = "; ".join(describe(k) for k, n in enumerate(names) if n == name)
+        raise UserError(f"two clients are named {name} ({who}); give each its own data file")
+    for k, rows in enumerate(n_train):
+        if rows < 1:
+            raise UserError(f"{describe(k)}: no training rows")
+    for k in range(1, len(names)):
+        if columns[k] != columns[0]:
+            size = [c if isinstance(c, int) else len(c) for c in (columns[k], columns[0])]
+            raise UserError(f"{describe(k)}: feature columns differ from {names[0]} ({size[0]} vs {size[1]} "
+                            "columns; every client needs the same)")
+    if len(set(labelled)) > 1:
+        raise UserError("some clients have a 'label' column and some do not")
+
+
+def _check_splits(splits: Sequence[Split]) -> int:
+    """:func:`check_federation` for in-memory splits, plus their values (finite, within float32)."""
+    widths = [s.train.shape[1] for s in splits]
     for s in splits:
-        if s.train.shape[0] < 1:
-            raise UserError(f"{s.name}: no training rows")
+        if s.test.shape[1] != s.train.shape[1]:
+            raise UserError(f"{s.name}: training and test rows have {s.train.shape[1]} and {s.test.shape[1]} features")
+    check_federation([s.name for s in splits], widths, [s.test_labels is not None for s in splits],
+                     [s.train.shape[0] for s in splits])
+    for s in splits:
         for part, rows in (("training", s.train), ("test", s.test)):
             if not (np.abs(rows) <= FLOAT32_MAX).all():
                 raise UserError(f"{s.name}: {part} rows contain NaN, infinite or beyond-float32 values")
-    return dims.pop()
+    return widths[0]
 
 
 def _scalers(splits: Sequence[Split], scaling: str) -> tuple[Scaler, list[Scaler]]:
@@ -309,14 +338,11 @@ def run_federated(
     train_rows = [torch.from_numpy(sc.transform(s.train)) for s, sc in zip(splits, scalers, strict=False)]
     if mode == "centralized":
         train_rows = [torch.cat(train_rows)]
-    models, history = _train(train_rows, splits, scalers, config, dim, progress, on_round, hooks,
-                             desc=mode)
-    model = models[0]
+    transport = InProcess(train_rows, splits, scalers, global_scaler, config)
+    model, history, counts = federated_rounds(transport, config, dim, progress=progress, on_round=on_round,
+                                              hooks=hooks, desc=mode)
+    detector = model_detector(model, global_scaler, names, config, counts)
     thresholds = {r["client"]: r["threshold"] for r in history if r["round"] == config.rounds}
-    histogram = _global_histogram(model, splits, global_scaler, config)
-    feature_range = federated_feature_range([global_scaler.transform(s.train) for s in splits])
-    detector = Detector(model, global_scaler, histogram.quantile(config.threshold_percentile), names,
-                        config.score_method, histogram, global_scaler.mean + feature_range * global_scaler.std)
     client_detectors = {
         s.name: Detector(model, sc, float(thresholds[s.name]), names, config.score_method)
         for s, sc in zip(splits, scalers, strict=False)
@@ -328,21 +354,79 @@ def _run_local_only(splits, config, names, scalers, progress, on_round, hooks) -
     history, detectors = [], {}
     local_cfg = replace(config, threshold="local", fraction=1.0)
     for k, (split, scaler) in enumerate(zip(splits, scalers, strict=False)):
-        rows = [torch.from_numpy(scaler.transform(split.train))]
-        models, hist = _train(rows, [split], [scaler], local_cfg, split.train.shape[1], progress,
-                              on_round, hooks, desc=f"local {split.name}", seed_offset=k)
+        transport = InProcess([torch.from_numpy(scaler.transform(split.train))], [split], [scaler], scaler,
+                              local_cfg, first_id=k)
+        model, hist, _ = federated_rounds(transport, local_cfg, split.train.shape[1], progress=progress,
+                                          on_round=on_round, hooks=hooks, desc=f"local {split.name}",
+                                          seed_offset=k, model_file=False)
         history.extend(hist)
-        detectors[split.name] = Detector(models[0], scaler, float(hist[-1]["threshold"]), names,
-                                         config.score_method)
+        detectors[split.name] = Detector(model, scaler, float(hist[-1]["threshold"]), names, config.score_method)
     history.sort(key=lambda r: (r["round"], r["client"]))  # by round, then client name
     return FederationResult(history, None, detectors, config)
 
 
-def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers: list[Scaler],
-           config: FederatedConfig, dim: int, progress: bool, on_round,
-           hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None], desc: str,
-           seed_offset: int = 0) -> tuple[list[nn.Module], Records]:
-    """The round loop shared by every mode: sample, train locally, aggregate (FedAvg), evaluate."""
+# -- the round loop and what it asks of the clients ------------------------------------------------------------
+
+#: What one client sends back from a round of training: its new weights, mean training loss and row count.
+Update = tuple[dict[str, torch.Tensor], float, int]
+#: What a client reports for a model it evaluated (:func:`client_record`), by client index.
+Evaluations = dict[int, dict]
+
+
+@dataclass
+class ModelFileCounts:
+    """What the model file needs from the clients for the final weights, as counts on shared bins (never
+    rows or scores): each client's training-score histogram and its standardised metrics' counts
+    (:func:`~fedad_tutorial.thresholds.feature_counts`), both under the global scaler."""
+
+    histograms: list[ScoreHistogram]
+    feature_counts: list[np.ndarray]
+
+
+class Transport(Protocol):
+    """How :func:`federated_rounds` reaches the clients: :class:`InProcess` (``fedad simulate``, every
+    notebook) or the Flower ServerApp's messages (:class:`fedad_tutorial.flower.server_app.FlowerTransport`).
+
+    Clients are numbered ``0..len(names) - 1`` (evaluation); ``trainers`` of them train (all of them,
+    or one for the pooled rows of centralized training). A transport may lose clients (a node that
+    stops answering): its replies then simply lack them.
+    """
+
+    names: list[str]  # the evaluating clients, in order
+    trainer_names: list[str]  # who trains, as an error names them ("client node_1")
+
+    def center_sums(self, model: nn.Module) -> list[tuple[torch.Tensor, int]]:
+        """Each client's embedding sum and row count under ``model`` (Deep SVDD's centre)."""
+
+    def fit(self, model: nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
+        """The ``chosen`` trainers' updates, each trained from ``model``'s weights, by trainer index."""
+
+    def histograms(self, model: nn.Module, rnd: int) -> list[ScoreHistogram]:
+        """The clients' training-score histograms under ``model`` (for a global threshold)."""
+
+    def evaluate(self, model: nn.Module, rnd: int, threshold: float | None, last: bool,
+                 report: Callable[[Evaluations], None]) -> None:
+        """Have every client evaluate ``model`` at ``threshold`` (``None``: each its own percentile) and
+        pass the results to ``report``, at the latest before the next :meth:`fit` returns (a transport
+        may send the request with that round's training). ``last``: round ``config.rounds``."""
+
+    def model_file_counts(self, model: nn.Module) -> ModelFileCounts:
+        """:class:`ModelFileCounts` of the final ``model`` (after ``evaluate(..., last=True)``)."""
+
+
+def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *, progress: bool = False,
+                     on_round: Callable[[int, Records], None] | None = None,
+                     hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None] = (
+                         fedavg_aggregator, None, None),
+                     desc: str = "federated", seed_offset: int = 0, model_file: bool = True,
+                     ) -> tuple[nn.Module, Records, ModelFileCounts | None]:
+    """The one round loop of every run, in one process or over Flower: initial weights (and Deep SVDD's
+    centre), then per round sample, train (``transport.fit``), check, aggregate, evaluate; returns the
+    final model, the history and (``model_file``) the counts :func:`model_detector` needs.
+
+    Initial weights come from ``torch.manual_seed(config.seed + seed_offset)``; round ``r`` trains the
+    trainers :func:`sample_clients` picks with that seed, so a run depends only on its configuration.
+    """
     aggregator, update_hook, initial_state = hooks
     torch.manual_seed(config.seed + seed_offset)
     model = config.model_spec(dim).build().eval()
@@ -353,38 +437,76 @@ def _train(train_rows: list[torch.Tensor], eval_splits: Sequence[Split], scalers
             raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
     elif config.model == "svdd":  # the centre, from the initial weights, before any step
         with torch.no_grad():
-            model.center.copy_(federated_center(model, train_rows))
-    engine = get_engine(config.engine)
-    sizes = [int(r.shape[0]) for r in train_rows]
-    client_names = ([f"client {s.name}" for s in eval_splits] if len(eval_splits) == len(train_rows)
-                    else ["the pooled training rows"])
-    records: list[dict] = []
-    evaluation_rows = _EvaluationRows(eval_splits, scalers)
+            model.center.copy_(center_from_sums(*zip(*transport.center_sums(model), strict=True)))
+    trainers = len(transport.trainer_names)
+    records: Records = []
+    losses: dict[int, float] = {}
     fixed = fixed_buffers(model)
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
+
+    def report(rnd: int, evaluations: Evaluations, losses: dict[int, float]) -> None:
+        rows = [history_row(rnd, transport.names[k], trainer in losses, losses.get(trainer, math.nan), evaluations[k])
+                for k in sorted(evaluations) for trainer in [k if trainers == len(transport.names) else 0]]
+        records.extend(rows)
+        if progress:
+            means = round_means(rows, ("loss", "f1"))
+            bar.set_postfix({"loss": f"{means['loss']:.4f}", **({"f1": f"{means['f1']:.3f}"} if "f1" in means else {})})
+        if on_round is not None:
+            on_round(rnd, rows)
+
     for rnd in bar:
-        chosen = sample_clients(len(train_rows), config.fraction, config.seed + seed_offset, rnd)
-        updates = engine(model, [train_rows[i] for i in chosen], [i + seed_offset for i in chosen],
-                         rnd, config)
-        for i, (state, loss) in zip(chosen, updates, strict=True):  # before any hook: the client's own work
-            _check_finite(config, rnd, client_names[i], loss, state)
+        chosen = sample_clients(trainers, config.fraction, config.seed + seed_offset, rnd)
+        updates = transport.fit(model, chosen, rnd)
+        for i, (state, loss, _) in updates.items():  # before any hook: the client's own work
+            _check_finite(config, rnd, transport.trainer_names[i], loss, state)
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        states = [u[0] for u in updates]
+        states = [state for state, _, _ in updates.values()]
         if update_hook is not None:
-            states = [update_hook(i, state, global_state, rnd) for i, state in zip(chosen, states, strict=True)]
-        new_state = aggregator(global_state, states, [sizes[i] for i in chosen], rnd)
+            states = [update_hook(i, state, global_state, rnd) for i, state in zip(updates, states, strict=True)]
+        new_state = aggregator(global_state, states, [rows for _, _, rows in updates.values()], rnd)
         new_state = {**new_state, **fixed}
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
-        losses = {i: u[1] for i, u in zip(chosen, updates, strict=False)}
-        round_records = _evaluate(model, eval_splits, evaluation_rows, config, rnd, losses, len(train_rows))
-        records.extend(round_records)
-        if progress:
-            means = round_means(round_records, ("loss", "f1"))
-            bar.set_postfix({"loss": f"{means['loss']:.4f}", **({"f1": f"{means['f1']:.3f}"} if "f1" in means else {})})
-        if on_round is not None:
-            on_round(rnd, round_records)
-    return [model], records
+        losses = {i: loss for i, (_, loss, _) in updates.items()}
+        threshold = None
+        if config.threshold == "global":
+            threshold = total_histogram(transport.histograms(model, rnd)).quantile(config.threshold_percentile)
+        transport.evaluate(model, rnd, threshold, rnd == config.rounds,
+                           functools.partial(report, rnd, losses=losses))
+    return model, records, transport.model_file_counts(model) if model_file else None
+
+
+def model_detector(model: nn.Module, scaler: Scaler, feature_names: list[str], config: FederatedConfig,
+                   counts: ModelFileCounts) -> Detector:
+    """The one builder of a model file's detector, whichever way it was trained: the final weights, the global
+    scaler, the federation's training-score histogram and its percentile as the threshold, and each metric's
+    1st-99th percentile over the federation's training rows (raw units), from the clients' counts."""
+    histogram = total_histogram(counts.histograms)
+    feature_range = feature_range_from_counts(sum(counts.feature_counts[1:], counts.feature_counts[0]))
+    return Detector(model, scaler, histogram.quantile(config.threshold_percentile), feature_names,
+                    config.score_method, histogram, scaler.mean + feature_range * scaler.std)
+
+
+def history_row(rnd: int, client: str, selected: bool, loss: float, evaluation: dict) -> dict:
+    """One client's history row for a round: what the server knows (round, client, whether it trained and its
+    loss) around what the client reported (:func:`client_record`), in the history's column order."""
+    first = {"round": rnd, "client": client, "n_train": evaluation["n_train"], "n_test": evaluation["n_test"],
+             "selected": bool(selected), "loss": float(loss)}
+    return {**first, **{k: v for k, v in evaluation.items() if k not in first}}
+
+
+def client_record(split: Split, train_scores: np.ndarray, test_scores: np.ndarray, threshold: float | None,
+                  percentile: float) -> dict:
+    """What a client reports about a model it evaluated: its row counts, the threshold (the federation's, or
+    with ``threshold=None`` the ``percentile`` of its own training scores), its alarm rate and, with labels,
+    the metrics on its held-out rows. Computed where the rows are: in :class:`InProcess`, or on a Flower node."""
+    if threshold is None:
+        threshold = percentile_threshold(train_scores, percentile)
+    record = {"n_train": int(split.train.shape[0]), "n_test": int(split.test.shape[0]),
+              "threshold": float(threshold), "alarm_rate": float((test_scores > threshold).mean())}
+    if split.test_labels is not None:
+        record.update(detection_metrics(split.test_labels, test_scores, threshold))
+    return record
 
 
 def diverged(config: FederatedConfig, rnd: int, where: str, what: str) -> UserError:
@@ -437,43 +559,54 @@ class _EvaluationRows:
                 for train, test in self.pairs]
 
 
-def _global_histogram(model: nn.Module, splits: Sequence[Split], scaler: Scaler,
-                      config: FederatedConfig) -> ScoreHistogram:
-    """The clients' training-score counts on the shared bins, summed: the saved threshold's percentile,
-    and kept in the model file so another percentile can be chosen when scoring."""
-    scores = _EvaluationRows(splits, [scaler] * len(splits)).scores(model, config.score_method)
-    return federated_histogram([tr for tr, _ in scores])
+class InProcess:
+    """The clients of :func:`run_federated`, in this process: training by the configured engine (the loop
+    or the vectorized one), scoring every client's rows in a few batched passes.
 
+    ``train_rows``: each trainer's scaled training rows (one table for centralized training);
+    ``splits``/``scalers``: each evaluating client's rows and the scaler it applies. Trainer ``i``
+    trains with client index ``first_id + i`` (which seeds its batches)."""
 
-def _evaluate(model: nn.Module, splits: Sequence[Split], rows: _EvaluationRows, config: FederatedConfig,
-              rnd: int, losses: dict[int, float], num_trainers: int) -> list[dict]:
-    """Per-client records for one round: threshold from training scores, metrics on test rows."""
-    scores = rows.scores(model, config.score_method)
-    if config.threshold == "global":
-        shared = federated_percentile([tr for tr, _ in scores], config.threshold_percentile)
-        thresholds = [shared] * len(splits)
-    else:
-        thresholds = [percentile_threshold(tr, config.threshold_percentile) for tr, _ in scores]
-    records = []
-    for k, (split, (_train_scores, test_scores), thr) in enumerate(zip(splits, scores, thresholds, strict=False)):
-        trainer = k if num_trainers == len(splits) else 0
-        records.append(client_record(split, test_scores, thr, rnd, trainer in losses,
-                                     losses.get(trainer, math.nan)))
-    return records
+    def __init__(self, train_rows: list[torch.Tensor], splits: Sequence[Split], scalers: list[Scaler],
+                 global_scaler: Scaler, config: FederatedConfig, first_id: int = 0) -> None:
+        self.train_rows, self.splits, self.config, self.first_id = train_rows, splits, config, first_id
+        self.global_scaler, self.scalers = global_scaler, scalers
+        self.names = [s.name for s in splits]
+        self.trainer_names = ([f"client {s.name}" for s in splits] if len(splits) == len(train_rows)
+                              else ["the pooled training rows"])
+        self.engine = get_engine(config.engine)
+        self.rows = _EvaluationRows(splits, scalers)
+        self._scored: tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None = None  # (round, scores)
 
+    def center_sums(self, model: nn.Module) -> list[tuple[torch.Tensor, int]]:
+        return [embedding_sums(model, rows) for rows in self.train_rows]
 
-def client_record(split: Split, test_scores: np.ndarray, threshold: float, rnd: int, selected: bool,
-                  loss: float) -> dict:
-    """One client's history row for a round: the threshold, alarm rate and metrics on its held-out rows.
+    def fit(self, model: nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
+        updates = self.engine(model, [self.train_rows[i] for i in chosen], [i + self.first_id for i in chosen],
+                              rnd, self.config)
+        return {i: (state, loss, int(self.train_rows[i].shape[0])) for i, (state, loss) in zip(chosen, updates,
+                                                                                                strict=True)}
 
-    Shared by :func:`run_federated` and the Flower ``ClientApp`` (which evaluates on its own node).
-    """
-    record = {
-        "round": rnd, "client": split.name, "n_train": int(split.train.shape[0]),
-        "n_test": int(split.test.shape[0]), "selected": bool(selected),
-        "loss": loss, "threshold": float(threshold),
-        "alarm_rate": float((test_scores > threshold).mean()),
-    }
-    if split.test_labels is not None:
-        record.update(detection_metrics(split.test_labels, test_scores, threshold))
-    return record
+    def _scores(self, model: nn.Module, rnd: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Round ``rnd``'s scores, computed once for its threshold and its evaluation."""
+        if self._scored is None or self._scored[0] != rnd:
+            self._scored = (rnd, self.rows.scores(model, self.config.score_method))
+        return self._scored[1]
+
+    def histograms(self, model: nn.Module, rnd: int) -> list[ScoreHistogram]:
+        return [ScoreHistogram.of(train) for train, _ in self._scores(model, rnd)]
+
+    def evaluate(self, model: nn.Module, rnd: int, threshold: float | None, last: bool,
+                 report: Callable[[Evaluations], None]) -> None:
+        percentile = self.config.threshold_percentile
+        report({k: client_record(split, train, test, threshold, percentile)
+                for k, (split, (train, test)) in enumerate(zip(self.splits, self._scores(model, rnd), strict=True))})
+
+    def model_file_counts(self, model: nn.Module) -> ModelFileCounts:
+        if self.rows.shared and self.scalers[0] is self.global_scaler and self._scored is not None:
+            scores = self._scored[1]  # the last evaluation's: the final model, the global scaler
+        else:
+            scores = _EvaluationRows(self.splits, [self.global_scaler] * len(self.splits)).scores(
+                model, self.config.score_method)
+        return ModelFileCounts([ScoreHistogram.of(train) for train, _ in scores],
+                               [feature_counts(self.global_scaler.transform(s.train)) for s in self.splits])

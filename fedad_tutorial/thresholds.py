@@ -95,9 +95,16 @@ def federated_histogram(client_scores: list[np.ndarray]) -> ScoreHistogram:
     """The sum of each client's histogram (what a server receives: counts, never scores)."""
     if not client_scores:
         raise UserError("no client scores to aggregate")
-    total = ScoreHistogram.of(client_scores[0])
-    for scores in client_scores[1:]:
-        total = total + ScoreHistogram.of(scores)
+    return total_histogram([ScoreHistogram.of(scores) for scores in client_scores])
+
+
+def total_histogram(histograms: list[ScoreHistogram]) -> ScoreHistogram:
+    """The federation's histogram: the clients' counts added in client order (a server's only view of scores)."""
+    if not histograms:
+        raise UserError("no client histograms to aggregate")
+    total = histograms[0]
+    for histogram in histograms[1:]:
+        total = total + histogram
     return total
 
 
@@ -125,7 +132,11 @@ def federated_feature_range(client_scaled_rows: list[np.ndarray], quantiles: tup
     """Each metric's ``quantiles`` over every client's standardised training rows, shape ``(2, features)``
     (standardised units), from the sum of the clients' :func:`feature_counts`: within 0.05 standard
     deviations of the pooled percentiles."""
-    counts = sum(feature_counts(rows) for rows in client_scaled_rows)
+    return feature_range_from_counts(sum(feature_counts(rows) for rows in client_scaled_rows), quantiles)
+
+
+def feature_range_from_counts(counts: np.ndarray, quantiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """:func:`federated_feature_range` from the clients' summed :func:`feature_counts` (what a server receives)."""
     for q in quantiles:
         _check_percentile(q)
     return np.array([[_interpolated_quantile(metric, _Z_EDGES, q) for metric in counts] for q in quantiles])
