@@ -435,13 +435,13 @@ def test_tls_run_survives_a_killed_client(data, tls, procs, tmp_path):
 
 
 def test_too_few_clients_left_names_the_missing_ones():
-    from fedad_tutorial.flower.server_app import DetectorFedAvg, FlowerRunError, Node
+    from fedad_tutorial.flower.server_app import FlowerRunError, FlowerTransport, Node
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.scaling import FeatureStats, Scaler
 
     stats = FeatureStats(1, np.zeros(2), np.zeros(2))
     nodes = [Node(100 + k, k, f"node_{k + 1}", 10, 5, ["a", "b"], True, stats) for k in range(2)]
-    strategy = DetectorFedAvg(FlowerSettings(min_clients=2, round_timeout=7), nodes, Scaler.fit(np.ones((2, 2))))
+    strategy = FlowerTransport(None, FlowerSettings(min_clients=2, round_timeout=7), nodes, Scaler.fit(np.ones((2, 2))))
     strategy._sent_at -= 3  # the message went out 3 s ago
     with pytest.raises(FlowerRunError, match=r"missing: node_2 \(no reply after 3 s \(--round-timeout 7 s\)\)"):
         strategy._collect([100, 101], {100: object()}, "train")

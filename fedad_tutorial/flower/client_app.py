@@ -25,19 +25,19 @@ from flwr.clientapp import ClientApp
 
 from fedad_tutorial.center import embedding_sums
 from fedad_tutorial.csvio import read_node_csv
-from fedad_tutorial.data import Split, train_test_split
+from fedad_tutorial.data import Split, node_split
 from fedad_tutorial.federated import client_record
 from fedad_tutorial.flower.settings import EVALUATION, MessageConfig, config_from_message
 from fedad_tutorial.flower.weights import from_record, to_record
 from fedad_tutorial.scaling import FeatureStats
-from fedad_tutorial.thresholds import ScoreHistogram, percentile_threshold
+from fedad_tutorial.thresholds import ScoreHistogram, feature_counts
 from fedad_tutorial.training import client_generator, score_rows, train_local
 
 
 @functools.lru_cache(maxsize=16)
 def _load(path: str, mtime: float, node_index: int, test_fraction: float, seed: int) -> tuple[Split, list[str]]:
     node = read_node_csv(path)
-    return train_test_split(node, test_fraction, seed=seed + node_index), node.feature_names
+    return node_split(node, node_index, test_fraction, seed), node.feature_names
 
 
 def _node(context: Context, data_paths: tuple[str, ...] | None) -> tuple[str, int]:
@@ -68,15 +68,12 @@ def _scores(model, rows: np.ndarray, mc: MessageConfig) -> np.ndarray:
 
 
 def _evaluation(model, split: Split, mc: MessageConfig) -> tuple[MetricRecord, np.ndarray]:
-    """The node's metrics on its held-out rows at the threshold (the federation's, or the node's own
-    percentile of its training scores), and those training scores."""
+    """The node's :func:`~fedad_tutorial.federated.client_record` (the federation's threshold, or the node's own
+    percentile of its training scores; metrics on its held-out rows), and those training scores."""
     train_scores = _scores(model, split.train, mc)
-    threshold = mc.threshold
-    if threshold is None:
-        threshold = percentile_threshold(train_scores, mc.threshold_percentile)
-    record = client_record(split, _scores(model, split.test, mc), threshold, mc.server_round, False, float("nan"))
-    numbers = {k: v for k, v in record.items() if k not in ("round", "client", "selected", "loss")}
-    return MetricRecord({"num-examples": int(split.test.shape[0]), **numbers}), train_scores
+    record = client_record(split, train_scores, _scores(model, split.test, mc), mc.threshold,
+                           mc.threshold_percentile)
+    return MetricRecord({"num-examples": int(split.test.shape[0]), **record}), train_scores
 
 
 def warm_up() -> None:
@@ -145,14 +142,16 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Metrics of the received weights on held-out rows, plus the training scores' histogram
-        (the server's final threshold comes from the last round's)."""
+        """Metrics of the received weights on held-out rows. The last round's reply also carries what the
+        model file needs: the training scores' histogram and the standardised training rows' counts per
+        metric (:func:`~fedad_tutorial.thresholds.feature_counts`: the normal ranges), never the rows."""
         mc = config_from_message(msg.content["config"])
         split, _, _ = _split(context, paths, mc)
         metrics, train_scores = _evaluation(_model(msg, mc, split.train.shape[1]), split, mc)
-        reply = RecordDict({EVALUATION: metrics,
-                            "histogram": ArrayRecord({"counts": Array(ScoreHistogram.of(train_scores).counts)}),
-                            "info": ConfigRecord({"client": split.name})})
+        reply = RecordDict({EVALUATION: metrics, "info": ConfigRecord({"client": split.name})})
+        if msg.content["config"].get("last", False):
+            reply["histogram"] = ArrayRecord({"counts": Array(ScoreHistogram.of(train_scores).counts)})
+            reply["feature-counts"] = ArrayRecord({"counts": Array(feature_counts(mc.scaler.transform(split.train)))})
         return Message(reply, reply_to=msg)
 
     return app

@@ -1,23 +1,26 @@
-"""The Flower ``ServerApp``: FedAvg over SuperNodes, with the package's scaler, threshold and metrics.
+"""The Flower ``ServerApp``: the package's round loop over SuperNodes, message by message.
 
-A run, message by message (every arrow is a :class:`~flwr.app.Message` through the ``Grid``):
+The rounds are :func:`~fedad_tutorial.federated.federated_rounds`, the loop ``fedad simulate`` runs,
+and the model file is :func:`~fedad_tutorial.federated.model_detector`'s: here the loop reaches its
+clients through :class:`FlowerTransport`, whose requests are Flower messages (:class:`~flwr.app.Message`) through
+the ``Grid``. A run:
 
 1. wait until ``min_clients`` nodes are connected (at most ``wait_timeout`` seconds);
 2. ``query.stats`` -> each node's row count, sum and sum of squares -> the global scaler
-   (:func:`~fedad_tutorial.scaling.federated_scaler`); for Deep SVDD, then ``query.center`` with
-   the initial weights -> each node's embedding sum and row count -> the centre
-   (:func:`~fedad_tutorial.center.center_from_sums`), put into the weights round 1 starts from;
-3. per round r (Flower's :class:`~flwr.serverapp.strategy.FedAvg` loop, ``Strategy.start``):
-   ``train`` -> new weights and row counts -> :func:`~fedad_tutorial.federated.fedavg`. From round 2
-   on, the same ``train`` message also asks each node to evaluate the weights it receives (round
-   r - 1's global model) before training on them: its metrics on its held-out rows come back with its
-   new weights (one history row per node), and nodes not sampled for training get an ``evaluate``
-   message in the same send. With a global threshold, ``query.histogram`` comes first -> score
-   histograms of round r - 1's model -> one threshold. So a round is one message round trip (two
-   with a global threshold), the least FedAvg with per-round evaluation needs;
+   (:func:`~fedad_tutorial.scaling.federated_scaler`), and the federation's checks
+   (:func:`~fedad_tutorial.federated.check_federation`); for Deep SVDD, then ``query.center`` with
+   the initial weights -> each node's embedding sum and row count -> the centre;
+3. per round r: ``train`` -> new weights, loss and row count per node -> the loop's checks and
+   :func:`~fedad_tutorial.federated.fedavg`. From round 2 on, the same ``train`` message also asks each
+   node to evaluate the weights it receives (round r - 1's global model) before training on them: its
+   metrics on its held-out rows come back with its new weights, and nodes not sampled for training get
+   an ``evaluate`` message in the same send. With a global threshold, ``query.histogram`` comes first
+   -> score histograms of round r - 1's model -> one threshold. So a round is one message round trip
+   (two with a global threshold);
 4. after the last round, ``evaluate`` (after ``query.histogram`` for a global threshold) -> the last
-   round's metrics, and each node's training-score histogram -> the saved detector's threshold (the
-   federation's percentile); its config marks the last message, so a deployed node knows it is done.
+   round's metrics, each node's training-score histogram (the saved threshold and histogram) and its
+   standardised metrics' counts (the saved normal ranges); its config marks the last message, so a
+   deployed node knows it is done.
 
 A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
 ``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
@@ -28,7 +31,6 @@ keys to those keys: any other node connected to the SuperLink is never sent a me
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,14 +38,21 @@ from logging import INFO, WARNING
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 
-from fedad_tutorial.center import center_from_sums
-from fedad_tutorial.detector import Detector
-from fedad_tutorial.federated import FederationResult, fedavg, round_means, sample_clients
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.federated import (
+    Evaluations,
+    FederationResult,
+    ModelFileCounts,
+    Update,
+    check_federation,
+    federated_rounds,
+    model_detector,
+    round_means,
+)
 from fedad_tutorial.flower.settings import (
     CENTER,
     EVALUATE,
@@ -57,13 +66,11 @@ from fedad_tutorial.flower.settings import (
     message_config,
 )
 from fedad_tutorial.flower.weights import from_record, to_record
-from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
 
-_FIRST = ["round", "client", "n_train", "n_test", "selected", "loss", "threshold", "alarm_rate"]
-#: The per-round means a deployment reports (progress lines, the round's MetricRecord).
+#: The per-round means a deployment reports (progress lines).
 _PROGRESS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc")
 
 
@@ -134,41 +141,48 @@ def wait_for_nodes(grid: Grid, min_clients: int, timeout: float, allowed: dict |
         time.sleep(0.5)
 
 
-class DetectorFedAvg(FedAvg):
-    """Flower's FedAvg with the package's client sampling and averaging, and per-node history rows."""
+class FlowerTransport:
+    """The round loop's clients (:class:`~fedad_tutorial.federated.Transport`) as Flower nodes: each request
+    of :func:`~fedad_tutorial.federated.federated_rounds` becomes one message per node through the ``Grid``.
 
-    def __init__(self, settings: FlowerSettings, nodes: list[Node], scaler: Scaler,
-                 progress=None, template: dict[str, torch.Tensor] | None = None) -> None:
-        super().__init__(fraction_train=settings.config.fraction, min_available_nodes=settings.min_clients,
-                         min_train_nodes=1, min_evaluate_nodes=1)
-        self.settings = settings
+    Round ``r``'s evaluation rides on round ``r + 1``'s messages: :meth:`evaluate` only remembers it, and
+    :meth:`fit` asks the trainers to evaluate the weights they receive before training on them (the other
+    nodes get an ``evaluate`` message in the same send), so a round costs one message round trip (two with
+    a global threshold, whose histograms must come first). The last round's evaluation goes out at once,
+    marked ``last``, and its replies carry what the model file needs (:meth:`model_file_counts`).
+
+    A node that does not answer within ``round_timeout`` is dropped (:meth:`_collect`)."""
+
+    def __init__(self, grid: Grid, settings: FlowerSettings, nodes: list[Node], scaler: Scaler) -> None:
+        self.grid, self.settings, self.scaler = grid, settings, scaler
         self.nodes = sorted(nodes, key=lambda n: n.index)
+        self.names = [n.name for n in self.nodes]
+        self.trainer_names = [f"client {n.name}" for n in self.nodes]
+        self.position = {n.node_id: k for k, n in enumerate(self.nodes)}
         self.alive = {n.node_id for n in self.nodes}
         self.missing: list[str] = []  # "name (why)"
         self.missing_names: list[str] = []
-        self.scaler = scaler
-        self.template = template  # the global model's state dict: names and shapes of the packed weights
-        self.fixed: dict[str, torch.Tensor] = {}  # buffers (Deep SVDD's centre): never trained
-        self.records: list[dict] = []
-        self.losses: dict[int, float] = {}
-        self.progress = progress
         self.errors: dict[int, str] = {}  # node id -> the reason of its last error reply
         self._sent_at = time.monotonic()
+        self._pending: tuple[ConfigRecord, Callable[[Evaluations], None]] | None = None
+        self._final: ModelFileCounts | None = None
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _by_id(self) -> dict[int, Node]:
-        return {n.node_id: n for n in self.nodes}
-
-    def _config(self, rnd: int, threshold: float | None = None) -> ConfigRecord:
-        return message_config(self.settings, rnd, self.scaler, threshold)
+    def _alive_ids(self) -> list[int]:
+        return [n.node_id for n in self.nodes if n.node_id in self.alive]
 
     def _messages(self, node_ids, record: RecordDict, message_type: str) -> list[Message]:
-        self._sent_at = time.monotonic()
         return [Message(content=record, message_type=message_type, dst_node_id=i) for i in node_ids]
+
+    def _send(self, messages: list[Message], what: str) -> dict[int, Message]:
+        """Send, wait at most ``round_timeout`` s; the successful replies by node id, in node order."""
+        self._sent_at = time.monotonic()
+        got = _replies(self.grid, messages, self.settings.round_timeout, self.errors)
+        ok = self._collect([m.metadata.dst_node_id for m in messages], got, what)
+        return {i: got[i] for i in sorted(ok, key=self.position.__getitem__)}
 
     def _collect(self, sent: list[int], replies: dict[int, Message], what: str) -> list[int]:
         """Drop the nodes that did not answer; stop the run if fewer than ``min_clients`` are left."""
-        by_id = self._by_id()
+        by_id = {n.node_id: n for n in self.nodes}
         lost = [i for i in sent if i not in replies]
         if lost:
             waited = time.monotonic() - self._sent_at
@@ -186,110 +200,75 @@ class DetectorFedAvg(FedAvg):
                 f"{self.settings.min_clients}; missing: {'; '.join(self.missing)}")
         return [i for i in sent if i in replies]
 
-    def _histogram(self, replies: dict[int, Message], ok: list[int]) -> ScoreHistogram:
-        """The federation's training-score histogram: the sum of the nodes' counts (never raw scores)."""
-        total = None
-        for i in ok:  # in node order, like federated_histogram
-            h = ScoreHistogram(replies[i].content["histogram"]["counts"].numpy().astype(np.int64))
-            total = h if total is None else total + h
-        return total
-
-    def _quantile(self, replies: dict[int, Message], ok: list[int]) -> float:
-        """The federation's percentile from the nodes' score histograms."""
-        return self._histogram(replies, ok).quantile(self.settings.config.threshold_percentile)
-
-    def global_threshold(self, grid: Grid, arrays: ArrayRecord, rnd: int) -> float:
-        """Ask the nodes for their training-score histograms under ``arrays``; return the percentile."""
-        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
-        record = RecordDict({"arrays": arrays, "config": self._config(rnd)})
-        replies = _replies(grid, self._messages(ids, record, HISTOGRAM), self.settings.round_timeout, self.errors)
-        return self._quantile(replies, self._collect(ids, replies, "histogram"))
-
-    def center(self, grid: Grid, arrays: ArrayRecord) -> torch.Tensor:
-        """Deep SVDD's centre for the weights ``arrays``: from each node's embedding sum and row count."""
-        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
-        record = RecordDict({"arrays": arrays, "config": self._config(0)})
-        replies = _replies(grid, self._messages(ids, record, CENTER), self.settings.round_timeout, self.errors)
-        ok = self._collect(ids, replies, "center")  # in node order, like federated_center
-        return center_from_sums([torch.from_numpy(replies[i].content["center"]["sum"].numpy()) for i in ok],
-                                [int(replies[i].content["metrics"]["num-examples"]) for i in ok])
-
-    # -- the Strategy interface ------------------------------------------------------------------
-    # Evaluating round r's global weights rides on round r + 1's messages: its ``train`` messages ask
-    # the nodes to evaluate the weights they receive before training on them (nodes not sampled for
-    # training get an ``evaluate`` message in the same send), so a round costs one message round trip.
-    # Only the last round's weights need ``evaluate`` messages of their own.
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
-        chosen = sample_clients(len(self.nodes), self.settings.config.fraction, self.settings.config.seed,
-                                server_round)
-        train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
-        log(INFO, "configure_train: %d of %d nodes", len(train_ids), len(self.alive))
-        if server_round == 1:  # the initial weights are not evaluated
-            self._sent, self._train_ids = train_ids, train_ids
-            return self._messages(train_ids, RecordDict({"arrays": arrays, "config": self._config(1)}), TRAIN)
-        evaluate = self._evaluate_config(server_round - 1, grid, arrays)
-        train = self._config(server_round, evaluate.get(THRESHOLD))
-        train["evaluate"] = True
-        others = [n.node_id for n in self.nodes if n.node_id in self.alive and n.node_id not in train_ids]
-        self._sent, self._train_ids = train_ids + others, train_ids
-        return (self._messages(train_ids, RecordDict({"arrays": arrays, "config": train}), TRAIN)
-                + self._messages(others, RecordDict({"arrays": arrays, "config": evaluate}), EVALUATE))
-
-    def aggregate_train(self, server_round: int, replies):
-        got = _ok(replies, self.errors)
-        ok = self._collect(self._sent, got, "train")
-        if server_round > 1:
-            self._record_evaluation(server_round - 1, got, ok)
-        ok = [i for i in ok if i in self._train_ids]
-        if not ok:
-            raise FlowerRunError(f"round {server_round}: no training replies")
-        states = [from_record(got[i].content["arrays"], self.template) for i in ok]  # node order
-        weights = [int(got[i].content["metrics"]["num-examples"]) for i in ok]
-        self.losses = {i: float(got[i].content["metrics"]["loss"]) for i in ok}
-        averaged = {**fedavg(states, weights), **self.fixed}
-        mean_loss = float(np.average(list(self.losses.values()), weights=weights))
-        return to_record(averaged), MetricRecord({"loss": mean_loss})
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
-        if server_round < self.settings.config.rounds:
-            return []  # evaluated by the next round's messages
-        ids = [n.node_id for n in self.nodes if n.node_id in self.alive]
-        self._sent = ids
-        config = self._evaluate_config(server_round, grid, arrays)
-        config["last"] = True
-        return self._messages(ids, RecordDict({"arrays": arrays, "config": config}), EVALUATE)
-
-    def aggregate_evaluate(self, server_round: int, replies):
-        if server_round < self.settings.config.rounds:
-            return None
-        got = _ok(replies, self.errors)
-        ok = self._collect(self._sent, got, "evaluate")
-        self.final_histogram = self._histogram(got, ok)  # kept in the model file
-        self.final_threshold = self.final_histogram.quantile(self.settings.config.threshold_percentile)
-        return self._record_evaluation(server_round, got, ok)
-
-    def _evaluate_config(self, rnd: int, grid: Grid, arrays: ArrayRecord) -> ConfigRecord:
-        """The config that evaluates round ``rnd``'s weights ``arrays``; a global threshold is asked for first."""
-        threshold = None
-        if self.settings.config.threshold == "global":
-            threshold = self.global_threshold(grid, arrays, rnd)
-        return self._config(rnd, threshold)
-
-    def _record_evaluation(self, rnd: int, got: dict[int, Message], ok: list[int]) -> MetricRecord:
-        """One history row per node that evaluated round ``rnd``'s weights (``self.losses`` is that round's)."""
-        by_id = self._by_id()
-        rows = []
-        for i in ok:
-            numbers = dict(got[i].content[EVALUATION])
+    def _evaluations(self, replies: dict[int, Message]) -> Evaluations:
+        """What each node reported in its reply's evaluation record
+        (:func:`~fedad_tutorial.federated.client_record`), by client position."""
+        out = {}
+        for i, reply in replies.items():
+            numbers = dict(reply.content[EVALUATION])
             numbers.pop("num-examples", None)
-            row = {"round": rnd, "client": by_id[i].name, "selected": i in self.losses,
-                   "loss": self.losses.get(i, math.nan), **numbers}
-            rows.append({**{k: row[k] for k in _FIRST if k in row}, **row})
-        self.records += rows
-        means = round_means(rows, _PROGRESS)
-        if self.progress is not None:
-            self.progress(rnd, means)
-        return MetricRecord({k: v for k, v in means.items() if math.isfinite(v)})
+            out[self.position[i]] = numbers
+        return out
+
+    # -- the Transport interface ---------------------------------------------------------------------
+    def center_sums(self, model: torch.nn.Module) -> list[tuple[torch.Tensor, int]]:
+        record = RecordDict({"arrays": to_record(model.state_dict()), "config": message_config(self.settings, 0)})
+        got = self._send(self._messages(self._alive_ids(), record, CENTER), "center")
+        return [(torch.from_numpy(r.content["center"]["sum"].numpy()), int(r.content["metrics"]["num-examples"]))
+                for r in got.values()]
+
+    def fit(self, model: torch.nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
+        train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        log(INFO, "round %d: %d of %d nodes train", rnd, len(train_ids), len(self.alive))
+        arrays = to_record(model.state_dict())
+        pending, self._pending = self._pending, None
+        config = message_config(self.settings, rnd, self.scaler)
+        messages = []
+        if pending is not None:  # the previous round's weights are these: evaluate them first
+            evaluate, report = pending
+            config = message_config(self.settings, rnd, self.scaler, evaluate.get(THRESHOLD))
+            config["evaluate"] = True
+            others = [i for i in self._alive_ids() if i not in train_ids]
+            messages = self._messages(others, RecordDict({"arrays": arrays, "config": evaluate}), EVALUATE)
+        messages = self._messages(train_ids, RecordDict({"arrays": arrays, "config": config}), TRAIN) + messages
+        got = self._send(messages, "train")
+        if pending is not None:
+            report(self._evaluations(got))
+        template = model.state_dict()
+        updates = {self.position[i]: (from_record(r.content["arrays"], template), float(r.content["metrics"]["loss"]),
+                                      int(r.content["metrics"]["num-examples"]))
+                   for i, r in got.items() if i in train_ids}
+        if not updates:
+            raise FlowerRunError(f"round {rnd}: no training replies")
+        return updates
+
+    def histograms(self, model: torch.nn.Module, rnd: int) -> list[ScoreHistogram]:
+        record = RecordDict({"arrays": to_record(model.state_dict()),
+                             "config": message_config(self.settings, rnd, self.scaler)})
+        got = self._send(self._messages(self._alive_ids(), record, HISTOGRAM), "histogram")
+        return [_histogram(r) for r in got.values()]
+
+    def evaluate(self, model: torch.nn.Module, rnd: int, threshold: float | None, last: bool,
+                 report: Callable[[Evaluations], None]) -> None:
+        config = message_config(self.settings, rnd, self.scaler, threshold)
+        if not last:
+            self._pending = (config, report)  # sent with the next round's training
+            return
+        config["last"] = True
+        record = RecordDict({"arrays": to_record(model.state_dict()), "config": config})
+        got = self._send(self._messages(self._alive_ids(), record, EVALUATE), "evaluate")
+        report(self._evaluations(got))
+        self._final = ModelFileCounts([_histogram(r) for r in got.values()],
+                                      [r.content["feature-counts"]["counts"].numpy() for r in got.values()])
+
+    def model_file_counts(self, model: torch.nn.Module) -> ModelFileCounts:
+        if self._final is None:
+            raise FlowerRunError("the model file's counts come with the last round's evaluation, which was not sent")
+        return self._final
+
+
+def _histogram(reply: Message) -> ScoreHistogram:
+    return ScoreHistogram.from_counts(reply.content["histogram"]["counts"].numpy().astype(np.int64))
 
 
 def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys: dict[int, str]) -> list[Node]:
@@ -310,24 +289,23 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
                           FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
                                        np.asarray(m["total-sq"], dtype=np.float64)), keys.get(i, "")))
     nodes.sort(key=lambda n: n.index)
-    for attr, flag in (("index", "--node-id"), ("name", "a data file named")):
-        values = [getattr(n, attr) for n in nodes]
-        for value in sorted({v for v in values if values.count(v) > 1}, key=str):
-            who = "; ".join(n.label() for n in nodes if getattr(n, attr) == value)
-            shown = value + 1 if attr == "index" else value
-            raise FlowerRunError(f"two clients were started with {flag} {shown}: {who}; give each its own")
-    for n in nodes[1:]:
-        if n.features != nodes[0].features:
-            raise FlowerRunError(f"{n.name}: feature columns differ from {nodes[0].name} "
-                                 f"({len(n.features)} vs {len(nodes[0].features)} columns; every node needs the same)")
-    if len({n.labelled for n in nodes}) > 1:
-        raise FlowerRunError("some node CSVs have a 'label' column and some do not")
+    indices = [n.index for n in nodes]
+    for index in sorted({v for v in indices if indices.count(v) > 1}):
+        who = "; ".join(n.label() for n in nodes if n.index == index)
+        raise FlowerRunError(f"two clients were started with --node-id {index + 1}: {who}; give each its own")
+    try:  # the checks run_federated makes, on what the nodes told
+        check_federation([n.name for n in nodes], [n.features for n in nodes], [n.labelled for n in nodes],
+                         [n.n_train for n in nodes], lambda k: nodes[k].label())
+    except UserError as exc:
+        raise FlowerRunError(str(exc)) from None
     return nodes
 
 
 def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
                on_count: Callable[[int], None] | None = None) -> FederationResult:
-    """The whole run on the ServerApp side; writes the run folder if ``settings.output_dir`` is set.
+    """The whole run on the ServerApp side: :func:`~fedad_tutorial.federated.federated_rounds` over the nodes,
+    :func:`~fedad_tutorial.federated.model_detector` for the model file; writes the run folder if
+    ``settings.output_dir`` is set. ``progress(round, means)`` hears each round's means.
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part."""
     config = replace(settings.config, engine="loop", scaling="global")
@@ -337,25 +315,20 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     nodes = _query_stats(grid, settings, node_ids, keys)
     scaler = federated_scaler([n.stats for n in nodes])
     features = nodes[0].features
-    torch.manual_seed(config.seed)  # the same initial weights as run_federated
-    model = config.model_spec(len(features)).build().eval()
-    strategy = DetectorFedAvg(settings, nodes, scaler, progress, template=model.state_dict())
-    if config.model == "svdd":  # the centre, from the initial weights, before round 1
-        with torch.no_grad():
-            model.center.copy_(strategy.center(grid, to_record(model.state_dict())))
-        strategy.fixed = fixed_buffers(model)
-    result = strategy.start(grid, to_record(model.state_dict()), num_rounds=config.rounds,
-                            timeout=settings.round_timeout)
-    model.load_state_dict(from_record(result.arrays, model.state_dict()))
-    threshold = strategy.final_threshold  # from the last round's evaluate replies
-    detector = Detector(model.eval(), scaler, threshold, features, config.score_method, strategy.final_histogram)
-    fed = FederationResult(strategy.records, detector, {}, config)
+    transport = FlowerTransport(grid, settings, nodes, scaler)
+
+    def on_round(rnd: int, rows: list[dict]) -> None:
+        if progress is not None:
+            progress(rnd, round_means(rows, _PROGRESS))
+
+    model, records, counts = federated_rounds(transport, config, len(features), on_round=on_round)
+    fed = FederationResult(records, model_detector(model, scaler, features, config, counts), {}, config)
     if settings.output_dir:
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
                 "test_fraction": settings.test_fraction}
-        flower = {"min_clients": settings.min_clients, "missing_clients": strategy.missing_names,
-                  "missing_reasons": strategy.missing, "round_timeout": settings.round_timeout,
+        flower = {"min_clients": settings.min_clients, "missing_clients": transport.missing_names,
+                  "missing_reasons": transport.missing, "round_timeout": settings.round_timeout,
                   "authentication": allowed is not None,
                   "nodes": {n.name: {"flower_node_id": n.node_id, "node_id": n.index + 1, "key": n.key or None}
                             for n in nodes}}
