@@ -162,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
     score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
     score.add_argument("--explain", metavar="K|FEATURES", default=None,
-                       help="for each flagged row, add columns naming the K metrics that contribute most to its "
-                            "score (or the comma-separated FEATURES): value, the model's normal range and the "
-                            "metric's share of the score")
+                       help="for each flagged row, add columns naming the K metrics with the largest terms of its "
+                            "score (or the comma-separated FEATURES): value, normal_low and normal_high (the "
+                            "model's normal range) and score_term (the metric's term of the score: its squared "
+                            "reconstruction error divided by the number of metrics, or by 2 for a VAE's ELBO "
+                            "score; all metrics' terms, plus latent_score_term for ELBO, add up to the score)")
     score.add_argument("--report", type=Path, metavar="FILE", default=None,
                        help="also draw the highest-scoring alarms and their top metrics (FILE.html or FILE.png)")
     choice = score.add_mutually_exclusive_group()

@@ -208,8 +208,9 @@ def alarm_table(detector: Detector, row: np.ndarray, normal_rows: np.ndarray | N
 
     Columns: ``metric``, ``value`` (raw units), ``normal_low`` / ``normal_high`` (the ``quantiles``
     of the metric over ``normal_rows``, e.g. the client's own training rows; with ``normal_rows=None``
-    the model's own :func:`normal_range`), ``error`` (squared, scaled units) and ``relative_error``
-    (``error / baseline``, or ``error`` without a baseline).
+    the model's own :func:`normal_range`), ``error`` (squared reconstruction error, scaled units) and,
+    with a ``baseline``, ``relative_error`` (``error / baseline``, the ranking then). ``fedad score``'s
+    report uses :meth:`fedad_tutorial.scoring.Explainer.table` instead: the CSV's columns.
     """
     import pandas as pd
 
@@ -222,28 +223,35 @@ def alarm_table(detector: Detector, row: np.ndarray, normal_rows: np.ndarray | N
         low, high = np.percentile(np.asarray(normal_rows, dtype=np.float64), quantiles, axis=0)
     idx = top_features(relative[None, :], k)[0]
     table = pd.DataFrame({"metric": [detector.feature_names[j] for j in idx], "value": row[0, idx],
-                          "normal_low": low[idx], "normal_high": high[idx], "error": errors[idx],
-                          "relative_error": relative[idx]})
-    table.attrs["relative"] = baseline is not None
+                          "normal_low": low[idx], "normal_high": high[idx], "error": errors[idx]})
+    if baseline is not None:
+        table["relative_error"] = relative[idx]
     return table
 
 
+#: The bars :func:`plot_alarm` draws, by the first of these columns a table has, and their axis label.
+_BARS = {"relative_error": "error / typical error on normal rows",
+         "score_term": "the metric's term of the score",
+         "error": "squared reconstruction error (scaled units)"}
+
+
 def plot_alarm(table: pd.DataFrame, ax: Axes | None = None, title: str | None = None) -> Figure:
-    """Horizontal bars of an :func:`alarm_table`'s ranking errors (relative if it had a baseline), each
-    labelled with the metric's value and its normal range, so the operator sees *what* is off and *by how much*."""
+    """Horizontal bars of an alarm's table (an :func:`alarm_table`: its ranking errors; or ``fedad score``'s
+    :meth:`~fedad_tutorial.scoring.Explainer.table`: the score's terms), each labelled with the metric's value
+    and its normal range, so the operator sees *what* is off and *by how much*."""
     from fedad_tutorial.plots import new_axes
 
     fig, ax = new_axes(5.5, 3.2) if ax is None else (ax.figure, ax)
+    bar = next(c for c in _BARS if c in table)
     y = np.arange(len(table))
-    ax.barh(y, table["relative_error"], color="tab:red", alpha=0.75)
-    ax.set_xlim(0, 2.4 * float(table["relative_error"].max()))  # room for the labels on the right
-    ax.set_yticks(y, table["metric"], fontsize=8)
+    ax.barh(y, table[bar], color="tab:red", alpha=0.75)
+    ax.set_xlim(0, 2.4 * float(table[bar].max()))  # room for the labels on the right
+    ax.set_yticks(y, table.iloc[:, 0], fontsize=8)
     ax.invert_yaxis()
     for yi, r in zip(y, table.itertuples(), strict=True):
         ax.text(0.98, yi, f"{r.value:.3g}  (normal {r.normal_low:.3g}-{r.normal_high:.3g})",
                 transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7)
-    ax.set_xlabel("error / typical error on normal rows" if table.attrs.get("relative")
-                  else "squared reconstruction error (scaled units)")
+    ax.set_xlabel(_BARS[bar])
     ax.set_title(title or "top metrics of this alarm", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return fig

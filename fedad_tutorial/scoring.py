@@ -6,9 +6,10 @@ when every row has been scored. A bad value anywhere (even in the last chunk) th
 output. Only the scores and labels, small next to the rows, are kept for the summary and metrics.
 
 With ``explain``, each flagged row also gets the metrics that contribute most to its score (or the
-metrics the user named): name, value, the model's normal range and the metric's share of the score
-(:func:`~fedad_tutorial.explain.score_contributions`, additive), computed chunk by chunk for the
-flagged rows only. ``report`` draws the highest-scoring alarms as notebook 12 does (HTML or PNG).
+metrics the user named): name, value, the model's normal range and the metric's term of the score
+(:func:`~fedad_tutorial.explain.score_contributions`: the terms of all metrics add up to the score),
+computed chunk by chunk for the flagged rows only. ``report`` draws the highest-scoring alarms as
+notebook 12 does (HTML or PNG), with the same columns and numbers as the CSV.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +27,9 @@ from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.outputs import check_output_file
 from fedad_tutorial.progress import progress_bar
+
+if TYPE_CHECKING:  # pandas is imported where a report's tables are made
+    import pandas as pd
 
 #: Alarms drawn in a ``report`` (the highest scores).
 REPORT_ALARMS = 6
@@ -44,11 +49,20 @@ class ScoredFile:
     top_alarms: list[tuple[float, int, np.ndarray]] = field(default_factory=list)  # (score, line, raw row)
 
 
+#: The explanation columns of one metric (``top{i}_`` or ``{name}_`` before each): see :class:`Explainer`.
+PARTS = ("value", "normal_low", "normal_high", "score_term")
+#: What each explanation column is, as ``score --help``, the report and the docs say it.
+SCORE_TERM = ("score_term: the metric's term of the row's score (its squared reconstruction error divided by the "
+              "number of metrics, or by 2 for a VAE scored by its ELBO); the terms of all metrics "
+              "(plus latent_score_term for an ELBO score) add up to the score")
+
+
 class Explainer:
     """The explanation columns of ``fedad score --explain``: ``top{i}_feature, top{i}_value,
-    top{i}_normal_low, top{i}_normal_high, top{i}_contribution`` for the ``k`` largest contributions,
-    or ``{name}_value, {name}_normal_low, ...`` for named metrics; ``latent_contribution`` too for a
-    VAE scored by ELBO (with every metric listed, the contributions then add up to the score)."""
+    top{i}_normal_low, top{i}_normal_high, top{i}_score_term`` for the ``k`` largest terms of the score,
+    or ``{name}_value, {name}_normal_low, ...`` for named metrics; ``latent_score_term`` too for a
+    VAE scored by ELBO (with every metric listed, the terms then add up to the score: :data:`SCORE_TERM`).
+    The report's tables (:meth:`table`) are the same columns with the same numbers."""
 
     def __init__(self, detector: Detector, explain: int | list[str]) -> None:
         from fedad_tutorial.explain import normal_range
@@ -75,21 +89,27 @@ class Explainer:
         self.header = []
         for prefix in prefixes:
             self.header += ([f"{prefix}_feature"] if self.fixed is None else []) + [
-                f"{prefix}_{part}" for part in ("value", "normal_low", "normal_high", "contribution")]
+                f"{prefix}_{part}" for part in PARTS]
         if self.latent:
-            self.header.append("latent_contribution")
+            self.header.append("latent_score_term")
         self.blank = "," * (len(self.header) - 1)
+
+    def explain(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The explained metrics of each row (indices, shape ``(rows, k)``), the score's terms
+        (``(rows, features)``) and its latent term (``(rows,)``)."""
+        from fedad_tutorial.explain import score_contributions, top_features
+
+        terms, latent = score_contributions(self.detector, rows)
+        idx = top_features(terms, self.k) if self.fixed is None else np.broadcast_to(self.fixed, (len(rows), self.k))
+        return idx, terms, latent
 
     def cells(self, rows: np.ndarray, flagged: np.ndarray) -> list[str]:
         """One string of comma-separated cells per row: the explanation of flagged rows, blanks otherwise."""
-        from fedad_tutorial.explain import score_contributions, top_features
-
         out = [self.blank] * len(rows)
         picked = np.flatnonzero(flagged)
         if not picked.size:
             return out
-        terms, latent = score_contributions(self.detector, rows[picked])
-        idx = top_features(terms, self.k) if self.fixed is None else np.broadcast_to(self.fixed, (len(picked), self.k))
+        idx, terms, latent = self.explain(rows[picked])
         names = self.detector.feature_names
         for r, (row_idx, i) in enumerate(zip(idx, picked, strict=True)):
             parts = []
@@ -101,6 +121,20 @@ class Explainer:
                 parts.append(f"{latent[r]:.6g}")
             out[i] = ",".join(parts)
         return out
+
+    def table(self, row: np.ndarray) -> pd.DataFrame:
+        """One row's explanation as a table: a line per explained metric, the CSV's columns without their
+        prefix (``feature``, then :data:`PARTS`); ``attrs["latent_score_term"]`` for an ELBO score."""
+        import pandas as pd
+
+        row = np.asarray(row, dtype=np.float64).reshape(1, -1)
+        idx, terms, latent = self.explain(row)
+        j = idx[0]
+        table = pd.DataFrame({"feature": [self.detector.feature_names[i] for i in j], "value": row[0, j],
+                              "normal_low": self.low[j], "normal_high": self.high[j], "score_term": terms[0, j]})
+        if self.latent:
+            table.attrs["latent_score_term"] = float(latent[0])
+        return table
 
 
 def parse_explain(text: str) -> int | list[str]:
@@ -173,8 +207,9 @@ def score_csv(detector: Detector, data: str | Path, output: str | Path, model: s
         scored = ScoredFile(np.concatenate(scores), np.concatenate(flags),
                             np.concatenate(labels) if reader.labelled else None, threshold, alarms)
         if report is not None:  # written before the scores are renamed into place: both or neither
-            k = explainer.k if explainer is not None and explainer.fixed is None else REPORT_METRICS
-            write_report(detector, scored, report, data, min(k, len(detector.feature_names)))
+            shown = explainer if explainer is not None and explainer.fixed is None else Explainer(
+                detector, min(REPORT_METRICS, len(detector.feature_names)))
+            write_report(shown, scored, report, data)
     return scored
 
 
@@ -193,17 +228,19 @@ _RANGE = {True: "1st-99th percentile of the federation's training rows",
           False: "the federation's mean &plusmn; 2.33 standard deviations"}
 
 
-def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path, k: int) -> Path:
-    """Draw the top alarms (notebook 12's figure: each alarm's top metrics by reconstruction error, with
-    their values and the model's normal ranges) to a PNG, or to an HTML page with the figure and tables."""
+def write_report(explainer: Explainer, scored: ScoredFile, path: Path, data: Path) -> Path:
+    """Draw the top alarms (notebook 12's figure: each alarm's top metrics, with their values and the model's
+    normal ranges) to a PNG, or to an HTML page with the figure and one table per alarm. The bars and tables
+    are ``explainer``'s: the CSV's columns and numbers (:data:`SCORE_TERM`)."""
     import base64
     import html
     import io
 
     from matplotlib.figure import Figure
 
-    from fedad_tutorial.explain import alarm_table, plot_alarm
+    from fedad_tutorial.explain import plot_alarm
 
+    detector = explainer.detector
     alarms = scored.top_alarms
     has_range = detector.feature_range is not None
     n_flagged = int(scored.flags.sum())
@@ -215,7 +252,7 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
     tables = []
     if alarms:
         for ax, (score, line, row) in zip(np.atleast_1d(fig.subplots(rows, cols)).ravel(), alarms, strict=False):
-            table = alarm_table(detector, row, None, k=k)
+            table = explainer.table(row)
             plot_alarm(table, ax=ax, title=f"line {line}, score {score:.4g}")
             tables.append((line, score, table))
         for ax in np.atleast_1d(fig.axes)[len(alarms):]:
@@ -233,11 +270,14 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
             parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                      "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
                      "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
-                     f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. Normal range: {_RANGE[has_range]}; "
-                     "error: squared reconstruction error (scaled units).</p>",
+                     f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. normal_low, normal_high: "
+                     f"{_RANGE[has_range]}; {html.escape(SCORE_TERM)}. The same columns as the CSV's "
+                     "<code>--explain</code> columns.</p>",
                      f"<img alt='top alarms' src='data:image/png;base64,{image}'>"]
             for line, score, table in tables:
-                parts.append(f"<h2>line {line}, score {score:.4g}</h2>")
-                parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+                latent = table.attrs.get("latent_score_term")
+                also = f", latent_score_term {latent:.6g}" if latent is not None else ""
+                parts.append(f"<h2>line {line}, score {score:.6g}{also}</h2>")
+                parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.6g}"))
             tmp.write_text("\n".join(parts) + "</body></html>\n")
     return path

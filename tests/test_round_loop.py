@@ -8,8 +8,10 @@ tested in ``tests/test_flower.py`` (slow tier).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +159,62 @@ def test_a_diverging_flower_run_stops_like_simulate(runs):
     config = replace(RECOMMENDED, rounds=2, local_epochs=1, lr=1e6)
     with pytest.raises(UserError, match=r"training diverged: .* at round 1 on client node_1; lower the learning"):
         serve(paths, config)
+
+
+class _Tables(HTMLParser):
+    """The cells of every ``<table>`` of a page, row by row, and the text of every ``<h2>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.headings: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self._in_h2 = True
+            self.headings.append("")
+
+    def handle_endtag(self, tag) -> None:
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_h2:
+            self.headings[-1] += data
+
+
+def test_the_report_and_the_csv_show_the_same_columns_and_numbers(runs, capsys):
+    """``--explain 3 --report``: each alarm's table in the HTML has the CSV's columns (without the ``top{i}_``
+    prefix) and the CSV's numbers, as printed; the help says what ``score_term`` is."""
+    root, paths, simulated, _ = runs
+    csv, page = root / "report.csv", root / "report.html"
+    assert main(["score", "--model", str(simulated / "model.pt"), "--data", str(paths[2]), "--explain", "3",
+                 "--output", str(csv), "--report", str(page), "--quiet"]) == 0
+    scores = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    parsed = _Tables()
+    parsed.feed(page.read_text())
+    assert len(parsed.tables) == len(parsed.headings) >= 3
+    for heading, table in zip(parsed.headings, parsed.tables, strict=True):
+        line = int(re.match(r"line (\d+), score", heading).group(1))
+        row = scores.iloc[line - 2]  # the data's line 1 is its header
+        assert row["is_anomaly"] == "1" and heading.split("score ")[1] == row["score"]
+        assert table[0] == ["feature", "value", "normal_low", "normal_high", "score_term"] and len(table) == 4
+        for i, cells in enumerate(table[1:], start=1):
+            assert cells == [row[f"top{i}_{part}"] for part in table[0]]
+    capsys.readouterr()
+    assert main(["score", "--help"]) == 0
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "score_term (the metric's term of the score" in helptext and "share of the score" not in helptext

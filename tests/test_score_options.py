@@ -55,11 +55,11 @@ def test_explain_columns_rank_the_flagged_rows_metrics_and_add_up(flow):
     assert rc == 0 and len(frame) == len(plain)
     pd.testing.assert_frame_equal(frame[["score", "is_anomaly"]], plain)
     assert list(frame.columns[2:7]) == ["top1_feature", "top1_value", "top1_normal_low", "top1_normal_high",
-                                        "top1_contribution"] and len(frame.columns) == 2 + 10 * 5
+                                        "top1_score_term"] and len(frame.columns) == 2 + 10 * 5
     flagged = frame[frame["is_anomaly"] == 1]
     assert 0 < len(flagged) < len(frame)
     assert frame.loc[frame["is_anomaly"] == 0, frame.columns[2:]].isna().all().all()  # blank unless flagged
-    contributions = flagged[[f"top{i}_contribution" for i in range(1, 11)]].to_numpy()
+    contributions = flagged[[f"top{i}_score_term" for i in range(1, 11)]].to_numpy()
     assert (np.diff(contributions, axis=1) <= 0).all()  # largest first
     np.testing.assert_allclose(contributions.sum(axis=1), flagged["score"], rtol=1e-4)  # all 10 metrics: the score
     raw = pd.read_csv(flow[1] / "node_2.csv").loc[flagged.index]
@@ -81,7 +81,7 @@ def test_explain_named_features_and_streaming_in_small_chunks(flow, tmp_path):
     pd.testing.assert_frame_equal(frame, chunked, rtol=1e-5)
     np.testing.assert_allclose(big.scores, small.scores, rtol=1e-5)
     assert list(frame.columns[2:]) == [f"{n}_{p}" for n in names for p in ("value", "normal_low", "normal_high",
-                                                                           "contribution")]
+                                                                           "score_term")]
 
 
 def test_report_draws_the_top_alarms_as_html_or_png(flow):
