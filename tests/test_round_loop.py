@@ -218,3 +218,39 @@ def test_the_report_and_the_csv_show_the_same_columns_and_numbers(runs, capsys):
     assert main(["score", "--help"]) == 0
     helptext = " ".join(capsys.readouterr().out.split())
     assert "score_term (the metric's term of the score" in helptext and "share of the score" not in helptext
+
+
+class _SilentGrid(InlineGrid):
+    """An :class:`InlineGrid` that counts the messages sent."""
+
+    sent = 0
+
+    def send_and_receive(self, messages, *, timeout=None):
+        messages = list(messages)
+        self.sent += len(messages)
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_plain_flower_run_writes_only_a_new_run_folder(runs, tmp_path):
+    """``flwr run`` (the ``app`` ServerApp, settings from the run config): ``output-dir`` must be absolute and
+    new or empty; an earlier run folder, as an App folder from ``fedad server`` names it, is refused before any
+    node is asked anything, and left as it was."""
+    from fedad_tutorial.flower.server_app import _main
+
+    _, paths, simulated, _ = runs
+    before = {p: p.stat().st_mtime_ns for p in simulated.rglob("*")}
+    base = {"rounds": 1, "local-epochs": 1, "min-clients": 3, "wait-timeout": 10.0}
+    for output, message in ((str(simulated), "already exists, and a plain Flower run never replaces a folder"),
+                            ("", "output-dir '' is not an absolute path"),
+                            ("runs/plain", "output-dir 'runs/plain' is not an absolute path")):
+        grid = _SilentGrid(paths)
+        context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                          run_config={**base, "output-dir": output})
+        with pytest.raises(UserError, match=re.escape(message)):
+            _main(grid, context)
+        assert grid.sent == 0
+    assert {p: p.stat().st_mtime_ns for p in simulated.rglob("*")} == before
+    (tmp_path / "empty").mkdir()
+    _main(_SilentGrid(paths), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                      run_config={**base, "output-dir": str(tmp_path / "empty")}))
+    assert Detector.load(tmp_path / "empty" / "model.pt").feature_range is not None

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from logging import INFO, WARNING
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -302,12 +303,13 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
 
 
 def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
-               on_count: Callable[[int], None] | None = None) -> FederationResult:
+               on_count: Callable[[int], None] | None = None, new_output: bool = False) -> FederationResult:
     """The whole run on the ServerApp side: :func:`~fedad_tutorial.federated.federated_rounds` over the nodes,
     :func:`~fedad_tutorial.federated.model_detector` for the model file; writes the run folder if
     ``settings.output_dir`` is set. ``progress(round, means)`` hears each round's means.
 
-    ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part."""
+    ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part. ``new_output``: the
+    run folder must not exist or be empty when it is written, even a former run folder is kept."""
     config = replace(settings.config, engine="loop", scaling="global")
     settings = replace(settings, config=config)
     node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed, on_count=on_count)
@@ -332,6 +334,8 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
                   "authentication": allowed is not None,
                   "nodes": {n.name: {"flower_node_id": n.node_id, "node_id": n.index + 1, "key": n.key or None}
                             for n in nodes}}
+        if new_output:  # still free after training?
+            check_new_output(settings.output_dir)
         write_run(settings.output_dir, fed, data, flower=flower)
     return fed
 
@@ -350,11 +354,32 @@ def make_server_app(settings: FlowerSettings, results: list | None = None) -> Se
     return server_app
 
 
-#: The ServerApp of a plain Flower deployment (``flwr run`` with the app folder ``fedad server`` writes):
-#: the settings come from the run config.
+def plain_run_settings(run_config: dict) -> FlowerSettings:
+    """The settings of a run started by plain ``flwr run`` (not ``fedad server``), checked before any node is
+    asked anything: ``output-dir`` must be a new folder (:func:`check_new_output`)."""
+    settings = FlowerSettings.from_run_config(run_config)
+    check_new_output(settings.output_dir)
+    return settings
+
+
+def check_new_output(output_dir: str) -> Path:
+    """A plain Flower run's run folder: an absolute path (the ServerApp runs in the SuperLink's working folder,
+    not the caller's) to a folder that does not exist yet or is empty. Such a run never replaces a folder, not
+    even an earlier run folder (whose App folder's run config names that folder). :class:`UserError` otherwise."""
+    how = "give a new one: flwr run APP CONNECTION --run-config 'output-dir=\"/absolute/new/folder\"'"
+    output = Path(output_dir)
+    if not output_dir or not output.is_absolute():
+        raise UserError(f"the run config's output-dir {output_dir!r} is not an absolute path; {how}")
+    if output.exists() and not (output.is_dir() and not any(output.iterdir())):
+        raise UserError(f"{output}: already exists, and a plain Flower run never replaces a folder; {how}")
+    return output
+
+
+#: The ServerApp of a plain Flower deployment (``flwr run`` with an App folder naming it, see
+#: docs/deployment.md): the settings come from the run config (:func:`plain_run_settings`).
 app = ServerApp()
 
 
 @app.main()
 def _main(grid: Grid, context: Context) -> None:
-    run_server(grid, FlowerSettings.from_run_config(dict(context.run_config)))
+    run_server(grid, plain_run_settings(dict(context.run_config)), new_output=True)
