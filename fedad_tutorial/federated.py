@@ -12,6 +12,12 @@ A round of :func:`run_federated`:
 Feature scaling uses a global scaler built from client summary statistics (or, as an option for
 comparison, each client's own). Labels are read only in step 4, on held-out rows.
 
+These rounds are written once, in :func:`federated_rounds`, which reaches the clients through a
+:class:`Transport`: :class:`InProcess` here (the loop or the vectorized engine), Flower messages in the
+ServerApp (:class:`fedad_tutorial.flower.server_app.FlowerTransport`). The model file's detector is
+built once too, by :func:`model_detector`, from counts the clients send. So ``fedad simulate`` and a
+Flower deployment cannot drift apart: same checks, same stop on non-finite numbers, same model file.
+
 A Deep SVDD model (``model="svdd"``) first needs its centre: before round 1, each client sends the
 sum and count of its training rows' embeddings under the initial weights, and the server divides
 (:mod:`fedad_tutorial.center`). Centralized training gets the same centre from the pooled rows;
