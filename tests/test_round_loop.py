@@ -136,21 +136,26 @@ def test_explanations_of_both_model_files_agree(runs, capsys):
     assert (lows >= rows.min() - 1e-9).all()
 
 
-def test_deferred_evaluation_with_sampled_nodes_and_a_global_threshold(runs):
+@pytest.mark.parametrize("model, fraction, threshold", [("ae", 0.67, "global"), ("svdd", 1.0, "local")])
+def test_deferred_evaluation_with_sampled_nodes_and_a_global_threshold(runs, model, fraction, threshold):
     """Round r's evaluation rides on round r + 1's messages, to trained and untrained nodes alike: the history
-    is the one-process loop's, row by row (the loop engine: the same computation, so equal to rounding)."""
+    is the one-process loop's, row by row (the loop engine: the same computation, so equal to rounding).
+    Deep SVDD's centre comes from the nodes' embedding sums."""
     _, paths, _, _ = runs
-    config = replace(RECOMMENDED, rounds=3, local_epochs=1, fraction=0.67, threshold="global", engine="loop")
+    config = replace(RECOMMENDED, model=model, rounds=3, local_epochs=1, fraction=fraction, threshold=threshold,
+                     engine="loop")
     fl = serve(paths, config)
     nodes = [read_node_csv(p) for p in paths]
     ref = run_federated(hold_out(nodes, 0.3, config.seed), config, feature_names=nodes[0].feature_names,
                         progress=False)
     assert fl.history[["round", "client", "selected"]].equals(ref.history[["round", "client", "selected"]])
-    assert not fl.history["selected"].all()  # some nodes only evaluated
+    assert fl.history["selected"].all() == (fraction == 1.0)  # with sampling, some nodes only evaluated
     columns = ["loss", "threshold", "f1", "roc_auc", "alarm_rate"]
     np.testing.assert_allclose(fl.history[columns].to_numpy(), ref.history[columns].to_numpy(), rtol=1e-5)
     assert fl.detector.threshold == pytest.approx(ref.detector.threshold, rel=1e-6)
     np.testing.assert_array_equal(fl.detector.feature_range, ref.detector.feature_range)
+    if model == "svdd":  # the centre: the same sums, added in node order
+        np.testing.assert_array_equal(fl.detector.model.center.numpy(), ref.detector.model.center.numpy())
 
 
 def test_a_diverging_flower_run_stops_like_simulate(runs):

@@ -213,7 +213,8 @@ class FlowerTransport:
 
     # -- the Transport interface ---------------------------------------------------------------------
     def center_sums(self, model: torch.nn.Module) -> list[tuple[torch.Tensor, int]]:
-        record = RecordDict({"arrays": to_record(model.state_dict()), "config": message_config(self.settings, 0)})
+        record = RecordDict({"arrays": to_record(model.state_dict()),
+                             "config": message_config(self.settings, 0, self.scaler)})
         got = self._send(self._messages(self._alive_ids(), record, CENTER), "center")
         return [(torch.from_numpy(r.content["center"]["sum"].numpy()), int(r.content["metrics"]["num-examples"]))
                 for r in got.values()]
