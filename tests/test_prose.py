@@ -1,0 +1,151 @@
+"""The prose quotes only numbers its outputs print: every solution notebook, README.md and docs/*.md.
+
+The rules are in ``tests/prose_check.py``'s docstring. The learner copies share the solution notebooks' prose,
+so the solutions are checked. The planted-number tests prove the check can fail.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests import prose_check
+
+REPO = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((REPO / "notebooks" / "solutions").glob("*.ipynb"))
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _report(findings: list[prose_check.Finding]) -> str:
+    return "\n".join(str(f) for f in findings)
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_notebook_prose_is_backed(path: Path) -> None:
+    findings = prose_check.check_path(path)
+    assert not findings, f"{path.name}: numbers in the prose that no output, code or results file backs:\n" \
+                         + _report(findings)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[p.name for p in PAGES])
+def test_page_numbers_are_backed(path: Path) -> None:
+    findings = prose_check.check_path(path)
+    assert not findings, f"{path.name}: numbers neither in a cited results file, generated, nor dated:\n" \
+                         + _report(findings)
+
+
+def _notebook() -> dict:
+    return json.loads((REPO / "notebooks" / "solutions" / "04_federated_averaging.ipynb").read_text())
+
+
+def _printed_decimal(nb: dict) -> str:
+    """A number with three decimals that a code cell of ``nb`` prints."""
+    for c in nb["cells"]:
+        for o in c.get("outputs", []):
+            m = re.search(r"(?<![\d.])0\.\d{3}(?!\d)", prose_check._output_text(o))
+            if m:
+                return m.group(0)
+    raise AssertionError("no printed three-decimal number")
+
+
+def _with_markdown(nb: dict, text: str) -> dict:
+    planted = copy.deepcopy(nb)
+    planted["cells"].append({"cell_type": "markdown", "metadata": {}, "source": [text]})
+    return planted
+
+
+def test_a_quoted_output_is_backed_and_a_stale_one_is_reported() -> None:
+    nb = _notebook()
+    printed = _printed_decimal(nb)
+    planted_cell = len(nb["cells"])
+
+    def planted_findings(text: str) -> list[str]:
+        return [f.number for f in prose_check.check_notebook(_with_markdown(nb, text)) if f.cell == planted_cell]
+
+    assert planted_findings(f"The table shows F1 {printed}.") == []
+    stale = f"{float(printed) + 0.0371:.3f}"
+    assert planted_findings(f"The table shows F1 {stale}.") == [stale]
+
+
+def test_a_changed_number_in_a_real_cell_is_reported() -> None:
+    """Take a markdown cell whose numbers are all backed, change one of them: the check names it."""
+    nb = _notebook()
+    backing = prose_check.notebook_backing(nb)
+    for i, c in enumerate(nb["cells"]):
+        text = "".join(c["source"])
+        quoted = prose_check.quoted_numbers(text) if c["cell_type"] == "markdown" else []
+        decimals = [q for q in quoted if q.decimals >= 2 and not q.approx]
+        if decimals and not prose_check.check_markdown(text, backing):
+            q = decimals[0]
+            changed = f"{q.value + 0.5:.{q.decimals}f}"
+            planted = copy.deepcopy(nb)
+            planted["cells"][i]["source"] = [text[:q.start] + changed + text[q.start + len(q.text):]]
+            findings = prose_check.check_notebook(planted)
+            assert [(f.cell, f.number) for f in findings if f.cell == i] == [(i, changed)]
+            return
+    raise AssertionError("no fully backed markdown cell with a decimal to plant into")
+
+
+def test_precision_and_rounding() -> None:
+    backing = "mean F1 0.7968, 12 rows, share 0.1234, wall 28.46 s, 0.3"
+    cases = {
+        "F1 0.797": True,        # rounds
+        "F1 0.80": True,         # rounds at two decimals
+        "F1 0.796": False,       # truncated, not rounded
+        "F1 0.7968": True,
+        "F1 0.79680": False,     # more precision than printed
+        "about 0.80": True,
+        "F1 0.8": True,
+        "share 0.30 of": False,  # 0.3 is printed with one decimal only
+        "share 0.3 of": True,
+        "12.3 % of rows": True,  # a fraction backs a percentage
+        "13 % of rows": False,
+        "about 12.9 % of rows": True,  # within 5 % of 12.34
+        "about 30 s": True,      # 28.46 rounds to 30 at one digit less
+        "about 25 s": False,
+        "≈ 0.75": True,          # 0.7968 is within 0.05: one digit less
+        "≈ 0.74": False,
+        "~0.79": True,
+    }
+    for prose, backed in cases.items():
+        findings = prose_check.check_markdown(prose, backing)
+        assert (not findings) is backed, prose
+
+
+def test_references_are_not_quantities() -> None:
+    text = ("Chapter 13's table, notebooks 02 (autoencoder), 03 (VAE) and 13, exercise 14.5, section 4, "
+            "the 95th percentile, Ruff et al. (2018), Tax and Duin, 2004, round 1, seeds 0-4, exit code 2.\n\n"
+            "## 4. Deep SVDD\n\n1. **Bias terms.** `rounds=30` and $\\varepsilon = 0.1$.\n")
+    assert not prose_check.check_markdown(text, "")
+    assert [f.number for f in prose_check.check_markdown("It took 17 rounds.", "")] == ["17"]
+
+
+def test_a_dated_measurement_covers_its_sentence_only() -> None:
+    text = ("The install took 2 min 27 s (measured 2026-12-06 on a 2-core AMD EPYC, AVX2). "
+            "The run took 8.2 s.\n")
+    findings = prose_check.check_markdown(text, "", allow_marker=True)
+    assert [f.number for f in findings] == ["8.2"]
+    assert [f.number for f in prose_check.check_markdown(text, "")] == ["2", "27", "8.2"]
+    undated = "The install took 2 min 27 s (measured on a 2-core machine).\n"
+    assert [f.number for f in prose_check.check_markdown(undated, "", allow_marker=True)] == ["2", "27", "2"]
+
+
+def test_a_results_file_backs_the_cell_that_names_it(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "table.csv").write_text("method,roc_auc\nae,0.9132\n")
+    assert not prose_check.check_markdown("ROC-AUC 0.913 (`results/table.csv`).", "", base=tmp_path)
+    assert prose_check.check_markdown("ROC-AUC 0.913.", "", base=tmp_path)
+
+
+def test_command_line_reports_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nIt took 17 rounds.\n")
+    assert prose_check.main([str(page)]) == 1
+    out = capsys.readouterr().out
+    assert "line 3: '17'" in out
+    page.write_text("# Title\n\nNo figures here.\n")
+    assert prose_check.main([str(page)]) == 0
