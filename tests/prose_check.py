@@ -305,14 +305,16 @@ def _marked_spans(markdown: str) -> list[tuple[int, int]]:
     return covered
 
 
-def check_markdown(markdown: str, backing_text: str, cell: int | None = None, base: Path = REPO,
-                   allow_marker: bool = False) -> list[Finding]:
+def check_markdown(markdown: str, backing_text: str | list[tuple[float, int]], cell: int | None = None,
+                   base: Path = REPO, allow_marker: bool = False) -> list[Finding]:
     """Unbacked numbers of one Markdown text, given the backing text (outputs and code) of its notebook.
 
     ``allow_marker`` (README and docs): dated-measurement markers count, and a notebook linked from a sentence
     backs that sentence with its outputs.
     """
-    backing = backing_numbers(backing_text + "\n" + results_text(markdown, base))
+    if isinstance(backing_text, str):
+        backing_text = backing_numbers(backing_text)
+    backing = backing_text + backing_numbers(results_text(markdown, base))
     marked = _marked_spans(markdown) if allow_marker else []
     linked = _linked_notebooks(markdown, base) if allow_marker else []
     findings = []
@@ -371,7 +373,7 @@ def notebook_backing(nb: dict) -> str:
 
 def check_notebook(nb: dict, base: Path = REPO) -> list[Finding]:
     """Unbacked numbers of every markdown cell of a notebook (as loaded by ``json.load``)."""
-    backing = notebook_backing(nb)
+    backing = backing_numbers(notebook_backing(nb))
     findings = []
     for i, c in enumerate(nb["cells"]):
         if c["cell_type"] == "markdown":
@@ -397,7 +399,7 @@ def command_help() -> str:
 def check_markdown_file(path: Path) -> list[Finding]:
     """Unbacked numbers of a Markdown page, section by section (a section's results files back its numbers)."""
     text = path.read_text(encoding="utf-8")
-    code = page_code(text) + "\n" + command_help()
+    code = backing_numbers(page_code(text) + "\n" + command_help())
     findings = []
     starts = [m.start() for m in re.finditer(r"^#{1,6} ", prose_only(text), re.M)]
     bounds = [0, *starts, len(text)]
