@@ -137,8 +137,13 @@ def test_a_results_file_backs_the_cell_that_names_it(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
     (results / "table.csv").write_text("method,roc_auc\nae,0.9132\n")
+    (results / "page.md").write_text("ROC-AUC 0.9132\n")
     assert not prose_check.check_markdown("ROC-AUC 0.913 (`results/table.csv`).", "", base=tmp_path)
     assert prose_check.check_markdown("ROC-AUC 0.913.", "", base=tmp_path)
+    assert prose_check.check_markdown("ROC-AUC 0.913 (`results/page.md`: prose, not a table).", "", base=tmp_path)
+    stored = "ROC-AUC 0.790 ([the panel](../benchmarks/results/real_panel.md))."
+    assert not prose_check.check_markdown(stored, "", base=REPO / "docs")
+    assert prose_check.check_markdown(stored.replace("0.790", "0.819"), "", base=REPO / "docs")
 
 
 def test_command_line_reports_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
