@@ -129,6 +129,14 @@ def test_a_dated_measurement_covers_its_sentence_only() -> None:
     findings = prose_check.check_markdown(text, "", allow_marker=True)
     assert [f.number for f in findings] == ["8.2"]
     assert [f.number for f in prose_check.check_markdown(text, "")] == ["2", "27", "8.2"]
+    older = "The run took 8.2 s (measured before 2026-11-28 on a 2-core AMD EPYC).\n"
+    assert not prose_check.check_markdown(older, "", allow_marker=True)
+    table = ("| case | wall s |\n| --- | --- |\n| loop (measured 2026-12-06 on a 2-core Xeon) | 9.26 |\n"
+             "| vectorized | 1.32 |\n")
+    assert [f.number for f in prose_check.check_markdown(table, "", allow_marker=True)] == ["1.32"]
+    header = table.replace("| case | wall s |", "| case (measured 2026-12-06 on a 2-core Xeon) | wall s |")
+    assert not prose_check.check_markdown(header.replace(" (measured 2026-12-06 on a 2-core Xeon) | 9", " | 9"),
+                                          "", allow_marker=True)
     undated = "The install took 2 min 27 s (measured on a 2-core machine).\n"
     assert [f.number for f in prose_check.check_markdown(undated, "", allow_marker=True)] == ["2", "27", "2"]
 
