@@ -137,6 +137,9 @@ def test_a_dated_measurement_covers_its_sentence_only() -> None:
     header = table.replace("| case | wall s |", "| case (measured 2026-12-06 on a 2-core Xeon) | wall s |")
     assert not prose_check.check_markdown(header.replace(" (measured 2026-12-06 on a 2-core Xeon) | 9", " | 9"),
                                           "", allow_marker=True)
+    intro = "Timed (measured 2026-12-06 on a 2-core Xeon):\n\n" + table.replace(" (measured 2026-12-06 on a 2-core Xeon)", "")
+    assert not prose_check.check_markdown(intro, "", allow_marker=True)
+    assert len(prose_check.check_markdown(intro.replace(":\n", ".\n", 1), "", allow_marker=True)) == 2
     undated = "The install took 2 min 27 s (measured on a 2-core machine).\n"
     assert [f.number for f in prose_check.check_markdown(undated, "", allow_marker=True)] == ["2", "27", "2"]
 
