@@ -68,6 +68,8 @@ def test_a_quoted_output_is_backed_and_a_stale_one_is_reported() -> None:
     assert planted_findings(f"The table shows F1 {printed}.") == []
     stale = f"{float(printed) + 0.0371:.3f}"
     assert planted_findings(f"The table shows F1 {stale}.") == [stale]
+    # backed only at another precision: one more digit than printed is not backed
+    assert planted_findings(f"The table shows F1 {printed}0.") == [f"{printed}0"]
 
 
 def test_a_changed_number_in_a_real_cell_is_reported() -> None:
