@@ -10,9 +10,8 @@ import json
 import re
 from pathlib import Path
 
+import prose_check
 import pytest
-
-from tests import prose_check
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "notebooks" / "solutions").glob("*.ipynb"))
