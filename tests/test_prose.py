@@ -110,6 +110,9 @@ def test_precision_and_rounding() -> None:
         "≈ 0.75": True,          # 0.7968 is within 0.05: one digit less
         "≈ 0.74": False,
         "~0.79": True,
+        "roughly 0.83": True,    # 0.7968 within 5 %
+        "around 0.85": False,
+        "about 0.78 against 0.74": False,  # the word covers the number right after it only
     }
     for prose, backed in cases.items():
         findings = prose_check.check_markdown(prose, backing)
