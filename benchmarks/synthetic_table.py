@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/synthetic_table.py     # about a minute on one idle core
+    python benchmarks/synthetic_table.py     # eight trainings at the reference budget, one thread
 
 Trains on ``fedad run``'s federation (10 generated nodes, seed 42, 30 % of each node held out, the command
 line's splits) with the reference budget (30 rounds x 5 local epochs), the vectorized engine and local
