@@ -33,11 +33,12 @@ What backs it
 
 Approximations
     A number right after "about", "≈", "~", "roughly" or "around" (and the other end of its range or its ±
-    spread) is an approximation: it is backed if it is within 5 % of a backing number, or within half a unit of
-    the digit before its last one (it rounds to it at one digit less): "about 0.91" accepts 0.86..0.96,
-    "about 20" accepts 15..25 (an integer's trailing zeros are not digits shown; "about 3" accepts 2.85..3.15
-    by the 5 % rule and 2.5..3.5 by rounding). Reason: the prose rounds on purpose; the word tells the reader,
-    and the check, how much.
+    spread) is an approximation: it is backed if it is within 5 % of a backing number, or, when it shows two
+    significant digits or more, within half a unit of the digit before its last one (it rounds to it at one
+    digit less): "about 0.91" accepts 0.86..0.96, "about 250" accepts 200..300. A one-digit approximation
+    ("about 0.5", "about 3", "about 20": an integer's trailing zeros are not digits shown) has the 5 % rule
+    only, since one digit less would accept anything. Reason: the prose rounds on purpose; the word tells
+    the reader, and the check, how much.
 
 Dated measurements (README and docs only)
     A figure that no command in the repository prints (an install size, a wall time on one machine) is allowed
@@ -241,18 +242,25 @@ def is_backed(q: Quoted, backing: list[tuple[float, int]]) -> bool:
     for v, d in candidates:
         if d >= q.decimals and _rounds_to(v, q.decimals, target):
             return True
+        coarser = _coarser(q)
         if q.approx and (abs(v - target) <= APPROX_TOLERANCE * target
-                         or abs(v - target) <= 0.5 * 10.0 ** -_coarser(q) * (1 + 1e-9)):
+                         or (coarser is not None and abs(v - target) <= 0.5 * 10.0 ** -coarser * (1 + 1e-9))):
             return True
     return False
 
 
-def _coarser(q: Quoted) -> int:
-    """The decimal place one digit coarser than ``q`` shows: 0.91 -> 1 (tenths), 20 -> -1 (tens), 3 -> 0."""
+def _coarser(q: Quoted) -> int | None:
+    """The decimal place of the digit before the last significant one ``q`` shows (0.91 -> 1, tenths;
+    250 -> -2, hundreds; 1.25 -> 1), or None when it shows a single significant digit (0.5, 3, 20)."""
+    digits = f"{abs(q.value):.{q.decimals}f}".replace(".", "").lstrip("0")
+    if q.decimals == 0:
+        digits = digits.rstrip("0")
+    if len(digits) < 2:
+        return None
     if q.decimals > 0:
         return q.decimals - 1
-    digits = str(int(abs(q.value)))
-    return -(len(digits) - len(digits.rstrip("0"))) if digits != "0" else 0
+    trailing = len(str(int(abs(q.value)))) - len(str(int(abs(q.value))).rstrip("0"))
+    return -(trailing + 1)
 
 
 def _line_of(text: str, offset: int) -> tuple[int, str]:

@@ -105,8 +105,12 @@ def test_precision_and_rounding() -> None:
         "12.3 % of rows": True,  # a fraction backs a percentage
         "13 % of rows": False,
         "about 12.9 % of rows": True,  # within 5 % of 12.34
-        "about 30 s": True,      # 28.46 rounds to 30 at one digit less
-        "about 25 s": False,
+        "about 30 s": False,     # one significant digit: 5 % only
+        "about 29 s": True,
+        "about 28.9 s": True,    # 28.46 rounds to 28.9 at one digit less (28.5)
+        "about 25 s": True,      # two digits: 20..30
+        "about 22 s": False,
+        "about 0.5": False,      # not "anything from 0 to 1"
         "≈ 0.75": True,          # 0.7968 is within 0.05: one digit less
         "≈ 0.74": False,
         "~0.79": True,
