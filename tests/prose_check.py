@@ -1,7 +1,9 @@
 """Prose check: every number the course's prose quotes is one its outputs (or results files) print.
 
 Run ``python tests/prose_check.py NOTEBOOK_OR_MD ...``: it prints each unbacked number (notebook: markdown cell
-index and line; Markdown file: line) and exits 1 if there is any, 0 otherwise. ``tests/test_prose.py`` runs it
+index and line; Markdown file: line) and exits 1 if there is any, 0 otherwise. ``--far`` also lists, as notes,
+numbers a notebook backs only from cells away from the quoting cell (possible coincidences, see
+:func:`far_backed`). ``tests/test_prose.py`` runs it
 on every solution notebook (the learner copies share the prose) and on README.md and docs/*.md.
 
 What is a number
@@ -422,6 +424,32 @@ def check_notebook(nb: dict, base: Path = REPO) -> list[Finding]:
     return findings
 
 
+def far_backed(nb: dict, base: Path = REPO) -> list[Finding]:
+    """Numbers backed only by cells away from the markdown cell quoting them: a review aid, not a failure.
+
+    A markdown cell's neighbourhood is the run of code cells right above it and the run right below it.
+    A number backed by the notebook but not by its neighbourhood (nor a results file the cell names) may be
+    backed by coincidence, since a notebook prints hundreds of numbers: read it against the cell it means.
+    """
+    cells = nb["cells"]
+    backing = backing_numbers(notebook_backing(nb))
+    notes = []
+    for i, c in enumerate(cells):
+        if c["cell_type"] != "markdown":
+            continue
+        near = []
+        for step in (-1, 1):
+            j = i + step
+            while 0 <= j < len(cells) and cells[j]["cell_type"] == "code":
+                near.append(cells[j])
+                j += step
+        text = "".join(c["source"])
+        unbacked = {(f.line, f.number) for f in check_markdown(text, backing, cell=i, base=base)}
+        local = check_markdown(text, notebook_backing({"cells": near}), cell=i, base=base)
+        notes += [f for f in local if (f.line, f.number) not in unbacked]
+    return notes
+
+
 @functools.cache
 def command_help() -> str:
     """The help text of ``fedad`` and of each of its commands, as ``fedad COMMAND --help`` prints it."""
@@ -459,11 +487,14 @@ def check_path(path: Path) -> list[Finding]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python tests/prose_check.py NOTEBOOK_OR_MD ...", file=sys.stderr)
+    far = "--far" in argv
+    names = [a for a in argv if a != "--far"]
+    if not names:
+        print("usage: python tests/prose_check.py [--far] NOTEBOOK_OR_MD ...\n"
+              "  --far: also list numbers a notebook backs only from cells away from the quoting cell", file=sys.stderr)
         return 2
     total = 0
-    for name in argv:
+    for name in names:
         path = Path(name)
         if not path.is_file():
             print(f"{name}: no such file", file=sys.stderr)
@@ -472,6 +503,9 @@ def main(argv: list[str]) -> int:
         total += len(findings)
         for f in findings:
             print(f"{name}: {f}")
+        if far and path.suffix == ".ipynb":
+            for f in far_backed(json.loads(path.read_text(encoding="utf-8")), base=path.parent):
+                print(f"{name}: note, backed only far away: {f}")
         print(f"{name}: {len(findings)} unbacked number(s)")
     return 1 if total else 0
 

@@ -193,3 +193,17 @@ def test_the_synthetic_table_is_what_the_reference_runs_give(reference_runs: dic
         assert abs(summary["roc_auc"] - float(row["roc_auc"])) <= 0.005, mode
         for metric in ("f1", "precision", "recall"):
             assert abs(summary[metric] - float(row[metric])) <= 0.04, (mode, metric)
+
+
+def test_far_backing_is_noted_and_near_backing_is_not() -> None:
+    def code(text: str) -> dict:
+        return {"cell_type": "code", "metadata": {}, "source": ["print()"],
+                "outputs": [{"output_type": "stream", "name": "stdout", "text": [text]}]}
+
+    def markdown(text: str) -> dict:
+        return {"cell_type": "markdown", "metadata": {}, "source": [text]}
+
+    nb = {"cells": [code("F1 0.8123"), markdown("Intro."), code("ROC-AUC 0.9456"),
+                    markdown("F1 0.812 and ROC-AUC 0.946.")]}
+    assert not prose_check.check_notebook(nb)
+    assert [(f.cell, f.number) for f in prose_check.far_backed(nb)] == [(3, "0.812")]
