@@ -222,7 +222,7 @@ HINTS = [
     ("11.1", lambda g, st, w, r: list(st), "return a dict"),
     ("11.2", lambda g, st, w, m: fedavg(st, w), "no client was clipped"),
     ("11.2", lambda g, st, w, m: _clipped_fedavg(g, st, w, m, clip_global=True), "norm over ALL tensors"),
-    ("11.2", lambda g, st, w, m: None, "return a dict"),
+    ("11.2", lambda g, st, w, m: None, "return a dict like a state_dict, got None (did you forget `return`?)"),
     ("11.3", lambda client, factor: None, "return a function"),
     ("11.3", lambda client, factor: _attack(client, factor, honest_too=True), "is honest"),
     ("11.3", lambda client, factor: _attack(client, factor, no_global=True), "global + factor"),
@@ -293,7 +293,7 @@ def test_the_helpers_name_what_was_expected():
                              ([1, 2], "a list of 2 items"), (np.zeros((2, 3)), "a ndarray of shape (2, 3)")):
         with pytest.raises(AssertionError, match=re.escape(f"return the answer (one number), got {described}")):
             learner_number(value, "the answer")
-    with pytest.raises(AssertionError, match="as a numpy array, got a list of 2 items"):
+    with pytest.raises(AssertionError, match="as a numpy array, got a list of 2 items of different lengths"):
         learner_array([[1.0], [1.0, 2.0]], "the rows")
     assert learner_number(torch.tensor([2.5], requires_grad=True), "x") == 2.5
     assert learner_array(torch.ones(2, requires_grad=True) * 2, "x").tolist() == [2.0, 2.0]

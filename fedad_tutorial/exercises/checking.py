@@ -89,7 +89,7 @@ def expect(condition: bool, hint: str) -> None:
 
 def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Check that ``got`` is a state dict with ``want``'s keys and shapes; return it as tensors."""
-    expect(isinstance(got, dict), f"return a dict like a state_dict, got {type(got).__name__}")
+    expect(isinstance(got, dict), f"return a dict like a state_dict, got {_describe(got)}")
     expect(set(got) == set(want), f"keys differ: expected {sorted(want)}, got {sorted(got)}")
     tensors = {key: torch.as_tensor(got[key]) for key in want}
     for key, value in want.items():
@@ -113,7 +113,9 @@ def _describe(value: object) -> str:
     if shape is not None:
         return f"a {type(value).__name__} of shape {tuple(shape)}"
     if isinstance(value, (list, tuple)):
-        return f"a {type(value).__name__} of {len(value)} items"
+        lengths = {len(item) for item in value if hasattr(item, "__len__")}
+        ragged = " of different lengths" if len(lengths) > 1 else ""
+        return f"a {type(value).__name__} of {len(value)} items{ragged}"
     return f"a {type(value).__name__}"
 
 
