@@ -103,16 +103,16 @@ def _threads_flag(p: argparse.ArgumentParser) -> None:
                         "and extra threads only wait on a busy machine)")
 
 
-def _training_flags(rounds: int) -> argparse.ArgumentParser:
+def _training_flags(rounds: int, skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     """Flags shared by ``run``, ``simulate`` and ``server``: one per command-line field of
-    :class:`FederatedConfig`, with its help and range; defaults from ``RECOMMENDED``."""
+    :class:`FederatedConfig` (but those in ``skip``), with its help and range; defaults from ``RECOMMENDED``."""
     from dataclasses import fields
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
     for f in fields(FederatedConfig):
         param = f.metadata["param"]
-        if not param.cli:
+        if not param.cli or f.name in skip:
             continue
         flags = _FLAG_ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
         default = rounds if f.name == "rounds" else getattr(RECOMMENDED, f.name)
@@ -199,8 +199,10 @@ def _add_split_command(sub, fmt) -> None:
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
-    server = sub.add_parser("server", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
+    # no --engine: each Flower client trains in its own process, so the server always runs the loop engine
+    server = sub.add_parser("server", parents=[_training_flags(SIMULATE.rounds, skip=("engine",))], formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
+    server.set_defaults(engine="loop")
     server.add_argument("--min-clients", type=_positive_int, default=2,
                         help="clients that must connect before training starts and keep answering")
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
@@ -211,7 +213,8 @@ def _add_flower_commands(sub, fmt) -> None:
     server.add_argument("--round-timeout", type=_positive_float, default=300.0,
                         help="seconds to wait for the clients' replies to one message; silent clients are dropped")
     server.add_argument("--certificates", type=Path, default=None,
-                        help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
+                        help="folder with ca.crt, server.pem and server.key for TLS (`fedad certs --host NAME "
+                             "--output DIR` makes one)")
     server.add_argument("--authorized-keys", type=Path, default=None,
                         help="the public keys of the nodes that may join, one per line (each client's "
                              "KEYFILE.pub from `fedad keygen`); required with --certificates")
@@ -234,16 +237,37 @@ def _add_flower_commands(sub, fmt) -> None:
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server (before training and whenever it "
                              "is lost) before giving up")
+    _threads_flag(client)
     _add_keygen_command(sub, fmt)
+    _add_certs_command(sub, fmt)
 
 
 def _add_keygen_command(sub, fmt) -> None:
     """``fedad keygen``: a node's key pair for ``fedad client --auth-key`` / ``fedad server --authorized-keys``."""
     keygen = sub.add_parser("keygen", formatter_class=fmt,
                             help="make a client's key pair: KEYFILE (private, mode 600) and KEYFILE.pub")
-    keygen.add_argument("--output", type=Path, required=True,
-                        help="private key file to write (its public key goes to OUTPUT.pub); never overwritten")
-    keygen.add_argument("--comment", default=None, help="name at the end of the public key line (default: file name)")
+    keygen.add_argument("--output", required=True,
+                        help="private key file to write (its public key goes to OUTPUT.pub; a missing folder is "
+                             "created, mode 700); never overwritten")
+    keygen.add_argument("--comment", default=None,
+                        help="name at the end of the public key line, one line of text (default: the file name)")
+
+
+def _add_certs_command(sub, fmt) -> None:
+    """``fedad certs``: a CA and a server certificate for ``fedad server --certificates``."""
+    from fedad_tutorial.flower.certs import DEFAULT_DAYS, MAX_DAYS
+
+    certs = sub.add_parser("certs", formatter_class=fmt,
+                           help="make a CA and a server certificate for the names clients use (TLS)")
+    certs.add_argument("--host", action="append", required=True, metavar="NAME",
+                       help="a DNS name or IP address clients use to reach the server; repeat for each")
+    certs.add_argument("--output", type=Path, required=True, metavar="DIR",
+                       help="new folder for ca.crt, server.pem and server.key (for --certificates); never "
+                            "overwritten")
+    certs.add_argument("--ca-key", type=Path, default=None, metavar="FILE",
+                       help="where the CA's private key goes, outside DIR (default: DIR-ca.key); never overwritten")
+    certs.add_argument("--days", type=_int_in(1, MAX_DAYS), default=DEFAULT_DAYS,
+                       help=f"days the certificates are valid (1 to {MAX_DAYS})")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
@@ -404,19 +428,23 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from fedad_tutorial.flower.deploy import serve, server_keys
+    from fedad_tutorial.flower.certs import check_server_files
+    from fedad_tutorial.flower.deploy import serve, server_keys, split_address
+    from fedad_tutorial.flower.processes import check_port
     from fedad_tutorial.flower.progress import ServerProgress
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.outputs import check_run_dir
 
-    # flag mistakes (TLS, keys) and an output folder that must not be replaced fail before anything starts
+    # flag mistakes (TLS, keys), an output folder that must not be replaced and a busy port fail before anything
     keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
     check_run_dir(args.output_dir)
+    check_port(*split_address(args.address))
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     if not args.quiet:
-        mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
+        mode = (f"TLS for {', '.join(check_server_files(args.certificates))}, {len(keys)} authorized node key(s)"
+                if keys is not None else "no TLS, no authentication")
         print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
               f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
         print(_header("round"), flush=True)
@@ -426,6 +454,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
                        progress.round, threads=args.threads, on_count=progress.count)
     except RuntimeError as exc:
+        progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -447,7 +476,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
           f"features{who}) -> {args.server_address}", flush=True)
     try:
         print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
-                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True)))
+                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True), threads=args.threads))
     except RuntimeError as exc:
         print(f"fedad client: error: {exc}", file=sys.stderr)
         return 1
@@ -463,8 +492,22 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.certs import CA_CERT, generate_certificates
+
+    made = generate_certificates(args.output, args.host, args.days, args.ca_key)
+    print(f"Wrote {made.folder}/ for {', '.join(made.names)} (valid until {made.not_after:%Y-%m-%d}):\n"
+          f"  the server: copy the folder, then fedad server --certificates {made.folder} ...\n"
+          f"  each client: copy only {made.folder / CA_CERT}, then fedad client --root-certificates "
+          f"{made.folder / CA_CERT} ...\n"
+          f"Wrote {made.ca_key}: the CA's private key (mode 600). Keep it on this machine or offline and never "
+          "copy it to the server or a client: whoever holds it can pose as the server to every client.")
+    return 0
+
+
 _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
-             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
+             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen,
+             "certs": _cmd_certs}
 
 
 def _interrupt(signum: int, frame) -> None:
