@@ -103,16 +103,16 @@ def _threads_flag(p: argparse.ArgumentParser) -> None:
                         "and extra threads only wait on a busy machine)")
 
 
-def _training_flags(rounds: int, skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+def _training_flags(rounds: int) -> argparse.ArgumentParser:
     """Flags shared by ``run``, ``simulate`` and ``server``: one per command-line field of
-    :class:`FederatedConfig` (but those in ``skip``), with its help and range; defaults from ``RECOMMENDED``."""
+    :class:`FederatedConfig`, with its help and range; defaults from ``RECOMMENDED``."""
     from dataclasses import fields
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
     for f in fields(FederatedConfig):
         param = f.metadata["param"]
-        if not param.cli or f.name in skip:
+        if not param.cli:
             continue
         flags = _FLAG_ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
         default = rounds if f.name == "rounds" else getattr(RECOMMENDED, f.name)
@@ -199,10 +199,8 @@ def _add_split_command(sub, fmt) -> None:
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
-    # no --engine: each Flower client trains in its own process, so the server always runs the loop engine
-    server = sub.add_parser("server", parents=[_training_flags(SIMULATE.rounds, skip=("engine",))], formatter_class=fmt,
+    server = sub.add_parser("server", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
-    server.set_defaults(engine="loop")
     server.add_argument("--min-clients", type=_positive_int, default=2,
                         help="clients that must connect before training starts and keep answering")
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
@@ -246,11 +244,10 @@ def _add_keygen_command(sub, fmt) -> None:
     """``fedad keygen``: a node's key pair for ``fedad client --auth-key`` / ``fedad server --authorized-keys``."""
     keygen = sub.add_parser("keygen", formatter_class=fmt,
                             help="make a client's key pair: KEYFILE (private, mode 600) and KEYFILE.pub")
-    keygen.add_argument("--output", required=True,
-                        help="private key file to write (its public key goes to OUTPUT.pub; a missing folder is "
-                             "created, mode 700); never overwritten")
+    keygen.add_argument("--output", type=Path, required=True,
+                        help="private key file to write (its public key goes to OUTPUT.pub); never overwritten")
     keygen.add_argument("--comment", default=None,
-                        help="name at the end of the public key line, one line of text (default: the file name)")
+                        help="name at the end of the public key line; by default the file name")
 
 
 def _add_certs_command(sub, fmt) -> None:
@@ -267,7 +264,7 @@ def _add_certs_command(sub, fmt) -> None:
     certs.add_argument("--ca-key", type=Path, default=None, metavar="FILE",
                        help="where the CA's private key goes, outside DIR (default: DIR-ca.key); never overwritten")
     certs.add_argument("--days", type=_int_in(1, MAX_DAYS), default=DEFAULT_DAYS,
-                       help=f"days the certificates are valid (1 to {MAX_DAYS})")
+                       help="days the certificates are valid")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
@@ -428,7 +425,6 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from fedad_tutorial.flower.certs import check_server_files
     from fedad_tutorial.flower.deploy import serve, server_keys, split_address
     from fedad_tutorial.flower.processes import check_port
     from fedad_tutorial.flower.progress import ServerProgress
@@ -443,8 +439,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     if not args.quiet:
-        mode = (f"TLS for {', '.join(check_server_files(args.certificates))}, {len(keys)} authorized node key(s)"
-                if keys is not None else "no TLS, no authentication")
+        mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
         print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
               f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
         print(_header("round"), flush=True)
