@@ -254,7 +254,7 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
     local = f"{_local(host)}:{port}"
     state = output.parent / f".{output.name}.flower"
     remove_abandoned(state)  # a killed server's state (its secret, its logs); never a live server's
-    state.mkdir()
+    state.mkdir(parents=True)
     procs = Processes()
     log = state / "superlink.log"
     result: dict = {}
