@@ -71,29 +71,39 @@ def test_keygen_creates_every_missing_parent_with_mode_700(tmp_path):
 def test_keygen_leaves_nothing_when_the_public_key_cannot_be_written_and_a_retry_works(tmp_path, monkeypatch,
                                                                                        fail_on):
     target = tmp_path / "keys" / "node"
-    real_write, real_publish = keys.write_temporary, keys.publish
+    real_write, real_publish = files.NewFiles.temporary_file, files.NewFiles.publish
 
-    def write(folder, name, data, mode):
+    def write(self, folder, name, data, mode):
         if fail_on == "write .pub" and name.endswith(".pub"):
-            raise UserError(f"{folder}: cannot write {name} there (No space left on device)")
-        return real_write(folder, name, data, mode)
+            raise UserError(f"{folder}: cannot write there (No space left on device)")
+        return real_write(self, folder, name, data, mode)
 
-    def publish(tmp, path, hint):
+    def publish(self, tmp, path, hint):
         if path.name.endswith(".pub"):
             if fail_on == "publish .pub":
                 raise OSError(28, "No space left on device", str(path))
             if fail_on == "interrupt before .pub":
                 raise KeyboardInterrupt
-        return real_publish(tmp, path, hint)
+        return real_publish(self, tmp, path, hint)
 
-    monkeypatch.setattr(keys, "write_temporary", write)
-    monkeypatch.setattr(keys, "publish", publish)
+    monkeypatch.setattr(files.NewFiles, "temporary_file", write)
+    monkeypatch.setattr(files.NewFiles, "publish", publish)
     with pytest.raises((UserError, OSError, KeyboardInterrupt)):
         keys.generate_key(target)
     assert list(tmp_path.iterdir()) == []  # no key, no temporary file, not even the folder it made
     monkeypatch.undo()
     key = keys.generate_key(target)
     assert target.stat().st_mode & 0o777 == 0o600 and Path(key.source).read_text() == key.line + "\n"
+
+
+def test_an_undone_write_never_removes_what_took_the_name_meanwhile(tmp_path):
+    with pytest.raises(KeyboardInterrupt), files.NewFiles() as new:
+        tmp = new.temporary_file(tmp_path, "node", b"ours", 0o600)
+        new.publish(tmp, tmp_path / "node", "hint")
+        (tmp_path / "node").unlink()
+        (tmp_path / "node").write_text("the user's")  # the name now holds another file
+        raise KeyboardInterrupt
+    assert (tmp_path / "node").read_text() == "the user's" and os.listdir(tmp_path) == ["node"]
 
 
 def test_keygen_never_follows_a_dangling_pub_symlink(tmp_path, capsys):

@@ -28,7 +28,6 @@ import datetime as dt
 import ipaddress
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.flower.files import (
-    control_character,
-    make_private_folders,
-    publish,
-    read_regular,
-    refuse_existing,
-    remove_folders,
-    shown,
-    write_new,
-    write_temporary,
-)
+from fedad_tutorial.flower.files import NewFiles, control_character, read_regular, refuse_existing, shown, write_new
 
 CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "server.pem", "server.key"
 #: How long ``fedad certs`` makes certificates valid, by default and at most (days).
@@ -175,25 +164,14 @@ def generate_certificates(folder: str | os.PathLike, hosts: list[str], days: int
         refuse_existing(folder, f"{hint}; a new or empty folder is fine")
     refuse_existing(ca_key, hint)
     files, ca_private, not_after = _build(general, days)
-    created = make_private_folders(folder.parent) + make_private_folders(ca_key.parent)
-    staging = folder.with_name(f".{folder.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    published = False
-    try:
-        staging.mkdir(0o755)
+    with NewFiles() as new:
+        new.folder(folder.parent)
+        new.folder(ca_key.parent)
+        staging = new.temporary_folder(folder)
         for name, data in files.items():
             write_new(staging / name, data, 0o600 if name == SERVER_KEY else 0o644)
-        publish(write_temporary(ca_key.parent, ca_key.name, ca_private, 0o600), ca_key, hint)
-        published = True
-        try:
-            os.rename(staging, folder)  # replaces only an empty folder
-        except OSError as exc:
-            raise UserError(f"{shown(folder)}: cannot be written ({exc.strerror or exc}; {hint})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if published:
-            ca_key.unlink(missing_ok=True)
-        remove_folders(created)
-        raise
+        new.publish(new.temporary_file(ca_key.parent, ca_key.name, ca_private, 0o600), ca_key, hint)
+        new.publish(staging, folder, hint)  # replaces only an empty folder
     return Written(folder, ca_key, [str(g.value) for g in general], not_after)
 
 
@@ -204,8 +182,9 @@ def generate_test_certificates(directory: str | os.PathLike, days: int = 7) -> P
 
 
 def _certificate(path: Path, what: str) -> x509.Certificate:
+    data = read_regular(path, what)
     try:
-        return x509.load_pem_x509_certificate(read_regular(path, what))
+        return x509.load_pem_x509_certificate(data)
     except ValueError:
         raise UserError(f"{shown(path)}: not a PEM certificate ({what}; `fedad certs` makes one)") from None
 
@@ -225,8 +204,9 @@ def check_server_files(folder: Path) -> list[str]:
                             f"{SERVER_CERT} and {SERVER_KEY}; `fedad certs` makes them)")
     ca = _certificate(folder / CA_CERT, "the CA certificate")
     cert = _certificate(folder / SERVER_CERT, "the server certificate")
+    data = read_regular(folder / SERVER_KEY, "the server key")
     try:
-        key = serialization.load_pem_private_key(read_regular(folder / SERVER_KEY, "the server key"), None)
+        key = serialization.load_pem_private_key(data, None)
     except (ValueError, TypeError):
         raise UserError(f"{shown(folder / SERVER_KEY)}: not an unencrypted PEM private key") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo

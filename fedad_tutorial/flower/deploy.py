@@ -368,16 +368,16 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     from fedad_tutorial.threads import set_threads
 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
-    state = private_state("client")
-    secret_file = state / "superexec.secret"
-    secret = _secret(secret_file)
     node_config = f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)}'
     runtime_port = free_port()
     auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
     procs = Processes()
-    log = state / "supernode.log"
-    worker = notify_read = None
+    state = worker = notify_read = None
     try:
+        state = private_state("client")
+        log = state / "supernode.log"
+        secret_file = state / "superexec.secret"
+        secret = _secret(secret_file)
         notify_read, notify_write = os.pipe()  # the SuperNode writes a byte per message it stores
         env = {**flower_env(state / "home"), NOTIFY_FD: str(notify_write)}
         try:
@@ -403,7 +403,8 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
         if worker is not None:
             worker.close()
         procs.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        if state is not None:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,

@@ -5,13 +5,16 @@ A FIFO given as a key would block a command forever, a device would be read with
 symlink left dangling where a key is written would send the key somewhere else. So inputs must be
 regular files (checked on the open descriptor, opened without blocking) of a bounded size, and
 outputs are written to a temporary file beside their place and published with a hard link, which
-fails rather than replace anything that appeared meanwhile.
+fails rather than replace anything that appeared meanwhile; :class:`NewFiles` undoes a write that
+does not finish, whatever stops it.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import shutil
 import stat
 import unicodedata
 from pathlib import Path
@@ -82,29 +85,6 @@ def refuse_existing(path: Path, hint: str) -> None:
         raise UserError(f"{shown(path)}: already exists ({hint})")
 
 
-def make_private_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents with mode 700 (keys live there); return those created."""
-    missing = []
-    for parent in [folder, *folder.parents]:
-        if os.path.lexists(parent):
-            break
-        missing.append(parent)
-    for parent in reversed(missing):
-        os.mkdir(parent, 0o700)
-    if not folder.is_dir():
-        raise UserError(f"{shown(folder)}: not a folder")
-    return missing
-
-
-def remove_folders(folders: list[Path]) -> None:
-    """Remove the folders :func:`make_private_folders` created, innermost first, if still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
 def write_new(path: Path, data: bytes, mode: int) -> Path:
     """``data`` in a new file ``path`` (``mode``; created exclusively, never through a symlink); a
     failure of the machine is a one-line :class:`UserError` naming the folder, and leaves nothing."""
@@ -125,26 +105,113 @@ def write_new(path: Path, data: bytes, mode: int) -> Path:
     return path
 
 
-def write_temporary(folder: Path, name: str, data: bytes, mode: int) -> Path:
-    """``data`` in a new temporary file of ``folder`` (see :func:`write_new`), to be published as ``name``
-    by :func:`publish`."""
-    return write_new(folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp", data, mode)
+def _temporary_name(folder: Path, name: str) -> Path:
+    return folder / f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
-def publish(tmp: Path, path: Path, hint: str) -> None:
-    """Give the finished file ``tmp`` its name ``path``, never replacing anything there (even something
-    that appeared since it was checked); ``tmp`` is gone afterwards."""
+def _digest(path: Path) -> str | None:
+    """What ``path`` holds: the SHA-256 of a regular file's bytes, or of a folder's regular files with their
+    names; ``None`` for anything else (a symlink, a special file), which is never taken for ours."""
+    digest = hashlib.sha256()
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        tmp.unlink(missing_ok=True)
-        refuse_existing(path, hint)
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            tmp.unlink(missing_ok=True)
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            digest.update(path.read_bytes())
+        elif path.is_dir() and not path.is_symlink():
+            for child in sorted(path.iterdir()):
+                if child.is_symlink() or not child.is_file():
+                    return None
+                digest.update(child.name.encode(errors="surrogateescape") + b"\0" + child.read_bytes())
+        else:
+            return None
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+class NewFiles:
+    """New files and folders written all or nothing: used as a context manager, everything it made is
+    undone if the block ends with any exception, an interrupt (SIGTERM, Ctrl+C) included.
+
+    Each step is recorded *before* it acts, so an interrupt that lands mid-step still finds it; a
+    published name is removed only if it still holds exactly what this writer wrote (keys are random,
+    so nobody else's file has the same bytes), never something that took the name meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.folders: list[Path] = []  # created, outermost first
+        self.temporary: list[Path] = []
+        self.published: list[tuple[Path, str]] = []  # a final name and the digest of what it must hold to be ours
+
+    def __enter__(self) -> NewFiles:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is not None:
+            self.undo()
+
+    def folder(self, folder: Path, mode: int = 0o700) -> None:
+        """Create ``folder`` and its missing parents (``mode``; 700 where keys live)."""
+        missing = []
+        for parent in [folder, *folder.parents]:
+            if os.path.lexists(parent):
+                break
+            missing.append(parent)
+        for parent in reversed(missing):
+            self.folders.append(parent)
+            try:
+                os.mkdir(parent, mode)
+            except FileExistsError:  # somebody else's, made meanwhile: never ours to remove
+                self.folders.remove(parent)
+        if not folder.is_dir():
+            raise UserError(f"{shown(folder)}: not a folder")
+
+    def temporary_file(self, folder: Path, name: str, data: bytes, mode: int) -> Path:
+        """``data`` in a new temporary file of ``folder``, to be published as ``name`` (:meth:`publish`)."""
+        tmp = _temporary_name(folder, name)
+        self.temporary.append(tmp)
+        return write_new(tmp, data, mode)
+
+    def temporary_folder(self, beside: Path) -> Path:
+        """A new, empty temporary folder beside ``beside``, to be published as it (:meth:`publish`)."""
+        tmp = _temporary_name(beside.parent, beside.name)
+        self.temporary.append(tmp)
+        tmp.mkdir(0o755)
+        return tmp
+
+    def publish(self, tmp: Path, path: Path, hint: str) -> None:
+        """Give the finished ``tmp`` its name ``path``, never replacing anything there (even something that
+        appeared since it was checked; a folder may replace only an empty folder)."""
+        self.published.append((path, _digest(tmp)))
+        if tmp.is_dir():
+            try:
+                os.rename(tmp, path)
+            except OSError as exc:
+                raise UserError(f"{shown(path)}: cannot be written ({exc.strerror or exc}; {hint})") from None
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            refuse_existing(path, hint)
             raise
-        refuse_existing(path, hint)  # a file system without hard links: check, then rename
-        os.rename(tmp, path)
-        return
-    tmp.unlink()
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            refuse_existing(path, hint)  # a file system without hard links: check, then rename
+            os.rename(tmp, path)
+            return
+        tmp.unlink()
+
+    def undo(self) -> None:
+        for path, digest in reversed(self.published):
+            if os.path.lexists(path) and _digest(path) == digest:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        for tmp in self.temporary:
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+        for folder in reversed(self.folders):
+            try:
+                folder.rmdir()
+            except OSError:
+                return

@@ -20,16 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.flower.files import (
-    control_character,
-    make_private_folders,
-    publish,
-    read_regular,
-    refuse_existing,
-    remove_folders,
-    shown,
-    write_temporary,
-)
+from fedad_tutorial.flower.files import NewFiles, control_character, read_regular, refuse_existing, shown
 
 _EXAMPLE = "'ecdsa-sha2-nistp384 AAAA... comment' (the contents of a KEYFILE.pub from `fedad keygen`)"
 
@@ -89,24 +80,16 @@ def generate_key(output: str | os.PathLike, comment: str | None = None) -> Publi
     hint = "choose another --output: an existing key is never replaced"
     for path in (output, public):
         refuse_existing(path, hint)
-    created = make_private_folders(output.parent)
     key = ec.generate_private_key(ec.SECP384R1())
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                 serialization.NoEncryption())
     line = f"{_public_line(key.public_key())} {comment}"
-    temporary: list[Path] = []
-    published: list[Path] = []
-    try:
-        temporary.append(write_temporary(output.parent, output.name, private, 0o600))  # never readable by others
-        temporary.append(write_temporary(output.parent, public.name, (line + "\n").encode(), 0o644))
-        for tmp, path in zip(temporary, (output, public), strict=True):
-            publish(tmp, path, hint)
-            published.append(path)
-    except BaseException:
-        for path in [*temporary, *published]:
-            path.unlink(missing_ok=True)
-        remove_folders(created)
-        raise
+    with NewFiles() as new:
+        new.folder(output.parent)
+        ready = [new.temporary_file(output.parent, output.name, private, 0o600),  # never readable by others
+                 new.temporary_file(output.parent, public.name, (line + "\n").encode(), 0o644)]
+        for tmp, path in zip(ready, (output, public), strict=True):
+            new.publish(tmp, path, hint)
     return PublicKey(line, fingerprint(line), comment, str(public))
 
 

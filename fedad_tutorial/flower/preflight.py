@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.flower.files import read_regular
+from fedad_tutorial.flower.files import read_regular, shown
 from fedad_tutorial.flower.keys import PublicKey
 
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF", "PACKET_LENGTH_TOO_LONG",
@@ -26,22 +26,23 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF", "P
 
 
 def _connect(host: str, port: int, wait_timeout: float) -> socket.socket:
+    """A connection to ``host:port``, retried for ``wait_timeout`` s; a name that does not exist (as the
+    name servers say, not one they failed to answer for) is the user's mistake at once."""
     deadline = time.monotonic() + wait_timeout
     while True:
         try:
             return socket.create_connection((host, port), timeout=5.0)
-        except socket.gaierror as exc:
-            if exc.errno != socket.EAI_NONAME:  # a name server that does not answer yet: try again
-                raise RuntimeError(f"cannot resolve {host!r} ({str(exc.strerror).lower()})") from None
-            raise UserError(f"--server-address {host}:{port}: cannot resolve {host!r} "
-                            f"({str(exc.strerror).lower()}); check the server's name") from None
         except UnicodeError:
-            raise UserError(f"--server-address {host}:{port}: {host!r} is not a valid host name") from None
+            raise UserError(f"--server-address {shown(f'{host}:{port}')}: {host!r} is not a valid host name") from None
         except OSError as exc:
+            if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+                raise UserError(f"--server-address {shown(f'{host}:{port}')}: cannot resolve {host!r} "
+                                f"({str(exc.strerror).lower()}); check the server's name") from None
             reason = exc.strerror or type(exc).__name__
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot reach the fedad server at {host}:{port} within {wait_timeout:g} s "
-                                   f"({reason.lower()}): is it running, and are the address and port right?") from None
+                raise RuntimeError(f"cannot reach the fedad server at {shown(f'{host}:{port}')} within "
+                                   f"{wait_timeout:g} s ({reason.lower()}): is it running, and are the address and "
+                                   "port right?") from None
         time.sleep(0.5)
 
 

@@ -144,21 +144,21 @@ def check_port(host: str, port: int) -> None:
                                                             flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
-        raise UserError(f"--address {host}:{port}: cannot resolve {host!r} ({str(reason).lower()}); give an "
-                        "address or name of this machine") from None
+        raise UserError(f"--address {shown(f'{host}:{port}')}: cannot resolve {host!r} ({str(reason).lower()}); "
+                        "give an address or name of this machine") from None
     with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
         try:
             s.bind(where)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {host} is already in use (another fedad server?): choose another "
-                                "--address") from None
+                raise UserError(f"port {port} on {shown(host)} is already in use (another fedad server?): "
+                                "choose another --address") from None
             if exc.errno == errno.EADDRNOTAVAIL:
-                raise UserError(f"--address {host}:{port}: {host} is not an address of this machine; give one "
-                                "of its own (or 0.0.0.0 for every interface)") from None
-            raise UserError(f"--address {host}:{port}: cannot listen there ({(exc.strerror or str(exc)).lower()})"
-                            ) from None
+                raise UserError(f"--address {shown(f'{host}:{port}')}: {shown(host)} is not an address of this "
+                                "machine; give one of its own (or 0.0.0.0 for every interface)") from None
+            reason = (exc.strerror or str(exc)).lower()
+            raise UserError(f"--address {shown(f'{host}:{port}')}: cannot listen there ({reason})") from None
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
