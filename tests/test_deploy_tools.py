@@ -376,3 +376,26 @@ def test_shown_keeps_a_message_on_one_line():
     assert files.shown("plain/name.csv") == "plain/name.csv"
     assert files.shown("two\nlines") == "'two\\nlines'"
     assert "\n" not in files.shown(os.fsdecode(b"bad\xff\nname"))
+
+
+@pytest.mark.slow
+def test_a_server_that_gives_up_names_only_logs_that_exist_on_a_line_of_its_own(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "fedad_tutorial.cli", "server", "--insecure", "--address",
+                           f"127.0.0.1:{free_port()}", "--output-dir", str(out), "--wait-timeout", "3", "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    last = done.stderr.strip()
+    assert last.startswith("fedad server: error: only 0 of the 2 required clients"), done.stderr
+    logs = Path(re.search(r"\(Flower logs: (.+)\)$", last).group(1))
+    assert logs.is_dir() and (logs / "superlink.log").is_file() and not out.exists()
+    assert "\x1b" not in (logs / "superlink.log").read_text() and not (logs / "superexec.secret").exists()
+    remove_abandoned(logs)  # what the next server with this --output-dir does
+    assert not logs.exists()
