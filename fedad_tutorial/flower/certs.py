@@ -30,31 +30,33 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.files import NewFiles, control_character, read_regular, refuse_existing, shown, write_new
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CA_CERT, SERVER_CERT, SERVER_KEY = "ca.crt", "server.pem", "server.key"
 #: How long ``fedad certs`` makes certificates valid, by default and at most (days).
 DEFAULT_DAYS, MAX_DAYS = 365, 3650
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-_PRIVATE = {"encoding": serialization.Encoding.PEM, "format": serialization.PrivateFormat.PKCS8,
-            "encryption_algorithm": serialization.NoEncryption()}
+# cryptography is imported where it is used: `fedad --help` builds this command's flags from the constants above
 
 
 def _name(common_name: str) -> x509.Name:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def parse_host(text: str) -> x509.GeneralName:
     """One ``--host``: an IP address or a DNS name clients connect with; anything else is a one-line
     :class:`UserError` saying what is expected."""
+    from cryptography import x509
+
     expected = "a DNS name (server.example.org) or an IP address (192.0.2.10), without a port"
     if not text or control_character(text) or any(c.isspace() for c in text):
         raise UserError(f"--host {shown(text) or repr(text)}: expected {expected}")
@@ -82,6 +84,8 @@ def parse_host(text: str) -> x509.GeneralName:
 
 def names(cert: x509.Certificate) -> list[str]:
     """The DNS names and IP addresses a certificate is valid for (its subject alternative names)."""
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -105,6 +109,11 @@ def default_ca_key(folder: Path) -> Path:
 
 
 def _build(hosts: list[x509.GeneralName], days: int) -> tuple[dict[str, bytes], bytes, dt.datetime]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     now = dt.datetime.now(dt.UTC)
     start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(days=days)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -128,9 +137,11 @@ def _build(hosts: list[x509.GeneralName], days: int) -> tuple[dict[str, bytes], 
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     pem = serialization.Encoding.PEM
+    private = {"encoding": pem, "format": serialization.PrivateFormat.PKCS8,
+               "encryption_algorithm": serialization.NoEncryption()}
     files = {CA_CERT: ca.public_bytes(pem), SERVER_CERT: cert.public_bytes(pem),
-             SERVER_KEY: key.private_bytes(**_PRIVATE)}
-    return files, ca_key.private_bytes(**_PRIVATE), end
+             SERVER_KEY: key.private_bytes(**private)}
+    return files, ca_key.private_bytes(**private), end
 
 
 def generate_certificates(folder: str | os.PathLike, hosts: list[str], days: int = DEFAULT_DAYS,
@@ -182,6 +193,8 @@ def generate_test_certificates(directory: str | os.PathLike, days: int = 7) -> P
 
 
 def _certificate(path: Path, what: str) -> x509.Certificate:
+    from cryptography import x509
+
     data = read_regular(path, what)
     try:
         return x509.load_pem_x509_certificate(data)
@@ -198,6 +211,9 @@ def check_server_files(folder: Path) -> list[str]:
     """Check ``--certificates DIR`` before a server starts (each file there and regular, PEM, the key
     matching the certificate, the certificate signed by the CA and valid now); return the names it
     is valid for. Each problem is one line naming the file."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
     for name in (CA_CERT, SERVER_CERT, SERVER_KEY):
         if not os.path.lexists(folder / name):
             raise UserError(f"{shown(folder / name)}: no such file (--certificates DIR needs {CA_CERT}, "
