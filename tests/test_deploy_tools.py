@@ -399,3 +399,35 @@ def test_a_server_that_gives_up_names_only_logs_that_exist_on_a_line_of_its_own(
     assert "\x1b" not in (logs / "superlink.log").read_text() and not (logs / "superexec.secret").exists()
     remove_abandoned(logs)  # what the next server with this --output-dir does
     assert not logs.exists()
+
+
+def test_the_state_root_must_be_this_users_private_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert state_root() == tmp_path / "fedad" and (tmp_path / "fedad").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "fedad").chmod(0o755)  # readable by others: somebody else's, or tampered with
+    with pytest.raises(UserError, match="not a private folder of this user"):
+        state_root()
+    (tmp_path / "fedad").rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "fedad").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="not a private folder of this user"):
+        state_root()
+
+
+def test_client_threads_is_honoured(tmp_path, capsys):
+    import torch
+
+    from fedad_tutorial.csvio import write_node_csv
+    from fedad_tutorial.data import make_cloud_federation
+
+    [node] = make_cloud_federation(1, 50, 4, seed=1)
+    write_node_csv(tmp_path / "node_1.csv", node)
+    before = torch.get_num_threads()
+    try:
+        assert main(["client", "--node-id", "1", "--data-path", str(tmp_path / "node_1.csv"), "--insecure",
+                     "--threads", "2", "--server-address", "no-such-host.invalid:8000"]) == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert main(["client", "--threads", "0", "--node-id", "1", "--data-path", "x.csv", "--insecure"]) == 2
+    assert "--threads" in capsys.readouterr().err
