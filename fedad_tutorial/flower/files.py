@@ -70,12 +70,6 @@ def read_regular(path: str | os.PathLike, what: str) -> bytes:
         os.close(fd)
 
 
-def check_regular(path: str | os.PathLike, what: str) -> Path:
-    """``path`` if it is a readable regular file (see :func:`read_regular`), for tools that open it themselves."""
-    read_regular(path, what)
-    return Path(path)
-
-
 def refuse_existing(path: Path, hint: str) -> None:
     """A one-line :class:`UserError` if anything is at ``path``: a file, a folder, a special file, or a
     symlink (even a dangling one, which a write would follow)."""

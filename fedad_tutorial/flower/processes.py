@@ -127,15 +127,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Whether binding ``host:port`` fails because another process listens there."""
-    try:
-        check_port(host, port)
-    except UserError as exc:
-        return "already in use" in str(exc)
-    return False
-
-
 def check_port(host: str, port: int) -> None:
     """A one-line :class:`UserError` unless a server could listen on ``host:port`` now: the host
     must resolve, be an address of this machine, and the port be free (and allowed)."""
