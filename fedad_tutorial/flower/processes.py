@@ -129,27 +129,33 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def check_port(host: str, port: int) -> None:
     """A one-line :class:`UserError` unless a server could listen on ``host:port`` now: the host
-    must resolve, be an address of this machine, and the port be free (and allowed)."""
+    must resolve, be an address of this machine, and the port be free (and allowed) on every address
+    the name resolves to (``localhost`` may be both 127.0.0.1 and ::1)."""
     try:
-        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                            flags=socket.AI_PASSIVE)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
         raise UserError(f"--address {shown(f'{host}:{port}')}: cannot resolve {host!r} ({str(reason).lower()}); "
                         "give an address or name of this machine") from None
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
-        try:
-            s.bind(where)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"port {port} on {shown(host)} is already in use (another fedad server?): "
-                                "choose another --address") from None
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise UserError(f"--address {shown(f'{host}:{port}')}: {shown(host)} is not an address of this "
-                                "machine; give one of its own (or 0.0.0.0 for every interface)") from None
-            reason = (exc.strerror or str(exc)).lower()
-            raise UserError(f"--address {shown(f'{host}:{port}')}: cannot listen there ({reason})") from None
+    failures = []
+    for family, kind, proto, _, where in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            try:
+                s.bind(where)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise UserError(f"port {port} on {shown(host)} is already in use (another fedad server?): "
+                                    "choose another --address") from None
+                failures.append(exc)
+    if len(failures) < len(addresses):
+        return  # free wherever this machine has the address
+    exc = failures[0]
+    if exc.errno == errno.EADDRNOTAVAIL:
+        raise UserError(f"--address {shown(f'{host}:{port}')}: {shown(host)} is not an address of this "
+                        "machine; give one of its own (or 0.0.0.0 for every interface)")
+    reason = (exc.strerror or str(exc)).lower()
+    raise UserError(f"--address {shown(f'{host}:{port}')}: cannot listen there ({reason})")
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
