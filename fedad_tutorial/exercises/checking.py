@@ -99,10 +99,18 @@ def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str
 
 
 def as_float_tensor(value: object) -> torch.Tensor:
-    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
+    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists).
+
+    Anything else (``None`` from a forgotten ``return``, a string) is the learner's mistake, not a crash
+    of the check: it becomes a :class:`Mismatch` that names what came back.
+    """
     if isinstance(value, torch.Tensor):
         return value.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    expect(value is not None, f"return numbers (a tensor, an array or a list of numbers), got {_describe(value)}")
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise Mismatch(f"return numbers (a tensor, an array or a list of numbers), got {_describe(value)}") from None
 
 
 def _describe(value: object) -> str:
