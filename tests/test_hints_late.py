@@ -141,7 +141,7 @@ WRONG = [
     (nb15.check_budget_threshold, lambda s, a: np.percentile(s, a / 100), "expected 20"),
     (nb15.check_budget_threshold, lambda s, a: _kth_largest(s, a * 2),
      "np.percentile(train_scores, 100 - alarms / 100)"),
-    (nb15.check_budget_threshold, lambda s, a: "high", "got str"),
+    (nb15.check_budget_threshold, lambda s, a: "high", "got a str"),
 ]
 
 
