@@ -117,7 +117,7 @@ def test_drift_on_a_trained_detector_is_found_where_it_happens():
     nodes = make_cloud_federation(num_nodes=3, samples_per_node=900, anomaly_rate=0.02, seed=5)
     streams = [nodes[0], apply_drift(nodes[1], 600, "deploy", 1.0, group="memory"), nodes[2]]
     splits = [train_test_split(window_node(s, 0, 400), 0.3, seed=k) for k, s in enumerate(streams)]
-    config = FederatedConfig(rounds=6, local_epochs=2, lr=5e-3, threshold="local", seed=5)
+    config = FederatedConfig(rounds=6, local_epochs=2, lr=5e-3, threshold="local", seed=5, engine="loop", trim=0.0)
     result = run_federated(splits, config, progress=False)
     found = {}
     for s in streams:

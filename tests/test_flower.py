@@ -519,7 +519,7 @@ def test_trim_reaches_the_clients_local_training(tmp_path):
     assert config_from_message(message_config(settings, 1)).training.trim == 0.2
     # the defaults are the command line's (trimmed); a plain configuration trains untrimmed
     assert config_from_message(message_config(FlowerSettings(), 1)).training.trim == RECOMMENDED.trim == 0.1
-    plain = FlowerSettings(config=FederatedConfig(threshold="local"))
+    plain = FlowerSettings(config=FederatedConfig(trim=0.0))
     assert config_from_message(message_config(plain, 1)).training.trim == 0.0
 
 

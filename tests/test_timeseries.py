@@ -97,7 +97,8 @@ def test_windowed_autoencoder_finds_context_events_a_point_model_misses(streams)
             metas.append(st[test])
         small = window == 1
         cfg = FederatedConfig(rounds=10, local_epochs=2, lr=5e-3, threshold="local", threshold_percentile=99.0,
-                              hidden=(16, 8) if small else (64, 32), latent_dim=3 if small else 8, seed=1)
+                              hidden=(16, 8) if small else (64, 32), latent_dim=3 if small else 8, seed=1,
+                              engine="loop", trim=0.0)
         result = run_federated(splits, cfg, progress=False)
         found = []
         for s, sp, st in zip(streams, splits, metas, strict=True):

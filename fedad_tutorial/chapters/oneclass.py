@@ -99,9 +99,10 @@ def train_epochs(model: nn.Module, rows: torch.Tensor, epochs: int, lr: float, s
     """Train ``model`` in place on ``rows`` (one client, or pooled rows); the mean loss of each epoch.
 
     Each epoch is one :func:`~fedad_tutorial.training.train_local` call (the package's only training
-    step) with the batch order of ``client_generator(seed, epoch, 0)``.
+    step) with the batch order of ``client_generator(seed, epoch, 0)``, untrimmed: the chapter shows
+    plain training's collapse.
     """
-    return [train_local(model, rows, LocalTraining(1, batch_size, lr), client_generator(seed, epoch, 0))
+    return [train_local(model, rows, LocalTraining(1, batch_size, lr, trim=0.0), client_generator(seed, epoch, 0))
             for epoch in range(1, epochs + 1)]
 
 
