@@ -77,7 +77,8 @@ def simulate_phases(data_dir: str, output_dir: str, rounds: int, epochs: int, st
     splits, description = cli._hold_out(nodes, str(args.data_dir), args)
     marks["load"] = time.time()
     with engine_timer() as train_seconds:
-        result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
+        result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False,
+                                         threads=args.threads)
     marks["train+evaluate"] = time.time()
     write_run(args.output_dir, result, description, figure=args.figure)
     marks["write"] = time.time()
