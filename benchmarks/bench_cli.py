@@ -54,7 +54,7 @@ def baseline_program(data_dir: str, rounds: int, epochs: int) -> None:
     from fedad_tutorial.data import hold_out
 
     torch.set_num_threads(1)
-    splits = hold_out([read_node_csv(p) for p in find_node_csvs(data_dir)], 0.3, 42)
+    splits = hold_out([read_node_csv(p) for p in find_node_csvs(data_dir)], seed=42)
     f1, _ = baseline_fedavg(splits, rounds, epochs, 64, 1e-3)
     print(json.dumps({"f1": f1}))
 

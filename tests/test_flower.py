@@ -89,7 +89,7 @@ def _reference(data: Path, names: list[str], rounds: int, model: str = "ae") -> 
 
 def _reference_run(data: Path, names: list[str], rounds: int, model: str = "ae"):
     nodes = [read_node_csv(data / f"{n}.csv") for n in names]
-    splits = hold_out(nodes, 0.3, 42)
+    splits = hold_out(nodes, seed=42)
     config = replace(RECOMMENDED, model=model, rounds=rounds, local_epochs=1, batch_size=32,
                      engine="loop")  # TRAIN's flags
     return run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
@@ -463,7 +463,7 @@ from fedad_tutorial.flower.simulation import run_flower_simulation
 model, *paths = sys.argv[1:]
 config = FederatedConfig(model=model, rounds=2, local_epochs=1, batch_size=32, threshold="global", engine="loop")
 nodes = [read_node_csv(p) for p in paths]
-splits = hold_out(nodes, 0.3, 42)
+splits = hold_out(nodes, seed=42)
 ref = run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
 start = time.monotonic()
 fl = run_flower_simulation(paths, FlowerSettings(config=config, min_clients=len(paths)))
