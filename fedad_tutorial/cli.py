@@ -22,8 +22,9 @@ from pathlib import Path
 
 from fedad_tutorial import __version__
 from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, Param
-from fedad_tutorial.defaults import RECOMMENDED, SIMULATE
+from fedad_tutorial.defaults import SIMULATE
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.params import FLOWER, TEST_FRACTION
 from fedad_tutorial.runs import MODEL_FILE
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
@@ -43,14 +44,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show ``(default: X)`` only where there is a default worth showing (not on required flags,
-    switches or optional flags without one)."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with what it accepts and its default: ``(in [0, 0.5); default: 0.1)``.
+
+    The range comes from the flag's type (:func:`_typed`); the default is shown wherever there is one
+    (``0`` included), but not on required flags, on switches (their help says what they change) or
+    where the default is ``None`` (their help says what happens without them)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.required or action.default in (None, False, argparse.SUPPRESS):
-            return action.help or ""
-        return super()._get_help_string(action)
+        text = action.help or ""
+        notes = []
+        param = getattr(action.type, "param", None)
+        if param is not None:
+            notes.append(param.describe())
+        switch = action.nargs == 0
+        if not (action.required or switch or action.default is None or action.default is argparse.SUPPRESS):
+            notes.append("default: %(default)s")
+        return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def _dashes(argv: Sequence[str]) -> list[str]:
@@ -79,6 +89,7 @@ def _typed(kind: type, param: Param):
             raise argparse.ArgumentTypeError(f"must be {param.describe()}, got {text}")
         return value
 
+    parse.param = param  # what the help shows as the flag's range
     return parse
 
 
@@ -99,31 +110,38 @@ _FIELD_TYPES = {"int": int, "float": float, "str": str}
 
 def _threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None,
-                   help=f"PyTorch intra-op threads (default: ${THREADS_ENV}, else 1: the models are small, "
-                        "and extra threads only wait on a busy machine)")
+                   help=f"PyTorch intra-op threads, by default ${THREADS_ENV}, else 1 (the models are small: extra "
+                        "threads only wait on a busy machine)")
 
 
-def _training_flags(rounds: int) -> argparse.ArgumentParser:
+#: Configuration fields a command has no use for: a Flower deployment trains each client in its own
+#: process, one after another (the loop engine's steps), so ``server`` offers no engine to choose.
+_NOT_ON = {"server": {"engine"}}
+
+
+def _training_flags(rounds: int, skip: set[str] = frozenset()) -> argparse.ArgumentParser:
     """Flags shared by ``run``, ``simulate`` and ``server``: one per command-line field of
-    :class:`FederatedConfig`, with its help and range; defaults from ``RECOMMENDED``."""
+    :class:`FederatedConfig` (but ``skip``), with its help and range; defaults from ``FederatedConfig()``."""
     from dataclasses import fields
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
     for f in fields(FederatedConfig):
         param = f.metadata["param"]
-        if not param.cli:
+        if not param.cli or f.name in skip:
             continue
         flags = _FLAG_ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
-        default = rounds if f.name == "rounds" else getattr(RECOMMENDED, f.name)
+        default = rounds if f.name == "rounds" else f.default
         if param.choices is not None:
             g.add_argument(*flags, dest=f.name, choices=list(param.choices), default=default, help=param.help)
         else:
             g.add_argument(*flags, dest=f.name, type=_typed(_FIELD_TYPES[str(f.type)], param), default=default,
                            help=param.help)
-    g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
+    g.add_argument("--test-fraction", type=_typed(float, TEST_FRACTION), default=TEST_FRACTION.default,
+                   help=TEST_FRACTION.help)
     _threads_flag(g)
-    g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bar or progress lines (the per-round table and the results still print)")
     return p
 
 
@@ -138,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=fmt)
     gen.add_argument("--num-nodes", type=_positive_int, default=10, help="number of nodes")
     gen.add_argument("--samples-per-node", type=_positive_int, default=None,
-                     help="rows per node (default: a different size per node, 300-1200)")
+                     help="rows per node; by default a different size per node, 300-1200")
     gen.add_argument("--num-features", type=_positive_int, default=30, help="metrics per row")
     gen.add_argument("--anomaly-rate", type=_rate, default=0.05, help="share of anomalous rows")
     gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
@@ -149,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
     sim.add_argument("--no-figure", dest="figure", action="store_false",
-                     help="do not draw OUTPUT_DIR/figures/f1_per_round.png (Matplotlib is then not imported)")
+                     help="skip OUTPUT_DIR/figures/f1_per_round.png, which is drawn otherwise (Matplotlib is then "
+                          "not imported: a quicker start)")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")
@@ -199,17 +218,17 @@ def _add_split_command(sub, fmt) -> None:
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
-    server = sub.add_parser("server", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
+    server = sub.add_parser("server", parents=[_training_flags(SIMULATE.rounds, _NOT_ON["server"])],
+                            formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
-    server.add_argument("--min-clients", type=_positive_int, default=2,
-                        help="clients that must connect before training starts and keep answering")
+    server.add_argument("--min-clients", type=_typed(int, FLOWER["min_clients"]),
+                        default=FLOWER["min_clients"].default, help=FLOWER["min_clients"].help)
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
     server.add_argument("--output-dir", type=Path, default=Path("runs/flower"),
                         help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/)")
-    server.add_argument("--wait-timeout", type=_positive_float, default=120.0,
-                        help="seconds to wait for --min-clients clients to connect")
-    server.add_argument("--round-timeout", type=_positive_float, default=300.0,
-                        help="seconds to wait for the clients' replies to one message; silent clients are dropped")
+    for name in ("wait_timeout", "round_timeout"):
+        server.add_argument(f"--{name.replace('_', '-')}", type=_typed(float, FLOWER[name]),
+                            default=FLOWER[name].default, help=FLOWER[name].help)
     server.add_argument("--certificates", type=Path, default=None,
                         help="folder with ca.crt, server.pem and server.key for TLS (`fedad certs --host NAME "
                              "--output DIR` makes one)")
@@ -268,9 +287,10 @@ def _add_certs_command(sub, fmt) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
-    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``RECOMMENDED``
-    with every command-line field taken from the flags."""
-    return replace(RECOMMENDED, **{name: getattr(args, name) for name, param in PARAMS.items() if param.cli})
+    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
+    with every field the command has a flag for taken from the flags."""
+    return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
+                                         if param.cli and hasattr(args, name)})
 
 
 _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
@@ -290,34 +310,36 @@ def _header(first: str, width: int = 8) -> str:
 
 
 def train_and_report(splits, feature_names: list[str], config: FederatedConfig, output_dir: Path,
-                     data_description: dict, quiet: bool, figure: bool = True):
-    """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
-    from tqdm.auto import tqdm
+                     data_description: dict, quiet: bool, figure: bool = True, threads: int | None = None):
+    """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate.
 
+    ``quiet`` hides the progress (a bar on a terminal, a line now and then otherwise), never the results."""
     from fedad_tutorial.federated import round_means, run_federated
+    from fedad_tutorial.progress import progress_bar
     from fedad_tutorial.runs import write_run
     from fedad_tutorial.tensorboard_log import heldout_histograms
 
-    def on_round(rnd: int, records: list[dict]) -> None:
-        if not quiet:
-            tqdm.write(_format_row(str(rnd), round_means(records)))
+    labelled = all(s.test_labels is not None for s in splits)
+    print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
+          f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
+          f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
+    print(_header("round"), flush=True)
+    with progress_bar(config.rounds, "rounds", "round", quiet) as bar:
+        def on_round(rnd: int, records: list[dict]) -> None:
+            bar.write(_format_row(str(rnd), round_means(records)), file=sys.stdout)
+            sys.stdout.flush()  # whoever watches the output sees each round as it ends
+            bar.update(1)
 
-    if not quiet:
-        labelled = all(s.test_labels is not None for s in splits)
-        print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
-              f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
-              f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
-        print(_header("round"))
-    result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
+        result = run_federated(splits, config, feature_names=feature_names, progress=False, on_round=on_round,
+                               threads=threads)
     write_run(output_dir, result, data_description, figure=figure,
               heldout=heldout_histograms(result.detector, splits))
-    if not quiet:
-        print(f"\nFinal round, per client (held-out rows, {config.threshold} "
-              f"{config.threshold_percentile:g}th-percentile threshold):")
-        print(_header("client", 10))
-        for record in result.final_round_records():
-            print(_format_row(record["client"], record, 10))
-        print(_format_row("mean", result.summary(), 10))
+    print(f"\nFinal round, per client (held-out rows, {config.threshold} "
+          f"{config.threshold_percentile:g}th-percentile threshold):")
+    print(_header("client", 10))
+    for record in result.final_round_records():
+        print(_format_row(record["client"], record, 10))
+    print(_format_row("mean", result.summary(), 10))
     return result
 
 
@@ -371,7 +393,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
     splits, description = _hold_out(nodes, str(args.data_dir), args)
     train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
-                     figure=args.figure)
+                     figure=args.figure, threads=args.threads)
     print(f"\nWrote {args.output_dir}/ ({_run_files(args.figure)})")
     return 0
 
@@ -384,7 +406,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_run_dir(args.output_dir)  # before training, not after
     nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
     splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
+    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                     threads=args.threads)
     print(f"\nWrote {args.output_dir}/ ({_run_files()})")
     return 0
 
@@ -438,11 +461,10 @@ def _cmd_server(args: argparse.Namespace) -> int:
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
-    if not args.quiet:
-        mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
-        print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
-              f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
-        print(_header("round"), flush=True)
+    mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
+    print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
+          f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+    print(_header("round"), flush=True)
     progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
@@ -454,8 +476,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
         return 1
     finally:
         progress.close()
-    if not args.quiet:
-        print(_format_row("final", status.get("summary", {})))
+    print(_format_row("final", status.get("summary", {})))
     print(f"Wrote {args.output_dir}/ ({_run_files()}, flower/)")
     return 0
 

@@ -48,6 +48,7 @@ from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.threads import set_threads
 from fedad_tutorial.thresholds import (
     ScoreHistogram,
     federated_feature_range,
@@ -275,6 +276,7 @@ def run_federated(
     aggregator: Aggregator = fedavg_aggregator,
     update_hook: UpdateHook | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
+    threads: int | None = None,
 ) -> FederationResult:
     """Train a detector over ``splits`` (one per client) and evaluate every round on held-out rows.
 
@@ -291,12 +293,15 @@ def run_federated(
         update_hook: applied to each client's weights before they reach the server (e.g. an attack).
         initial_state: start from these weights (e.g. an earlier global model's ``state_dict()``, to
             continue training on new data) instead of a fresh initialisation; same architecture.
+        threads: PyTorch's intra-op thread count, set as the command line sets it
+            (:func:`~fedad_tutorial.threads.set_threads`: default ``$FEDAD_THREADS``, else 1).
 
     Returns:
         A :class:`FederationResult` whose ``history`` has one row per round and client.
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    set_threads(threads)
     dim = _check_splits(splits)
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(dim)]
     if len(names) != dim:
