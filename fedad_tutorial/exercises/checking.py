@@ -102,4 +102,24 @@ def as_float_tensor(value: object) -> torch.Tensor:
     """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
     if isinstance(value, torch.Tensor):
         return value.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    if value is None:
+        raise Mismatch("your function returned None: did you forget the return statement?")
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise Mismatch(f"return a tensor (or array) of numbers, got {type(value).__name__}") from None
+
+
+def as_number(value: object, name: str | None = None) -> float:
+    """The learner's answer (or its part ``name``) as one float (a one-element array counts), or a
+    :class:`Mismatch` naming what came back instead."""
+    if value is None and name is None:
+        raise Mismatch("your function returned None: did you forget the return statement?")
+    try:
+        values = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.size != 1:
+        raise Mismatch(f"{'return' if name is None else name + ' should be'} one number, got {type(value).__name__}"
+                       + (f" of shape {values.shape}" if values.size else ""))
+    return float(values.reshape(()))
