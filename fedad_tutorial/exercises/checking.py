@@ -144,8 +144,9 @@ def learner_array(value: object, what: str, dtype: type = np.float64) -> np.ndar
     return array
 
 
-def learner_number(value: object, what: str) -> float:
-    """The learner's answer as one float; a hint naming ``what`` if it is not a single number."""
+def learner_number(value: object, what: str = "the answer") -> float:
+    """The learner's answer (or a part of it, named ``what``) as one float (a tensor or a one-element array
+    counts); a hint naming ``what`` and what came back if it is not a single number."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
