@@ -318,7 +318,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _read_federation(data_dir: Path) -> list:
-    from fedad_tutorial.csvio import find_node_csvs, read_node_csv
+    from fedad_tutorial.csvio import column_difference, find_node_csvs, read_node_csv
 
     nodes = [read_node_csv(path) for path in find_node_csvs(data_dir)]
     reference = nodes[0]
@@ -326,7 +326,7 @@ def _read_federation(data_dir: Path) -> list:
         if node.feature_names != reference.feature_names:
             raise UserError(
                 f"{data_dir / (node.name + '.csv')}: feature columns differ from {reference.name}.csv "
-                f"({len(node.feature_names)} vs {len(reference.feature_names)} columns; every node needs the same)")
+                f"({column_difference(node.feature_names, reference.feature_names)}; every node needs the same)")
     labelled = {n.labels is not None for n in nodes}
     if len(labelled) > 1:
         raise UserError(f"{data_dir}: some node CSVs have a 'label' column and some do not")

@@ -65,15 +65,10 @@ class Detector:
         """Raise a clear error unless ``feature_names`` are the model's features, in order."""
         if list(feature_names) == list(self.feature_names):
             return
-        missing = [f for f in self.feature_names if f not in feature_names]
-        extra = [f for f in feature_names if f not in self.feature_names]
-        detail = "; ".join(part for part in (
-            f"missing {', '.join(missing)}" if missing else "",
-            f"unexpected {', '.join(extra)}" if extra else "",
-            "same columns in another order" if not (missing or extra) else "",
-        ) if part)
+        from fedad_tutorial.csvio import column_difference
+
         raise UserError(f"{source}: feature columns do not match the model's "
-                        f"{len(self.feature_names)} features ({detail})")
+                        f"({column_difference(list(feature_names), list(self.feature_names))})")
 
     def check_rows(self, features: np.ndarray) -> np.ndarray:
         """The rows as a float32 array after checks like scikit-learn's ``check_array``.
