@@ -24,7 +24,7 @@ def flow(tmp_path_factory):
 
 def test_generate_data_writes_labelled_node_csvs(flow):
     _, data, _ = flow
-    assert sorted(p.name for p in data.iterdir()) == ["node_1.csv", "node_2.csv", "node_3.csv"]
+    assert sorted(p.name for p in data.iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv", "node_3.csv"]
     frame = pd.read_csv(data / "node_1.csv")
     assert frame.shape == (300, 13) and list(frame.columns)[-1] == "label"
     assert frame["label"].sum() == 15
