@@ -160,7 +160,11 @@ def _swap(path: Path, tmp: Path) -> None:
         return
     old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
     with _signals_deferred():
-        os.replace(path, old / path.name)
+        try:
+            os.replace(path, old / path.name)
+        except BaseException:
+            old.rmdir()
+            raise
         try:
             os.replace(tmp, path)
         except BaseException:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedad_tutorial.atomic import _make_parents, _remove_empty, describe_mode
+from fedad_tutorial.atomic import _make_parents, _remove_empty, describe_mode, remove_stale
 from fedad_tutorial.errors import UserError
 
 #: The file that marks a folder as a fedad run folder (it holds the package version).
@@ -218,7 +218,9 @@ def output_lock(path: str | Path) -> Iterator[Path]:
 
     The lock is ``fcntl.flock`` on ``.NAME.lock`` beside ``path`` (created, with any missing parent
     folder, and removed again at the end). The kernel drops it when a process dies, so a killed
-    command never blocks the next one. Raises :class:`UserError` at once if another command holds it.
+    command never blocks the next one; what a killed command left beside ``path`` is settled first
+    (:func:`~fedad_tutorial.atomic.remove_stale`: a folder it had moved aside is put back). Raises
+    :class:`UserError` at once if another command holds the lock.
     """
     path = Path(os.path.abspath(path))
     lock = path.parent / f".{path.name}.lock"
@@ -245,6 +247,7 @@ def output_lock(path: str | Path) -> Iterator[Path]:
                 break
             os.close(fd)
         try:
+            remove_stale(path)  # a killed command's leftovers: an interrupted replacement is put back first
             yield lock
         finally:
             lock.unlink(missing_ok=True)  # before unlocking: a waiting process then sees a fresh file
