@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rows per node (default: a different size per node, 300-1200)")
     gen.add_argument("--num-features", type=_positive_int, default=30, help="metrics per row")
     gen.add_argument("--anomaly-rate", type=_rate, default=0.05, help="share of anomalous rows")
-    gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
+    gen.add_argument("--output-dir", type=Path, default=Path("data"),
+                     help="folder for node_*.csv (new or empty, or an earlier output of generate-data or split, "
+                          "which it replaces)")
     gen.add_argument("--seed", type=_seed, default=42, help="random seed")
 
     sim = sub.add_parser("simulate", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
@@ -215,7 +217,8 @@ def _add_split_command(sub, fmt) -> None:
                             "optional y (1 = anomaly), as ADBench and ODDS publish them")
     split.add_argument("--nodes", type=_positive_int, required=True, help="number of node CSVs to write")
     split.add_argument("--output", type=Path, required=True,
-                       help="folder for node_1.csv ... (new, or holding only node CSVs, which it replaces)")
+                       help="folder for node_1.csv ... (new or empty, or an earlier output of split or "
+                            "generate-data, which it replaces)")
     split.add_argument("--by", choices=["random", "order", "cluster"], default="random",
                        help="random: equal shuffled parts; order: contiguous blocks in file order (time); "
                             "cluster: non-IID, each node a different mix of k-means profiles")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fedad_tutorial import __version__
-from fedad_tutorial.atomic import atomic_dir, atomic_path
+from fedad_tutorial.atomic import atomic_dir, atomic_path, describe_mode
 from fedad_tutorial.data import NodeData
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.outputs import DATA_MARKER, check_data_dir_output, write_marker
@@ -66,8 +66,9 @@ class NodeCsvReader:
         self.dtype = dtype
         if path.is_dir():
             raise UserError(f"{path}: is a folder, not a CSV file")
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
+        if not path.is_file():  # a FIFO would block the read forever, a device never end
+            raise UserError(f"{path}: is {describe_mode(path.stat().st_mode)}, not a regular file" if path.exists()
+                            else f"{path}: no such file")
         self._handle = path.open(newline="", encoding="utf-8-sig")
         try:
             self._reader = csv.reader(self._handle)

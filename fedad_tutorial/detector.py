@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from fedad_tutorial import __version__
-from fedad_tutorial.atomic import atomic_path
+from fedad_tutorial.atomic import atomic_path, describe_mode
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.models import ModelSpec, check_score_method, default_score_method
 from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
@@ -169,7 +169,8 @@ class Detector:
         if path.is_dir():
             raise UserError(f"{path}: is a folder, not a model file (give the run's {path / 'model.pt'})")
         if not path.is_file():
-            raise UserError(f"{path}: no such model file")
+            raise UserError(f"{path}: is {describe_mode(path.stat().st_mode)}, not a model file" if path.exists()
+                            else f"{path}: no such model file")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable or unsafe file is the user's input problem

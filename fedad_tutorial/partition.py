@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedad_tutorial.atomic import describe_mode
 from fedad_tutorial.csvio import NODE_PATTERN, read_table_csv, write_node_folder
 from fedad_tutorial.data import NodeData
 from fedad_tutorial.errors import UserError
@@ -101,7 +102,8 @@ def _load_npz_exact(path: str | Path) -> tuple[NodeData, np.ndarray]:
     """:func:`load_npz` and ``X`` as stored (float64, or the file's integers), for writing without loss."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: is not a regular file")
+        raise UserError(f"{path}: no such file" if not path.exists() else
+                        f"{path}: is {describe_mode(path.stat().st_mode)}, not a regular file")
     features, labels = _read_npz(path)
     if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0 \
             or not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):

@@ -223,6 +223,27 @@ def test_a_run_folder_with_user_files_in_any_sub_folder_is_kept(flow, tmp_path, 
     assert main(["simulate", "--data-dir", str(flow[0]), "--output-dir", str(run), *FAST]) == 0
 
 
+INPUTS = {"fifo": _fifo, "chardev": _chardev, "socket": _socket}
+
+
+@pytest.mark.parametrize("path", ["score-data", "score-model", "simulate", "split-csv", "split-npz"])
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_an_input_that_is_a_special_file_is_refused_without_reading(flow, tmp_path, capsys, path, kind):
+    data, run = flow
+    special = tmp_path / "in" / ("node_1.npz" if path == "split-npz" else "node_1.csv")
+    special.parent.mkdir()
+    INPUTS[kind](special)
+    (tmp_path / "in" / "node_2.csv").write_bytes((data / "node_2.csv").read_bytes())
+    out = str(tmp_path / "out")
+    score = ["score", "--output", out]
+    argv = {"score-data": [*score, "--model", str(run / "model.pt"), "--data", str(special)],
+            "score-model": [*score, "--model", str(special), "--data", str(data / "node_1.csv")],
+            "simulate": ["simulate", "--data-dir", str(special.parent), "--output-dir", out, *FAST],
+            "split-csv": ["split", str(special), "--nodes", "2", "--output", out],
+            "split-npz": ["split", str(special), "--nodes", "2", "--output", out]}[path]
+    refused_untouched(capsys, argv, tmp_path, "node_1.")  # a FIFO read would block: refused before opening
+
+
 # --- names: separators, quotes, line breaks, HTML, $, non-UTF-8 ----------------------------------------
 
 HOSTILE_NAMES = ["cpu,avg", "mem\nused", 'say "hi"', "<b>x</b>&amp;", "$x_$", "naïve ∑", "a\rb", "c;d\t'e'"]
