@@ -239,8 +239,8 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
     if alarms:
         for ax, (score, line, row) in zip(np.atleast_1d(fig.subplots(rows, cols)).ravel(), alarms, strict=False):
             table = alarm_table(detector, row, None, k=k)
-            drawn = table.assign(metric=table["metric"].map(plain_text))
-            drawn.attrs = table.attrs
+            drawn = table.copy()  # the names (the first column) as Matplotlib must be given them
+            drawn[drawn.columns[0]] = drawn.iloc[:, 0].map(plain_text)
             plot_alarm(drawn, ax=ax, title=f"line {line}, score {score:.4g}")
             tables.append((line, score, table))
         for ax in np.atleast_1d(fig.axes)[len(alarms):]:
@@ -266,7 +266,8 @@ def write_report(detector: Detector, scored: ScoredFile, path: Path, data: Path,
                      f"<img alt='top alarms' src='data:image/png;base64,{image}'>"]
             for line, score, table in tables:
                 parts.append(f"<h2>line {line}, score {score:.4g}</h2>")
-                parts.append(table.assign(metric=table["metric"].map(readable)).to_html(
-                    index=False, float_format=lambda v: f"{v:.4g}", escape=True))
+                shown = table.copy()
+                shown[shown.columns[0]] = shown.iloc[:, 0].map(readable)
+                parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", escape=True))
             tmp.write_text("\n".join(parts) + "</body></html>\n", encoding="utf-8")
     return path

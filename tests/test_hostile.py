@@ -32,8 +32,9 @@ from conftest import generate_and_simulate
 from fedad_tutorial.atomic import atomic_dir, remove_stale
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_table_csv, write_table_csv
-from fedad_tutorial.data import make_cloud_federation
+from fedad_tutorial.data import hold_out, make_cloud_federation
 from fedad_tutorial.detector import Detector
+from fedad_tutorial.federated import FederatedConfig, run_federated
 from fedad_tutorial.outputs import DATA_MARKER, output_lock
 from fedad_tutorial.scoring import parse_explain, score_csv
 
@@ -362,6 +363,22 @@ def test_generated_and_scored_numbers_read_back_bit_for_bit(flow, tmp_path):
     assert scores.tobytes() == scored.scores.astype(np.float64).tobytes()
     value = next(j for j, c in enumerate(header) if c.endswith("_value"))
     assert {np.float32(r[value]) for r in records} <= set(nodes[0].features.ravel().tolist())
+
+
+def test_history_csv_keeps_every_digit(tmp_path):
+    nodes = make_cloud_federation(num_nodes=2, samples_per_node=40, num_features=3, seed=0)
+    result = run_federated(hold_out(nodes), FederatedConfig(rounds=2, local_epochs=1))
+    result.write_history_csv(tmp_path / "history.csv")
+    with open(tmp_path / "history.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    checked = 0
+    for record, row in zip(result.records(), rows, strict=True):
+        for column, cell in zip(header, row, strict=True):
+            value = record.get(column)
+            if isinstance(value, float) and value == value:
+                assert float(cell) == value, (column, cell, value)
+                checked += 1
+    assert checked >= 20
 
 
 # --- every row accounted for ---------------------------------------------------------------------------
