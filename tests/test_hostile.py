@@ -321,6 +321,23 @@ def test_hostile_names_survive_split(named, tmp_path):
         assert header == [*HOSTILE_NAMES, "label"] and rows == 20
 
 
+ODD_NAMES = {"comma": b"a,b", "newline": b"a\nb", "quote": b"say \"hi\"", "html": b"<i>x&amp;", "dollar": b"$x_$",
+             "not utf-8": b"\xff\xfe", "spaces": b" lead and trail "}
+
+
+@pytest.mark.parametrize("path", ["score", "split", "generate-data", "simulate"])
+@pytest.mark.parametrize("name", list(ODD_NAMES))
+def test_odd_output_names_are_written_exactly_there(flow, tmp_path, capsys, path, name):
+    (tmp_path / "table.csv").write_bytes((flow[0] / "node_2.csv").read_bytes())
+    where = tmp_path / "out"
+    where.mkdir()
+    target = Path(os.fsdecode(bytes(where) + b"/" + ODD_NAMES[name]))
+    assert main(_paths(flow, target)[path]) == 0
+    assert [p.name for p in where.iterdir()] == [target.name]
+    out = capsys.readouterr().out
+    assert out.count("\n") >= 1 and "Traceback" not in out
+
+
 def test_explain_takes_ascii_digits_only(flow, tmp_path, capsys):
     assert parse_explain(" 2 ") == 2 and parse_explain("²") == ["²"]
     data, run = flow
