@@ -222,8 +222,11 @@ def output_lock(path: str | Path) -> Iterator[Path]:
     (:func:`~fedad_tutorial.atomic.remove_stale`: a folder it had moved aside is put back). Raises
     :class:`UserError` at once if another command holds the lock.
     """
-    path = Path(os.path.abspath(path))
+    shown, path = path, Path(os.path.abspath(path))
     lock = path.parent / f".{path.name}.lock"
+    blocking = next((p for p in Path(shown).parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{blocking}: is a file, so {shown} cannot be written inside it")
     created = _make_parents(lock)
     try:
         while True:
