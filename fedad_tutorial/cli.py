@@ -239,7 +239,8 @@ def _add_flower_commands(sub, fmt) -> None:
     server.add_argument("--round-timeout", type=_positive_float, default=300.0,
                         help="seconds to wait for the clients' replies to one message; silent clients are dropped")
     server.add_argument("--certificates", type=Path, default=None,
-                        help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
+                        help="folder with ca.crt, server.pem and server.key for TLS (`fedad certs --host NAME "
+                             "--output DIR` makes one)")
     server.add_argument("--authorized-keys", type=Path, default=None,
                         help="the public keys of the nodes that may join, one per line (each client's "
                              "KEYFILE.pub from `fedad keygen`); required with --certificates")
@@ -262,7 +263,9 @@ def _add_flower_commands(sub, fmt) -> None:
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server (before training and whenever it "
                              "is lost) before giving up")
+    _threads_flag(client)
     _add_keygen_command(sub, fmt)
+    _add_certs_command(sub, fmt)
 
 
 def _add_keygen_command(sub, fmt) -> None:
@@ -271,7 +274,25 @@ def _add_keygen_command(sub, fmt) -> None:
                             help="make a client's key pair: KEYFILE (private, mode 600) and KEYFILE.pub")
     keygen.add_argument("--output", type=Path, required=True,
                         help="private key file to write (its public key goes to OUTPUT.pub); never overwritten")
-    keygen.add_argument("--comment", default=None, help="name at the end of the public key line (default: file name)")
+    keygen.add_argument("--comment", default=None,
+                        help="name at the end of the public key line; by default the file name")
+
+
+def _add_certs_command(sub, fmt) -> None:
+    """``fedad certs``: a CA and a server certificate for ``fedad server --certificates``."""
+    from fedad_tutorial.flower.certs import DEFAULT_DAYS, MAX_DAYS
+
+    certs = sub.add_parser("certs", formatter_class=fmt,
+                           help="make a CA and a server certificate for the names clients use (TLS)")
+    certs.add_argument("--host", action="append", required=True, metavar="NAME",
+                       help="a DNS name or IP address clients use to reach the server; repeat for each")
+    certs.add_argument("--output", type=Path, required=True, metavar="DIR",
+                       help="new folder for ca.crt, server.pem and server.key (for --certificates); never "
+                            "overwritten")
+    certs.add_argument("--ca-key", type=Path, default=None, metavar="FILE",
+                       help="where the CA's private key goes, outside DIR (default: DIR-ca.key); never overwritten")
+    certs.add_argument("--days", type=_int_in(1, MAX_DAYS), default=DEFAULT_DAYS,
+                       help="days the certificates are valid")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
@@ -449,14 +470,16 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from fedad_tutorial.flower.deploy import serve, server_keys
+    from fedad_tutorial.flower.deploy import serve, server_keys, split_address
+    from fedad_tutorial.flower.processes import check_port
     from fedad_tutorial.flower.progress import ServerProgress
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.outputs import check_run_dir
 
-    # flag mistakes (TLS, keys) and an output folder that must not be replaced fail before anything starts
+    # flag mistakes (TLS, keys), an output folder that must not be replaced and a busy port fail before anything
     keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
     check_run_dir(args.output_dir)
+    check_port(*split_address(args.address))
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
@@ -473,6 +496,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
             status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
                            progress.round, threads=args.threads, on_count=progress.count)
     except RuntimeError as exc:
+        progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -494,7 +518,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
           f"features{who}) -> {args.server_address}", flush=True)
     try:
         print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
-                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True)))
+                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True), threads=args.threads))
     except RuntimeError as exc:
         print(f"fedad client: error: {exc}", file=sys.stderr)
         return 1
@@ -510,8 +534,22 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.certs import CA_CERT, generate_certificates
+
+    made = generate_certificates(args.output, args.host, args.days, args.ca_key)
+    print(f"Wrote {made.folder}/ for {', '.join(made.names)} (valid until {made.not_after:%Y-%m-%d}):\n"
+          f"  the server: copy the folder, then fedad server --certificates {made.folder} ...\n"
+          f"  each client: copy only {made.folder / CA_CERT}, then fedad client --root-certificates "
+          f"{made.folder / CA_CERT} ...\n"
+          f"Wrote {made.ca_key}: the CA's private key (mode 600). Keep it on this machine or offline and never "
+          "copy it to the server or a client: whoever holds it can pose as the server to every client.")
+    return 0
+
+
 _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
-             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
+             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen,
+             "certs": _cmd_certs}
 
 
 def _interrupt(signum: int, frame) -> None:

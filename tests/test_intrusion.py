@@ -26,6 +26,7 @@ from fedad_tutorial.chapters.intrusion import (
     load_connections,
     log_features,
     results_table,
+    summary_table,
 )
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv
@@ -317,3 +318,27 @@ def test_deep_svdd_is_chapter_14s_model_trained_as_the_autoencoder(small_federat
     assert list(scores) == [name] and name not in DETECTORS
     web = results_table(small_federation, scores).set_index("nodes").loc["web servers"]
     assert web.roc_auc > 0.9
+
+
+def test_summary_table_groups_by_service_with_short_names_and_mean_and_spread():
+    rows = [{"method": m, "nodes": n, "seed": s, "roc_auc": 0.9 + 0.01 * s, "pr_auc": 0.5,
+             "alarms/10k @ recall 0.5": 10.0 * (s + 1), "alarms/10k @ recall 0.9": 1000.0 + s}
+            for s in range(3) for m in ("federated AE", "federated isolation forest")
+            for n in ("mail servers", "web servers")]
+    table = summary_table(pd.DataFrame(rows))
+    assert list(table.index) == [("web servers", "AE"), ("web servers", "forest"),
+                                 ("mail servers", "AE"), ("mail servers", "forest")]
+    assert list(table.columns) == ["ROC-AUC", "PR-AUC", "alarms/10k, recall 0.5", "alarms/10k, recall 0.9"]
+    assert table.loc[("web servers", "AE"), "ROC-AUC"] == "0.910 ± 0.010"
+    assert table.loc[("mail servers", "forest"), "alarms/10k, recall 0.9"] == "1,001 ± 1"
+
+
+def test_price_of_recall_lines_that_coincide_stay_distinguishable():
+    from fedad_tutorial.plots import plot_price_of_recall
+
+    labels = np.r_[np.zeros(98), np.ones(2)]
+    same = np.array([100.0, 400.0, 900.0])
+    fig = plot_price_of_recall(np.array([0.3, 0.6, 1.0]), {"web": (labels, {"AE": same, "norm": same.copy()})}, "t")
+    ae, norm = fig.axes[0].get_lines()[:2]
+    assert (ae.get_linestyle(), ae.get_marker()) != (norm.get_linestyle(), norm.get_marker())
+    assert norm.get_linewidth() < ae.get_linewidth()  # the later line is drawn thinner, over the earlier one
