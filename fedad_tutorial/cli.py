@@ -53,6 +53,12 @@ def _locked(*paths: Path | None) -> ExitStack:
     return stack
 
 
+def _one_line(message: str) -> str:
+    """An error message on one line, whatever the names in it hold: a file or column name with a line
+    break shows it as ``\\n``."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _number(value: float) -> str:
     """A flag's number as given (``99.9999999``, not ``100``)."""
     return format(value, ".15g")
@@ -584,12 +590,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             requested_threads(args.threads)  # a bad count fails now, not after the SuperLink started
         return _COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # the machine's refusal (disk full, permission denied): one line, no traceback
         from fedad_tutorial.errors import describe_os_error
 
-        print(f"fedad {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(describe_os_error(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fedad {args.command}: interrupted", file=sys.stderr)

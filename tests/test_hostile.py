@@ -338,6 +338,20 @@ def test_odd_output_names_are_written_exactly_there(flow, tmp_path, capsys, path
     assert out.count("\n") >= 1 and "Traceback" not in out
 
 
+@pytest.mark.parametrize("path", ["score", "simulate", "split"])
+def test_a_name_with_a_line_break_keeps_an_error_on_one_line(flow, tmp_path, capsys, path):
+    odd = tmp_path / "in\nput"
+    odd.mkdir()
+    bad = odd / "node_1.csv"
+    bad.write_text("a,b\n1,x\n2,3\n")
+    (odd / "node_2.csv").write_text("a,b\n1,2\n2,3\n")
+    argv = {"score": ["score", "--model", str(flow[1] / "model.pt"), "--data", str(bad)],
+            "simulate": ["simulate", "--data-dir", str(odd), *FAST],
+            "split": ["split", str(bad), "--nodes", "1"]}[path]
+    flag = {"score": "--output", "simulate": "--output-dir", "split": "--output"}[path]
+    refused_untouched(capsys, [*argv, flag, str(tmp_path / "o")], tmp_path, "in\\nput")
+
+
 def test_explain_takes_ascii_digits_only(flow, tmp_path, capsys):
     assert parse_explain(" 2 ") == 2 and parse_explain("²") == ["²"]
     data, run = flow
