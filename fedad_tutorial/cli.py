@@ -17,6 +17,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,9 +33,36 @@ from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
 EXIT_USER_ERROR = 2
 
 
-def _run_files(figure: bool = True) -> str:
-    """What a run folder holds, as the commands that write one say."""
+def _run_files(output_dir: Path) -> str:
+    """What the run folder just written holds, as the commands that write one say (the figure only if
+    it was drawn: unlabelled data has no F1 to plot)."""
+    figure = (output_dir / "figures" / "f1_per_round.png").is_file()
     return f"{MODEL_FILE}, history.csv, summary.json, {'figures/f1_per_round.png, ' if figure else ''}tensorboard/"
+
+
+def _locked(*paths: Path | None) -> ExitStack:
+    """Hold :func:`~fedad_tutorial.outputs.output_lock` on each output path given, for the whole command."""
+    from fedad_tutorial.outputs import output_lock
+
+    stack = ExitStack()
+    try:
+        for path in dict.fromkeys(p for p in paths if p is not None):
+            stack.enter_context(output_lock(path))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, whatever the names in it hold: a file or column name with a line
+    break shows it as ``\\n``."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """A flag's number as given (``99.9999999``, not ``100``)."""
+    return format(value, ".15g")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rows per node; by default a different size per node, 300-1200")
     gen.add_argument("--num-features", type=_positive_int, default=30, help="metrics per row")
     gen.add_argument("--anomaly-rate", type=_rate, default=0.05, help="share of anomalous rows")
-    gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
+    gen.add_argument("--output-dir", type=Path, default=Path("data"),
+                     help="folder for node_*.csv (new or empty, or an earlier output of generate-data or split, "
+                          "which it replaces)")
     gen.add_argument("--seed", type=_seed, default=42, help="random seed")
 
     sim = sub.add_parser("simulate", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
@@ -179,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score rows with a trained model", formatter_class=fmt)
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
-    score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    score.add_argument("--output", type=Path, default=Path("scores.csv"),
+                       help="CSV to write (an existing file only if fedad score wrote it, unless --overwrite)")
     score.add_argument("--explain", metavar="K|FEATURES", default=None,
                        help="for each flagged row, add columns naming the K metrics that contribute most to its "
                             "score (or the comma-separated FEATURES): value, the model's normal range and the "
@@ -193,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--max-alarm-rate", metavar="R", type=_fraction, default=None,
                         help="flag at most the share R of the federation's training rows (the threshold at the "
                              "100 x (1 - R)th percentile) instead of the saved threshold")
+    score.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --output or --report file even if fedad score did not write it")
     _threads_flag(score)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_split_command(sub, fmt)
@@ -209,7 +242,8 @@ def _add_split_command(sub, fmt) -> None:
                             "optional y (1 = anomaly), as ADBench and ODDS publish them")
     split.add_argument("--nodes", type=_positive_int, required=True, help="number of node CSVs to write")
     split.add_argument("--output", type=Path, required=True,
-                       help="folder for node_1.csv ... (new, or holding only node CSVs, which it replaces)")
+                       help="folder for node_1.csv ... (new or empty, or an earlier output of split or "
+                            "generate-data, which it replaces)")
     split.add_argument("--by", choices=["random", "order", "cluster"], default="random",
                        help="random: equal shuffled parts; order: contiguous blocks in file order (time); "
                             "cluster: non-IID, each node a different mix of k-means profiles")
@@ -346,13 +380,19 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fedad_tutorial.csvio import NODE_PATTERN, write_node_folder
     from fedad_tutorial.data import make_cloud_federation
+    from fedad_tutorial.limits import check_fits
     from fedad_tutorial.outputs import check_data_dir_output
 
     check_data_dir_output(args.output_dir, NODE_PATTERN)  # before generating anything
     sizes = args.samples_per_node if args.samples_per_node is not None else (300, 1200)
-    nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
-                                  num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
-    write_node_folder(args.output_dir, nodes)
+    largest = sizes if isinstance(sizes, int) else sizes[1]
+    # the generator holds every node's float32 rows and, per node, a few float64 temporaries
+    check_fits(args.num_nodes * largest * args.num_features * 4 + 4 * largest * args.num_features * 8,
+               f"--num-nodes {args.num_nodes} x --samples-per-node {largest} x --num-features {args.num_features}")
+    with _locked(args.output_dir):
+        nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
+                                      num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
+        write_node_folder(args.output_dir, nodes)
     total = sum(n.num_rows for n in nodes)
     anomalies = sum(int(n.labels.sum()) for n in nodes)
     print(f"Wrote {len(nodes)} node CSVs to {args.output_dir}/ ({total} rows, {anomalies} labelled anomalies, "
@@ -361,7 +401,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _read_federation(data_dir: Path) -> list:
-    from fedad_tutorial.csvio import find_node_csvs, read_node_csv
+    from fedad_tutorial.csvio import column_difference, find_node_csvs, read_node_csv
 
     nodes = [read_node_csv(path) for path in find_node_csvs(data_dir)]
     reference = nodes[0]
@@ -369,7 +409,7 @@ def _read_federation(data_dir: Path) -> list:
         if node.feature_names != reference.feature_names:
             raise UserError(
                 f"{data_dir / (node.name + '.csv')}: feature columns differ from {reference.name}.csv "
-                f"({len(node.feature_names)} vs {len(reference.feature_names)} columns; every node needs the same)")
+                f"({column_difference(node.feature_names, reference.feature_names)}; every node needs the same)")
     labelled = {n.labels is not None for n in nodes}
     if len(labelled) > 1:
         raise UserError(f"{data_dir}: some node CSVs have a 'label' column and some do not")
@@ -391,10 +431,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     nodes = _read_federation(args.data_dir)
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
-    splits, description = _hold_out(nodes, str(args.data_dir), args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
-                     figure=args.figure, threads=args.threads)
-    print(f"\nWrote {args.output_dir}/ ({_run_files(args.figure)})")
+    with _locked(args.output_dir):
+        check_run_dir(args.output_dir, inputs=[args.data_dir])  # again: nothing changes it while locked
+        splits, description = _hold_out(nodes, str(args.data_dir), args)
+        train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                         figure=args.figure, threads=args.threads)
+    print(f"\nWrote {args.output_dir}/ ({_run_files(args.output_dir)})")
     return 0
 
 
@@ -404,11 +446,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_run_dir(args.output_dir)  # before training, not after
-    nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
-    splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
-                     threads=args.threads)
-    print(f"\nWrote {args.output_dir}/ ({_run_files()})")
+    with _locked(args.output_dir):
+        check_run_dir(args.output_dir)
+        nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
+        splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
+        train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                         threads=args.threads)
+    print(f"\nWrote {args.output_dir}/ ({_run_files(args.output_dir)})")
     return 0
 
 
@@ -420,25 +464,32 @@ def _cmd_score(args: argparse.Namespace) -> int:
     explain = parse_explain(args.explain) if args.explain is not None else None
     detector = Detector.load(args.model)
     threshold = detector.threshold_for(args.percentile, args.max_alarm_rate, source=str(args.model))
-    scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold, explain=explain,
-                       report=args.report, quiet=args.quiet)
+    with _locked(args.output, args.report):
+        scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold,
+                           explain=explain, report=args.report, quiet=args.quiet, overwrite=args.overwrite)
     chosen = "" if args.percentile is None and args.max_alarm_rate is None else (
-        f", the {args.percentile:g}th percentile" if args.percentile is not None
-        else f", at most {args.max_alarm_rate:g} of training rows")
+        f", the {_number(args.percentile)}th percentile" if args.percentile is not None
+        else f", at most {_number(args.max_alarm_rate)} of training rows")
     also = f" and {args.report}" if args.report is not None else ""
     print(f"Scored {len(scored.scores)} rows of {args.data}: {scored.flags.sum()} flagged "
           f"(threshold {threshold:.4g}{chosen}); wrote {args.output}{also}")
     if scored.labels is not None:
         m = detection_metrics(scored.labels, scored.scores, threshold)
-        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
-              f"ROC-AUC {m['roc_auc']:.3f}")
+        anomalies = int(scored.labels.sum())
+        auc = (f"ROC-AUC {m['roc_auc']:.3f}" if m["roc_auc"] == m["roc_auc"] else  # NaN != NaN
+               f"ROC-AUC undefined (every row is labelled {'anomalous' if anomalies else 'normal'})")
+        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  {auc}")
     return 0
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
+    from fedad_tutorial.csvio import NODE_PATTERN
+    from fedad_tutorial.outputs import check_data_dir_output
     from fedad_tutorial.partition import split_table
 
-    nodes = split_table(args.input, args.nodes, args.output, args.by, args.seed)
+    check_data_dir_output(args.output, NODE_PATTERN)
+    with _locked(args.output):
+        nodes = split_table(args.input, args.nodes, args.output, args.by, args.seed)
     rows = [n.num_rows for n in nodes]
     labelled = nodes[0].labels is not None
     anomalies = f", {sum(int(n.labels.sum()) for n in nodes)} labelled anomalies" if labelled else ""
@@ -468,8 +519,10 @@ def _cmd_server(args: argparse.Namespace) -> int:
     progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
-        status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
-                       progress.round, threads=args.threads, on_count=progress.count)
+        with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
+            check_run_dir(args.output_dir)
+            status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
+                           progress.round, threads=args.threads, on_count=progress.count)
     except RuntimeError as exc:
         progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)
@@ -477,7 +530,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(_format_row("final", status.get("summary", {})))
-    print(f"Wrote {args.output_dir}/ ({_run_files()}, flower/)")
+    print(f"Wrote {args.output_dir}/ ({_run_files(args.output_dir)}, flower/)")
     return 0
 
 
@@ -547,6 +600,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is shown escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     try:
         if args.command in _USES_TORCH:
@@ -555,12 +611,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             requested_threads(args.threads)  # a bad count fails now, not after the SuperLink started
         return _COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # the machine's refusal (disk full, permission denied): one line, no traceback
         from fedad_tutorial.errors import describe_os_error
 
-        print(f"fedad {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(describe_os_error(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fedad {args.command}: interrupted", file=sys.stderr)

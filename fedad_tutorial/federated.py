@@ -112,7 +112,7 @@ class FederationResult:
         return round_means(self.final_round_records())
 
     def write_history_csv(self, path: str | Path) -> None:
-        """Write the history as CSV, as ``history.to_csv(path, index=False, float_format="%.6g")`` writes it."""
+        """Write the history as CSV, as ``history.to_csv(path, index=False)`` writes it: every number exact."""
         rows = self.records()
         columns = list(dict.fromkeys(key for r in rows for key in r))
         with open(path, "w", newline="") as f:
@@ -135,11 +135,11 @@ def round_means(records: pd.DataFrame | Records, columns: Sequence[str] = SUMMAR
 
 
 def _csv_cell(value) -> str:
-    """A history value as pandas writes it with ``float_format="%.6g"`` (NaN: an empty cell)."""
+    """A history value as pandas writes it: the shortest text that reads back to the same float (NaN: an empty cell)."""
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else f"{value:.6g}"
+        return "" if math.isnan(value) else repr(float(value))
     return str(value)
 
 

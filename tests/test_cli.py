@@ -25,7 +25,7 @@ def flow(tmp_path_factory):
 
 def test_generate_data_writes_labelled_node_csvs(flow):
     _, data, _ = flow
-    assert sorted(p.name for p in data.iterdir()) == ["node_1.csv", "node_2.csv", "node_3.csv"]
+    assert sorted(p.name for p in data.iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv", "node_3.csv"]
     frame = pd.read_csv(data / "node_1.csv")
     assert frame.shape == (300, 13) and list(frame.columns)[-1] == "label"
     assert frame["label"].sum() == 15
@@ -106,7 +106,7 @@ def test_score_with_wrong_columns_or_bad_model(flow, tmp_path, capsys):
     _, data, run = flow
     pd.read_csv(data / "node_1.csv").iloc[:, 2:].to_csv(tmp_path / "few.csv", index=False)
     _expect_user_error(capsys, ["score", "--model", str(run / "model.pt"), "--data", str(tmp_path / "few.csv"),
-                                "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "missing cpu_util_pct")
+                                "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "missing 'cpu_util_pct'")
     (tmp_path / "bad.pt").write_bytes(b"garbage" * 100)
     _expect_user_error(capsys, ["score", "--model", str(tmp_path / "bad.pt"), "--data", str(data / "node_1.csv"),
                                 "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "not a fedad model file")

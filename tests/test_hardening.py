@@ -175,7 +175,7 @@ def test_generate_data_replaces_an_older_federation_whole(tmp_path):
     args = ["generate-data", "--samples-per-node", "50", "--num-features", "4", "--output-dir", str(data)]
     assert main([*args, "--num-nodes", "4"]) == 0
     assert main([*args, "--num-nodes", "2"]) == 0
-    assert sorted(p.name for p in data.iterdir()) == ["node_1.csv", "node_2.csv"]
+    assert sorted(p.name for p in data.iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv"]
 
 
 # --- environment failures: one line, exit 2, nothing half-written ------------------------------------

@@ -227,7 +227,7 @@ def test_npz_is_read_without_pickles_and_bad_arrays_are_named(tmp_path):
     x_nan = np.ones((4, 3))
     x_nan[2, 1] = np.nan
     cases = {
-        "pickled.npz": ({"X": np.array([{"a": 1}], dtype=object)}, "not a readable .npz"),
+        "pickled.npz": ({"X": np.array([{"a": 1}], dtype=object)}, "holds Python objects"),
         "noX.npz": ({"data": np.ones((3, 2))}, "expected an array 'X'.*arrays in the file: data"),
         "flat.npz": ({"X": np.ones(5)}, "expected an array 'X'"),
         "nan.npz": ({"X": x_nan}, "X row 3, column 'x2'"),
@@ -255,7 +255,7 @@ def test_fedad_split_writes_what_simulate_reads(tmp_path, capsys):
     csv = tmp_path / "table.csv"
     pd.DataFrame({"bytes": np.arange(40.0), "label": np.arange(40) % 2}).to_csv(csv, index=False)
     assert main(["split", str(csv), "--nodes", "2", "--output", str(tmp_path / "nodes"), "--by", "order"]) == 0
-    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == ["node_1.csv", "node_2.csv"]
+    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv"]
     assert read_node_csv(tmp_path / "nodes" / "node_2.csv").features[:, 0].tolist() == list(range(20, 40))
 
 

@@ -96,7 +96,7 @@ def test_other_format_version_gets_a_clear_error(tmp_path):
 
 def test_feature_mismatch_is_named():
     det, _ = _detector()
-    with pytest.raises(UserError, match="missing d; unexpected e"):
+    with pytest.raises(UserError, match="4 columns, expected 4; missing 'd'; unexpected 'e'"):
         det.check_features(["a", "b", "c", "e"], "x.csv")
     with pytest.raises(UserError, match="another order"):
         det.check_features(["b", "a", "c", "d"], "x.csv")
