@@ -54,7 +54,7 @@ def baseline_program(data_dir: str, rounds: int, epochs: int) -> None:
     from fedad_tutorial.data import hold_out
 
     torch.set_num_threads(1)
-    splits = hold_out([read_node_csv(p) for p in find_node_csvs(data_dir)], 0.3, 42)
+    splits = hold_out([read_node_csv(p) for p in find_node_csvs(data_dir)], seed=42)
     f1, _ = baseline_fedavg(splits, rounds, epochs, 64, 1e-3)
     print(json.dumps({"f1": f1}))
 
@@ -77,7 +77,8 @@ def simulate_phases(data_dir: str, output_dir: str, rounds: int, epochs: int, st
     splits, description = cli._hold_out(nodes, str(args.data_dir), args)
     marks["load"] = time.time()
     with engine_timer() as train_seconds:
-        result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False)
+        result = federated.run_federated(splits, config, feature_names=nodes[0].feature_names, progress=False,
+                                         threads=args.threads)
     marks["train+evaluate"] = time.time()
     write_run(args.output_dir, result, description, figure=args.figure)
     marks["write"] = time.time()

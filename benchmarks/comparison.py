@@ -43,8 +43,9 @@ from fedad_tutorial.metrics import roc_auc
 
 #: Trimmed share used by the ``trimmed`` variants (above the expected ~3-5 % contamination).
 TRIM = 0.1
-#: The neural configuration shared by the library's AE/VAE methods (the course's reference; loop engine).
-BASE = FederatedConfig(seed=42)
+#: The neural configuration shared by the library's AE/VAE methods: the course's plain reference (loop engine,
+#: global threshold, untrimmed; the ``trimmed`` variants set ``trim``), not the command line's defaults.
+BASE = FederatedConfig(seed=42, engine="loop", threshold="global", trim=0.0)
 #: ``fedad simulate``'s default number of rounds (the command line's budget on node CSVs).
 SIMULATE_ROUNDS = 10
 

@@ -17,13 +17,15 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
 from fedad_tutorial import __version__
 from fedad_tutorial.config import MAX_SEED, PARAMS, FederatedConfig, Param
-from fedad_tutorial.defaults import RECOMMENDED, SIMULATE
+from fedad_tutorial.defaults import SIMULATE
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.params import FLOWER, TEST_FRACTION
 from fedad_tutorial.runs import MODEL_FILE
 from fedad_tutorial.threads import ENV_VAR as THREADS_ENV
 from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
@@ -31,9 +33,36 @@ from fedad_tutorial.threads import MAX_THREADS, requested_threads, set_threads
 EXIT_USER_ERROR = 2
 
 
-def _run_files(figure: bool = True) -> str:
-    """What a run folder holds, as the commands that write one say."""
+def _run_files(output_dir: Path) -> str:
+    """What the run folder just written holds, as the commands that write one say (the figure only if
+    it was drawn: unlabelled data has no F1 to plot)."""
+    figure = (output_dir / "figures" / "f1_per_round.png").is_file()
     return f"{MODEL_FILE}, history.csv, summary.json, {'figures/f1_per_round.png, ' if figure else ''}tensorboard/"
+
+
+def _locked(*paths: Path | None) -> ExitStack:
+    """Hold :func:`~fedad_tutorial.outputs.output_lock` on each output path given, for the whole command."""
+    from fedad_tutorial.outputs import output_lock
+
+    stack = ExitStack()
+    try:
+        for path in dict.fromkeys(p for p in paths if p is not None):
+            stack.enter_context(output_lock(path))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line, whatever the names in it hold: a file or column name with a line
+    break shows it as ``\\n``."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """A flag's number as given (``99.9999999``, not ``100``)."""
+    return format(value, ".15g")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,14 +72,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show ``(default: X)`` only where there is a default worth showing (not on required flags,
-    switches or optional flags without one)."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with what it accepts and its default: ``(in [0, 0.5); default: 0.1)``.
+
+    The range comes from the flag's type (:func:`_typed`); the default is shown wherever there is one
+    (``0`` included), but not on required flags, on switches (their help says what they change) or
+    where the default is ``None`` (their help says what happens without them)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.required or action.default in (None, False, argparse.SUPPRESS):
-            return action.help or ""
-        return super()._get_help_string(action)
+        text = action.help or ""
+        notes = []
+        param = getattr(action.type, "param", None)
+        if param is not None:
+            notes.append(param.describe())
+        switch = action.nargs == 0
+        if not (action.required or switch or action.default is None or action.default is argparse.SUPPRESS):
+            notes.append("default: %(default)s")
+        return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def _dashes(argv: Sequence[str]) -> list[str]:
@@ -79,6 +117,7 @@ def _typed(kind: type, param: Param):
             raise argparse.ArgumentTypeError(f"must be {param.describe()}, got {text}")
         return value
 
+    parse.param = param  # what the help shows as the flag's range
     return parse
 
 
@@ -99,31 +138,38 @@ _FIELD_TYPES = {"int": int, "float": float, "str": str}
 
 def _threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None,
-                   help=f"PyTorch intra-op threads (default: ${THREADS_ENV}, else 1: the models are small, "
-                        "and extra threads only wait on a busy machine)")
+                   help=f"PyTorch intra-op threads, by default ${THREADS_ENV}, else 1 (the models are small: extra "
+                        "threads only wait on a busy machine)")
 
 
-def _training_flags(rounds: int) -> argparse.ArgumentParser:
+#: Configuration fields a command has no use for: a Flower deployment trains each client in its own
+#: process, one after another (the loop engine's steps), so ``server`` offers no engine to choose.
+_NOT_ON = {"server": {"engine"}}
+
+
+def _training_flags(rounds: int, skip: set[str] = frozenset()) -> argparse.ArgumentParser:
     """Flags shared by ``run``, ``simulate`` and ``server``: one per command-line field of
-    :class:`FederatedConfig`, with its help and range; defaults from ``RECOMMENDED``."""
+    :class:`FederatedConfig` (but ``skip``), with its help and range; defaults from ``FederatedConfig()``."""
     from dataclasses import fields
 
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model and training")
     for f in fields(FederatedConfig):
         param = f.metadata["param"]
-        if not param.cli:
+        if not param.cli or f.name in skip:
             continue
         flags = _FLAG_ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
-        default = rounds if f.name == "rounds" else getattr(RECOMMENDED, f.name)
+        default = rounds if f.name == "rounds" else f.default
         if param.choices is not None:
             g.add_argument(*flags, dest=f.name, choices=list(param.choices), default=default, help=param.help)
         else:
             g.add_argument(*flags, dest=f.name, type=_typed(_FIELD_TYPES[str(f.type)], param), default=default,
                            help=param.help)
-    g.add_argument("--test-fraction", type=_fraction, default=0.3, help="held-out share of each client's rows")
+    g.add_argument("--test-fraction", type=_typed(float, TEST_FRACTION), default=TEST_FRACTION.default,
+                   help=TEST_FRACTION.help)
     _threads_flag(g)
-    g.add_argument("--quiet", action="store_true", help="no progress bar or per-round table")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bar or progress lines (the per-round table and the results still print)")
     return p
 
 
@@ -138,10 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=fmt)
     gen.add_argument("--num-nodes", type=_positive_int, default=10, help="number of nodes")
     gen.add_argument("--samples-per-node", type=_positive_int, default=None,
-                     help="rows per node (default: a different size per node, 300-1200)")
+                     help="rows per node; by default a different size per node, 300-1200")
     gen.add_argument("--num-features", type=_positive_int, default=30, help="metrics per row")
     gen.add_argument("--anomaly-rate", type=_rate, default=0.05, help="share of anomalous rows")
-    gen.add_argument("--output-dir", type=Path, default=Path("data"), help="folder for node_*.csv")
+    gen.add_argument("--output-dir", type=Path, default=Path("data"),
+                     help="folder for node_*.csv (new or empty, or an earlier output of generate-data or split, "
+                          "which it replaces)")
     gen.add_argument("--seed", type=_seed, default=42, help="random seed")
 
     sim = sub.add_parser("simulate", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
@@ -149,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with node_*.csv")
     sim.add_argument("--output-dir", type=Path, default=Path("runs/simulate"), help="run folder to write")
     sim.add_argument("--no-figure", dest="figure", action="store_false",
-                     help="do not draw OUTPUT_DIR/figures/f1_per_round.png (Matplotlib is then not imported)")
+                     help="skip OUTPUT_DIR/figures/f1_per_round.png, which is drawn otherwise (Matplotlib is then "
+                          "not imported: a quicker start)")
 
     run = sub.add_parser("run", parents=[_training_flags(rounds=30)], formatter_class=fmt,
                          help="the default demo: generated federation, FedAvg, metrics and plots")
@@ -160,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score rows with a trained model", formatter_class=fmt)
     score.add_argument("--model", type=Path, required=True, help=f"a model file (a run's {MODEL_FILE})")
     score.add_argument("--data", type=Path, required=True, help="CSV with the model's feature columns")
-    score.add_argument("--output", type=Path, default=Path("scores.csv"), help="CSV to write")
+    score.add_argument("--output", type=Path, default=Path("scores.csv"),
+                       help="CSV to write (an existing file only if fedad score wrote it, unless --overwrite)")
     score.add_argument("--explain", metavar="K|FEATURES", default=None,
                        help="for each flagged row, add columns naming the K metrics with the largest terms of its "
                             "score (or the comma-separated FEATURES): value, normal_low and normal_high (the "
@@ -176,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--max-alarm-rate", metavar="R", type=_fraction, default=None,
                         help="flag at most the share R of the federation's training rows (the threshold at the "
                              "100 x (1 - R)th percentile) instead of the saved threshold")
+    score.add_argument("--overwrite", action="store_true",
+                       help="replace an existing --output or --report file even if fedad score did not write it")
     _threads_flag(score)
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_split_command(sub, fmt)
@@ -192,7 +244,8 @@ def _add_split_command(sub, fmt) -> None:
                             "optional y (1 = anomaly), as ADBench and ODDS publish them")
     split.add_argument("--nodes", type=_positive_int, required=True, help="number of node CSVs to write")
     split.add_argument("--output", type=Path, required=True,
-                       help="folder for node_1.csv ... (new, or holding only node CSVs, which it replaces)")
+                       help="folder for node_1.csv ... (new or empty, or an earlier output of split or "
+                            "generate-data, which it replaces)")
     split.add_argument("--by", choices=["random", "order", "cluster"], default="random",
                        help="random: equal shuffled parts; order: contiguous blocks in file order (time); "
                             "cluster: non-IID, each node a different mix of k-means profiles")
@@ -201,19 +254,20 @@ def _add_split_command(sub, fmt) -> None:
 
 def _add_flower_commands(sub, fmt) -> None:
     """``fedad server`` and ``fedad client``: the same training with real Flower processes."""
-    server = sub.add_parser("server", parents=[_training_flags(rounds=SIMULATE.rounds)], formatter_class=fmt,
+    server = sub.add_parser("server", parents=[_training_flags(SIMULATE.rounds, _NOT_ON["server"])],
+                            formatter_class=fmt,
                             help="Flower server: start a SuperLink, wait for clients, train, write the run folder")
-    server.add_argument("--min-clients", type=_positive_int, default=2,
-                        help="clients that must connect before training starts and keep answering")
+    server.add_argument("--min-clients", type=_typed(int, FLOWER["min_clients"]),
+                        default=FLOWER["min_clients"].default, help=FLOWER["min_clients"].help)
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
     server.add_argument("--output-dir", type=Path, default=Path("runs/flower"),
                         help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/)")
-    server.add_argument("--wait-timeout", type=_positive_float, default=120.0,
-                        help="seconds to wait for --min-clients clients to connect")
-    server.add_argument("--round-timeout", type=_positive_float, default=300.0,
-                        help="seconds to wait for the clients' replies to one message; silent clients are dropped")
+    for name in ("wait_timeout", "round_timeout"):
+        server.add_argument(f"--{name.replace('_', '-')}", type=_typed(float, FLOWER[name]),
+                            default=FLOWER[name].default, help=FLOWER[name].help)
     server.add_argument("--certificates", type=Path, default=None,
-                        help="folder with ca.crt, server.pem and server.key (TLS); see fedad_tutorial.flower.certs")
+                        help="folder with ca.crt, server.pem and server.key for TLS (`fedad certs --host NAME "
+                             "--output DIR` makes one)")
     server.add_argument("--authorized-keys", type=Path, default=None,
                         help="the public keys of the nodes that may join, one per line (each client's "
                              "KEYFILE.pub from `fedad keygen`); required with --certificates")
@@ -236,7 +290,9 @@ def _add_flower_commands(sub, fmt) -> None:
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server (before training and whenever it "
                              "is lost) before giving up")
+    _threads_flag(client)
     _add_keygen_command(sub, fmt)
+    _add_certs_command(sub, fmt)
 
 
 def _add_keygen_command(sub, fmt) -> None:
@@ -245,13 +301,32 @@ def _add_keygen_command(sub, fmt) -> None:
                             help="make a client's key pair: KEYFILE (private, mode 600) and KEYFILE.pub")
     keygen.add_argument("--output", type=Path, required=True,
                         help="private key file to write (its public key goes to OUTPUT.pub); never overwritten")
-    keygen.add_argument("--comment", default=None, help="name at the end of the public key line (default: file name)")
+    keygen.add_argument("--comment", default=None,
+                        help="name at the end of the public key line; by default the file name")
+
+
+def _add_certs_command(sub, fmt) -> None:
+    """``fedad certs``: a CA and a server certificate for ``fedad server --certificates``."""
+    from fedad_tutorial.flower.certs import DEFAULT_DAYS, MAX_DAYS
+
+    certs = sub.add_parser("certs", formatter_class=fmt,
+                           help="make a CA and a server certificate for the names clients use (TLS)")
+    certs.add_argument("--host", action="append", required=True, metavar="NAME",
+                       help="a DNS name or IP address clients use to reach the server; repeat for each")
+    certs.add_argument("--output", type=Path, required=True, metavar="DIR",
+                       help="new folder for ca.crt, server.pem and server.key (for --certificates); never "
+                            "overwritten")
+    certs.add_argument("--ca-key", type=Path, default=None, metavar="FILE",
+                       help="where the CA's private key goes, outside DIR (default: DIR-ca.key); never overwritten")
+    certs.add_argument("--days", type=_int_in(1, MAX_DAYS), default=DEFAULT_DAYS,
+                       help="days the certificates are valid")
 
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
-    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``RECOMMENDED``
-    with every command-line field taken from the flags."""
-    return replace(RECOMMENDED, **{name: getattr(args, name) for name, param in PARAMS.items() if param.cli})
+    """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
+    with every field the command has a flag for taken from the flags."""
+    return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
+                                         if param.cli and hasattr(args, name)})
 
 
 _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
@@ -271,47 +346,55 @@ def _header(first: str, width: int = 8) -> str:
 
 
 def train_and_report(splits, feature_names: list[str], config: FederatedConfig, output_dir: Path,
-                     data_description: dict, quiet: bool, figure: bool = True):
-    """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate."""
-    from tqdm.auto import tqdm
+                     data_description: dict, quiet: bool, figure: bool = True, threads: int | None = None):
+    """Train, print a per-round table and a final summary, write the run folder; shared by run/simulate.
 
+    ``quiet`` hides the progress (a bar on a terminal, a line now and then otherwise), never the results."""
     from fedad_tutorial.federated import round_means, run_federated
+    from fedad_tutorial.progress import progress_bar
     from fedad_tutorial.runs import write_run
     from fedad_tutorial.tensorboard_log import heldout_histograms
 
-    def on_round(rnd: int, records: list[dict]) -> None:
-        if not quiet:
-            tqdm.write(_format_row(str(rnd), round_means(records)))
+    labelled = all(s.test_labels is not None for s in splits)
+    print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
+          f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
+          f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
+    print(_header("round"), flush=True)
+    with progress_bar(config.rounds, "rounds", "round", quiet) as bar:
+        def on_round(rnd: int, records: list[dict]) -> None:
+            bar.write(_format_row(str(rnd), round_means(records)), file=sys.stdout)
+            sys.stdout.flush()  # whoever watches the output sees each round as it ends
+            bar.update(1)
 
-    if not quiet:
-        labelled = all(s.test_labels is not None for s in splits)
-        print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
-              f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
-              f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
-        print(_header("round"))
-    result = run_federated(splits, config, feature_names=feature_names, progress=not quiet, on_round=on_round)
+        result = run_federated(splits, config, feature_names=feature_names, progress=False, on_round=on_round,
+                               threads=threads)
     write_run(output_dir, result, data_description, figure=figure,
               heldout=heldout_histograms(result.detector, splits))
-    if not quiet:
-        print(f"\nFinal round, per client (held-out rows, {config.threshold} "
-              f"{config.threshold_percentile:g}th-percentile threshold):")
-        print(_header("client", 10))
-        for record in result.final_round_records():
-            print(_format_row(record["client"], record, 10))
-        print(_format_row("mean", result.summary(), 10))
+    print(f"\nFinal round, per client (held-out rows, {config.threshold} "
+          f"{config.threshold_percentile:g}th-percentile threshold):")
+    print(_header("client", 10))
+    for record in result.final_round_records():
+        print(_format_row(record["client"], record, 10))
+    print(_format_row("mean", result.summary(), 10))
     return result
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fedad_tutorial.csvio import NODE_PATTERN, write_node_folder
     from fedad_tutorial.data import make_cloud_federation
+    from fedad_tutorial.limits import check_fits
     from fedad_tutorial.outputs import check_data_dir_output
 
     check_data_dir_output(args.output_dir, NODE_PATTERN)  # before generating anything
     sizes = args.samples_per_node if args.samples_per_node is not None else (300, 1200)
-    nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
-                                  num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
-    write_node_folder(args.output_dir, nodes)
+    largest = sizes if isinstance(sizes, int) else sizes[1]
+    # the generator holds every node's float32 rows and, per node, a few float64 temporaries
+    check_fits(args.num_nodes * largest * args.num_features * 4 + 4 * largest * args.num_features * 8,
+               f"--num-nodes {args.num_nodes} x --samples-per-node {largest} x --num-features {args.num_features}")
+    with _locked(args.output_dir):
+        nodes = make_cloud_federation(num_nodes=args.num_nodes, samples_per_node=sizes,
+                                      num_features=args.num_features, anomaly_rate=args.anomaly_rate, seed=args.seed)
+        write_node_folder(args.output_dir, nodes)
     total = sum(n.num_rows for n in nodes)
     anomalies = sum(int(n.labels.sum()) for n in nodes)
     print(f"Wrote {len(nodes)} node CSVs to {args.output_dir}/ ({total} rows, {anomalies} labelled anomalies, "
@@ -320,7 +403,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _read_federation(data_dir: Path) -> list:
-    from fedad_tutorial.csvio import find_node_csvs, read_node_csv
+    from fedad_tutorial.csvio import column_difference, find_node_csvs, read_node_csv
 
     nodes = [read_node_csv(path) for path in find_node_csvs(data_dir)]
     reference = nodes[0]
@@ -328,7 +411,7 @@ def _read_federation(data_dir: Path) -> list:
         if node.feature_names != reference.feature_names:
             raise UserError(
                 f"{data_dir / (node.name + '.csv')}: feature columns differ from {reference.name}.csv "
-                f"({len(node.feature_names)} vs {len(reference.feature_names)} columns; every node needs the same)")
+                f"({column_difference(node.feature_names, reference.feature_names)}; every node needs the same)")
     labelled = {n.labels is not None for n in nodes}
     if len(labelled) > 1:
         raise UserError(f"{data_dir}: some node CSVs have a 'label' column and some do not")
@@ -350,10 +433,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     nodes = _read_federation(args.data_dir)
     check_run_dir(args.output_dir, inputs=[args.data_dir])  # before training, not after
-    splits, description = _hold_out(nodes, str(args.data_dir), args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
-                     figure=args.figure)
-    print(f"\nWrote {args.output_dir}/ ({_run_files(args.figure)})")
+    with _locked(args.output_dir):
+        check_run_dir(args.output_dir, inputs=[args.data_dir])  # again: nothing changes it while locked
+        splits, description = _hold_out(nodes, str(args.data_dir), args)
+        train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                         figure=args.figure, threads=args.threads)
+    print(f"\nWrote {args.output_dir}/ ({_run_files(args.output_dir)})")
     return 0
 
 
@@ -363,10 +448,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     check_run_dir(args.output_dir)  # before training, not after
-    nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
-    splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
-    train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet)
-    print(f"\nWrote {args.output_dir}/ ({_run_files()})")
+    with _locked(args.output_dir):
+        check_run_dir(args.output_dir)
+        nodes = make_cloud_federation(num_nodes=args.num_nodes, seed=args.seed)
+        splits, description = _hold_out(nodes, "make_cloud_federation (generated in memory)", args)
+        train_and_report(splits, nodes[0].feature_names, config, args.output_dir, description, args.quiet,
+                         threads=args.threads)
+    print(f"\nWrote {args.output_dir}/ ({_run_files(args.output_dir)})")
     return 0
 
 
@@ -378,25 +466,32 @@ def _cmd_score(args: argparse.Namespace) -> int:
     explain = parse_explain(args.explain) if args.explain is not None else None
     detector = Detector.load(args.model)
     threshold = detector.threshold_for(args.percentile, args.max_alarm_rate, source=str(args.model))
-    scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold, explain=explain,
-                       report=args.report, quiet=args.quiet)
+    with _locked(args.output, args.report):
+        scored = score_csv(detector, args.data, args.output, model=args.model, threshold=threshold,
+                           explain=explain, report=args.report, quiet=args.quiet, overwrite=args.overwrite)
     chosen = "" if args.percentile is None and args.max_alarm_rate is None else (
-        f", the {args.percentile:g}th percentile" if args.percentile is not None
-        else f", at most {args.max_alarm_rate:g} of training rows")
+        f", the {_number(args.percentile)}th percentile" if args.percentile is not None
+        else f", at most {_number(args.max_alarm_rate)} of training rows")
     also = f" and {args.report}" if args.report is not None else ""
     print(f"Scored {len(scored.scores)} rows of {args.data}: {scored.flags.sum()} flagged "
           f"(threshold {threshold:.4g}{chosen}); wrote {args.output}{also}")
     if scored.labels is not None:
         m = detection_metrics(scored.labels, scored.scores, threshold)
-        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  "
-              f"ROC-AUC {m['roc_auc']:.3f}")
+        anomalies = int(scored.labels.sum())
+        auc = (f"ROC-AUC {m['roc_auc']:.3f}" if m["roc_auc"] == m["roc_auc"] else  # NaN != NaN
+               f"ROC-AUC undefined (every row is labelled {'anomalous' if anomalies else 'normal'})")
+        print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  {auc}")
     return 0
 
 
 def _cmd_split(args: argparse.Namespace) -> int:
+    from fedad_tutorial.csvio import NODE_PATTERN
+    from fedad_tutorial.outputs import check_data_dir_output
     from fedad_tutorial.partition import split_table
 
-    nodes = split_table(args.input, args.nodes, args.output, args.by, args.seed)
+    check_data_dir_output(args.output, NODE_PATTERN)
+    with _locked(args.output):
+        nodes = split_table(args.input, args.nodes, args.output, args.by, args.seed)
     rows = [n.num_rows for n in nodes]
     labelled = nodes[0].labels is not None
     anomalies = f", {sum(int(n.labels.sum()) for n in nodes)} labelled anomalies" if labelled else ""
@@ -406,35 +501,38 @@ def _cmd_split(args: argparse.Namespace) -> int:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from fedad_tutorial.flower.deploy import serve, server_keys
+    from fedad_tutorial.flower.deploy import serve, server_keys, split_address
+    from fedad_tutorial.flower.processes import check_port
     from fedad_tutorial.flower.progress import ServerProgress
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.outputs import check_run_dir
 
-    # flag mistakes (TLS, keys) and an output folder that must not be replaced fail before anything starts
+    # flag mistakes (TLS, keys), an output folder that must not be replaced and a busy port fail before anything
     keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
     check_run_dir(args.output_dir)
+    check_port(*split_address(args.address))
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
-    if not args.quiet:
-        mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
-        print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
-              f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
-        print(_header("round"), flush=True)
+    mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
+    print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
+          f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+    print(_header("round"), flush=True)
     progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
-        status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
-                       progress.round, threads=args.threads, on_count=progress.count)
+        with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
+            check_run_dir(args.output_dir)
+            status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
+                           progress.round, threads=args.threads, on_count=progress.count)
     except RuntimeError as exc:
+        progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)
         return 1
     finally:
         progress.close()
-    if not args.quiet:
-        print(_format_row("final", status.get("summary", {})))
-    print(f"Wrote {args.output_dir}/ ({_run_files()}, flower/)")
+    print(_format_row("final", status.get("summary", {})))
+    print(f"Wrote {args.output_dir}/ ({_run_files(args.output_dir)}, flower/)")
     return 0
 
 
@@ -449,7 +547,7 @@ def _cmd_client(args: argparse.Namespace) -> int:
           f"features{who}) -> {args.server_address}", flush=True)
     try:
         print(join(args.data_path, args.node_id, args.server_address, args.root_certificates, args.insecure,
-                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True)))
+                   args.wait_timeout, args.auth_key, say=lambda line: print(line, flush=True), threads=args.threads))
     except RuntimeError as exc:
         print(f"fedad client: error: {exc}", file=sys.stderr)
         return 1
@@ -465,8 +563,22 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from fedad_tutorial.flower.certs import CA_CERT, generate_certificates
+
+    made = generate_certificates(args.output, args.host, args.days, args.ca_key)
+    print(f"Wrote {made.folder}/ for {', '.join(made.names)} (valid until {made.not_after:%Y-%m-%d}):\n"
+          f"  the server: copy the folder, then fedad server --certificates {made.folder} ...\n"
+          f"  each client: copy only {made.folder / CA_CERT}, then fedad client --root-certificates "
+          f"{made.folder / CA_CERT} ...\n"
+          f"Wrote {made.ca_key}: the CA's private key (mode 600). Keep it on this machine or offline and never "
+          "copy it to the server or a client: whoever holds it can pose as the server to every client.")
+    return 0
+
+
 _COMMANDS = {"generate-data": _cmd_generate, "simulate": _cmd_simulate, "run": _cmd_run, "score": _cmd_score,
-             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen}
+             "split": _cmd_split, "server": _cmd_server, "client": _cmd_client, "keygen": _cmd_keygen,
+             "certs": _cmd_certs}
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -490,6 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is shown escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     previous = {sig: signal.signal(sig, _interrupt) for sig in _STOP_SIGNALS}
     try:
         if args.command in _USES_TORCH:
@@ -498,12 +613,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             requested_threads(args.threads)  # a bad count fails now, not after the SuperLink started
         return _COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"fedad {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # the machine's refusal (disk full, permission denied): one line, no traceback
         from fedad_tutorial.errors import describe_os_error
 
-        print(f"fedad {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"fedad {args.command}: error: {_one_line(describe_os_error(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"fedad {args.command}: interrupted", file=sys.stderr)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.params import TEST_FRACTION, check
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -359,13 +360,12 @@ class Split:
     test_types: np.ndarray | None = None
 
 
-def train_test_split(node: NodeData, test_fraction: float = 0.3, seed: int = 42) -> Split:
+def train_test_split(node: NodeData, test_fraction: float = TEST_FRACTION.default, seed: int = 42) -> Split:
     """Randomly hold out ``test_fraction`` of a node's rows (not stratified: labels are not used).
 
     At least one row stays on each side.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    check("test_fraction", test_fraction)
     n = node.num_rows
     if n < 2:
         raise UserError(f"{node.name}: needs at least 2 rows to hold some out, has {n}")
@@ -382,7 +382,7 @@ def train_test_split(node: NodeData, test_fraction: float = 0.3, seed: int = 42)
     )
 
 
-def hold_out(nodes: list[NodeData], test_fraction: float = 0.3, seed: int = 42) -> list[Split]:
+def hold_out(nodes: list[NodeData], test_fraction: float = TEST_FRACTION.default, seed: int = 42) -> list[Split]:
     """Each node's :func:`train_test_split`, node ``k`` (counting from 0) with seed ``seed + k``.
 
     The convention of ``fedad simulate`` and ``fedad run`` (and of the Flower client started with

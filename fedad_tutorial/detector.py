@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from fedad_tutorial import __version__
-from fedad_tutorial.atomic import atomic_path
+from fedad_tutorial.atomic import atomic_path, describe_mode
 from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.models import ModelSpec, check_score_method, default_score_method
 from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
@@ -65,15 +65,10 @@ class Detector:
         """Raise a clear error unless ``feature_names`` are the model's features, in order."""
         if list(feature_names) == list(self.feature_names):
             return
-        missing = [f for f in self.feature_names if f not in feature_names]
-        extra = [f for f in feature_names if f not in self.feature_names]
-        detail = "; ".join(part for part in (
-            f"missing {', '.join(missing)}" if missing else "",
-            f"unexpected {', '.join(extra)}" if extra else "",
-            "same columns in another order" if not (missing or extra) else "",
-        ) if part)
+        from fedad_tutorial.csvio import column_difference
+
         raise UserError(f"{source}: feature columns do not match the model's "
-                        f"{len(self.feature_names)} features ({detail})")
+                        f"({column_difference(list(feature_names), list(self.feature_names))})")
 
     def check_rows(self, features: np.ndarray) -> np.ndarray:
         """The rows as a float32 array after checks like scikit-learn's ``check_array``.
@@ -174,7 +169,8 @@ class Detector:
         if path.is_dir():
             raise UserError(f"{path}: is a folder, not a model file (give the run's {path / 'model.pt'})")
         if not path.is_file():
-            raise UserError(f"{path}: no such model file")
+            raise UserError(f"{path}: is {describe_mode(path.stat().st_mode)}, not a model file" if path.exists()
+                            else f"{path}: no such model file")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable or unsafe file is the user's input problem

@@ -55,6 +55,7 @@ from fedad_tutorial.errors import RowError, UserError
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
+from fedad_tutorial.threads import set_threads
 from fedad_tutorial.thresholds import (
     ScoreHistogram,
     feature_counts,
@@ -119,7 +120,7 @@ class FederationResult:
         return round_means(self.final_round_records())
 
     def write_history_csv(self, path: str | Path) -> None:
-        """Write the history as CSV, as ``history.to_csv(path, index=False, float_format="%.6g")`` writes it."""
+        """Write the history as CSV, as ``history.to_csv(path, index=False)`` writes it: every number exact."""
         rows = self.records()
         columns = list(dict.fromkeys(key for r in rows for key in r))
         with open(path, "w", newline="") as f:
@@ -142,11 +143,11 @@ def round_means(records: pd.DataFrame | Records, columns: Sequence[str] = SUMMAR
 
 
 def _csv_cell(value) -> str:
-    """A history value as pandas writes it with ``float_format="%.6g"`` (NaN: an empty cell)."""
+    """A history value as pandas writes it: the shortest text that reads back to the same float (NaN: an empty cell)."""
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else f"{value:.6g}"
+        return "" if math.isnan(value) else repr(float(value))
     return str(value)
 
 
@@ -310,6 +311,7 @@ def run_federated(
     aggregator: Aggregator = fedavg_aggregator,
     update_hook: UpdateHook | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
+    threads: int | None = None,
 ) -> FederationResult:
     """Train a detector over ``splits`` (one per client) and evaluate every round on held-out rows.
 
@@ -326,12 +328,15 @@ def run_federated(
         update_hook: applied to each client's weights before they reach the server (e.g. an attack).
         initial_state: start from these weights (e.g. an earlier global model's ``state_dict()``, to
             continue training on new data) instead of a fresh initialisation; same architecture.
+        threads: PyTorch's intra-op thread count, set as the command line sets it
+            (:func:`~fedad_tutorial.threads.set_threads`: default ``$FEDAD_THREADS``, else 1).
 
     Returns:
         A :class:`FederationResult` whose ``history`` has one row per round and client.
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    set_threads(threads)
     dim = _check_splits(splits)
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(dim)]
     if len(names) != dim:

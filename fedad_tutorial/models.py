@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from fedad_tutorial.config import check
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.params import check, default
 
 #: The widest input a model accepts (a guard against absurd sizes, e.g. in a damaged model file).
 MAX_INPUT_DIM = 100_000
@@ -33,15 +33,16 @@ SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo"), "
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model's architecture (saved with the weights)."""
+    """Everything needed to rebuild a model's architecture (saved with the weights); the defaults
+    are the configuration's (declared once, in :mod:`fedad_tutorial.params`)."""
 
-    kind: str = "ae"
+    kind: str = default("model")
     input_dim: int = 30
-    hidden: tuple[int, ...] = (64, 32)
-    latent_dim: int = 10
-    beta: float = 0.1  # VAE only (ignored otherwise): weight of the KL term in the ELBO (0.1 detects better than 1)
+    hidden: tuple[int, ...] = default("hidden")
+    latent_dim: int = default("latent_dim")
+    beta: float = default("beta")  # VAE only (ignored otherwise): weight of the KL term in the ELBO
 
-    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in config)
+    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in params)
         check("model", self.kind)
         object.__setattr__(self, "hidden", tuple(self.hidden))
         for h in self.hidden:

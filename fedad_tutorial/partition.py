@@ -22,14 +22,17 @@ columns and, if the input has labels, a ``label`` column (evaluation only).
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from fedad_tutorial.csvio import NODE_PATTERN, read_node_csv, write_node_folder
+from fedad_tutorial.atomic import describe_mode
+from fedad_tutorial.csvio import NODE_PATTERN, read_table_csv, write_node_folder
 from fedad_tutorial.data import NodeData
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.limits import check_fits
 from fedad_tutorial.outputs import check_data_dir_output
 from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
 
@@ -40,36 +43,78 @@ DIRICHLET_ALPHA = 0.5
 MIN_NODE_ROWS = 2
 
 
-def load_npz(path: str | Path) -> NodeData:
-    """An ADBench/ODDS-style ``.npz`` (``X``: rows x features, ``y``: 1 = anomaly, optional) as a node.
+def _npz_header(path: Path, archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype of array ``member`` (``X``, ``y``) of an ``.npz``, read from its header alone; None if absent.
 
-    Loaded with ``allow_pickle=False``: a file cannot run code. Columns are named ``x1, x2, ...``.
-
-    Raises:
-        UserError: not a readable ``.npz``, no 2-d numeric ``X``, a value that is not finite in float32,
-            or a ``y`` that does not hold one 0/1 label per row, naming the row and column.
+    The header is checked against the data it announces before anything is allocated: no Python
+    objects (they would need pickle), and shape x item size within the member's stored size and the
+    memory budget (:func:`~fedad_tutorial.limits.check_fits`), so a forged header cannot make numpy
+    allocate terabytes.
     """
+    try:
+        info = archive.getinfo(f"{member}.npy")
+    except KeyError:
+        return None
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        header_bytes = handle.tell()
+    if dtype.hasobject:
+        raise UserError(f"{path}: array '{member}' holds Python objects, which are never loaded (unpickling "
+                        "could run code); save it as numbers")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > info.file_size - header_bytes:
+        raise UserError(f"{path}: array '{member}' claims shape {shape} ({nbytes} bytes of {dtype}) but holds "
+                        f"{max(0, info.file_size - header_bytes)} bytes: the file is damaged or forged")
+    check_fits(2 * math.prod(shape) * 8, f"{path}: array '{member}' of shape {shape}")  # float64 copies
+    return shape, dtype
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """``X`` (in the file's own dtype) and ``y`` (or None) of an ``.npz``, headers checked first."""
+    with path.open("rb") as handle:
+        magic = handle.read(6)
+    if magic == b"\x93NUMPY":
+        raise UserError(f"{path}: is a single .npy array, not an .npz archive; save X (and y) with "
+                        "numpy.savez(path, X=X, y=y)")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a readable .npz file (not a zip archive of .npy arrays)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n.removesuffix(".npy") for n in archive.namelist() if n.endswith(".npy"))
+            headers = {name: _npz_header(path, archive, name) for name in ("X", "y")}
+        if headers["X"] is None:
+            raise UserError(f"{path}: expected an array 'X' of real numbers with rows and columns, got none "
+                            f"(arrays in the file: {', '.join(names) or 'none'})")
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["X"], (archive["y"] if headers["y"] is not None else None)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        reason = str(exc).splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable .npz file ({reason})") from None
+
+
+def _load_npz_exact(path: str | Path) -> tuple[NodeData, np.ndarray]:
+    """:func:`load_npz` and ``X`` as stored (float64, or the file's integers), for writing without loss."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0][:80]})") from None
-    features = arrays.get("X")
-    if features is None or features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0 \
+        raise UserError(f"{path}: no such file" if not path.exists() else
+                        f"{path}: is {describe_mode(path.stat().st_mode)}, not a regular file")
+    features, labels = _read_npz(path)
+    if features.ndim != 2 or features.shape[0] == 0 or features.shape[1] == 0 \
             or not np.issubdtype(features.dtype, np.number) or np.iscomplexobj(features):
-        shape = "none" if features is None else f"{features.dtype} {features.shape}"
-        raise UserError(f"{path}: expected an array 'X' of real numbers with rows and columns, got {shape} "
-                        f"(arrays in the file: {', '.join(sorted(arrays)) or 'none'})")
+        raise UserError(f"{path}: expected an array 'X' of real numbers with rows and columns, got "
+                        f"{features.dtype} {features.shape}")
     names = [f"x{j + 1}" for j in range(features.shape[1])]
     bad = ~(np.abs(features.astype(np.float64)) <= FLOAT32_MAX)
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise UserError(f"{path}: X row {row + 1}, column '{names[col]}': {features[row, col]!r} is not a finite "
                         f"number within +-{FLOAT32_MAX:.4g} (the float32 range)")
-    labels = arrays.get("y")
     if labels is not None:
         labels = np.asarray(labels).reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
         if labels.ndim != 1 or labels.size != features.shape[0] or not np.issubdtype(labels.dtype, np.number):
@@ -78,18 +123,38 @@ def load_npz(path: str | Path) -> NodeData:
         wrong = np.flatnonzero((labels != 0) & (labels != 1))
         if wrong.size:
             raise UserError(f"{path}: y row {wrong[0] + 1}: expected 0 or 1, got {labels[wrong[0]]!r}")
-    return NodeData(path.stem, features, names, labels)
+    exact = features if np.issubdtype(features.dtype, np.integer) else features.astype(np.float64)
+    return NodeData(path.stem, features, names, labels), exact
+
+
+def load_npz(path: str | Path) -> NodeData:
+    """An ADBench/ODDS-style ``.npz`` (``X``: rows x features, ``y``: 1 = anomaly, optional) as a node.
+
+    Loaded with ``allow_pickle=False`` (a file cannot run code) and only after the arrays' headers
+    are checked (:func:`_npz_header`). Columns are named ``x1, x2, ...``.
+
+    Raises:
+        UserError: not a readable ``.npz``, no 2-d numeric ``X``, a header that claims more data than
+            the file holds or memory can take, a value that is not finite in float32, or a ``y`` that
+            does not hold one 0/1 label per row, naming the row and column.
+    """
+    return _load_npz_exact(path)[0]
+
+
+def _load_exact(path: Path) -> tuple[NodeData, np.ndarray]:
+    """:func:`load_table` and the features exactly as the file holds them (float64 or integers)."""
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _load_npz_exact(path)
+    if suffix == ".csv":
+        names, exact, labels = read_table_csv(path, np.float64)
+        return NodeData(path.stem, exact, names, labels), exact
+    raise UserError(f"{path}: expected a .npz (arrays X and y) or a .csv file")
 
 
 def load_table(path: str | Path) -> NodeData:
     """One table of rows from a ``.npz`` (:func:`load_npz`) or a CSV (the node CSV rules of ``fedad simulate``)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        return load_npz(path)
-    if suffix == ".csv":
-        return read_node_csv(path)
-    raise UserError(f"{path}: expected a .npz (arrays X and y) or a .csv file")
+    return _load_exact(Path(path))[0]
 
 
 def partition_rows(features: np.ndarray, nodes: int, by: str = "random", seed: int = 0) -> list[np.ndarray]:
@@ -155,9 +220,9 @@ def split_table(source: str | Path, nodes: int, output_dir: str | Path, by: str 
     if source.exists() and output_dir.resolve() in source.resolve().parents:
         raise UserError(f"{output_dir}: holds the input {source}, which writing the nodes would replace; "
                         "choose another output folder")
-    table = load_table(source)
+    table, exact = _load_exact(source)
     parts = partition_rows(table.features, nodes, by, seed)
     written = [NodeData(f"node_{k + 1}", table.features[idx], table.feature_names,
                         None if table.labels is None else table.labels[idx]) for k, idx in enumerate(parts)]
-    write_node_folder(output_dir, written)
+    write_node_folder(output_dir, written, exact=[exact[idx] for idx in parts])
     return written

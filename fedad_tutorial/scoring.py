@@ -15,6 +15,7 @@ notebook 12 does (HTML or PNG), with the same columns and numbers as the CSV.
 from __future__ import annotations
 
 import heapq
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedad_tutorial.atomic import atomic_path
-from fedad_tutorial.csvio import CHUNK_ROWS, NodeCsvReader
+from fedad_tutorial.csvio import CHUNK_ROWS, NodeCsvReader, csv_writer
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
-from fedad_tutorial.outputs import check_output_file
+from fedad_tutorial.outputs import REPORT_GENERATOR, SCORES_HEADER, check_output_file
 from fedad_tutorial.progress import progress_bar
 
 if TYPE_CHECKING:  # pandas is imported where a report's tables are made
@@ -92,7 +93,7 @@ class Explainer:
                 f"{prefix}_{part}" for part in PARTS]
         if self.latent:
             self.header.append("latent_score_term")
-        self.blank = "," * (len(self.header) - 1)
+        self.blank = [""] * len(self.header)
 
     def explain(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The explained metrics of each row (indices, shape ``(rows, k)``), the score's terms
@@ -103,8 +104,8 @@ class Explainer:
         idx = top_features(terms, self.k) if self.fixed is None else np.broadcast_to(self.fixed, (len(rows), self.k))
         return idx, terms, latent
 
-    def cells(self, rows: np.ndarray, flagged: np.ndarray) -> list[str]:
-        """One string of comma-separated cells per row: the explanation of flagged rows, blanks otherwise."""
+    def cells(self, rows: np.ndarray, flagged: np.ndarray) -> list[list[str]]:
+        """The cells of each row: the explanation of flagged rows, blanks otherwise; numbers exact."""
         out = [self.blank] * len(rows)
         picked = np.flatnonzero(flagged)
         if not picked.size:
@@ -116,10 +117,10 @@ class Explainer:
             for j in row_idx:
                 if self.fixed is None:
                     parts.append(names[j])
-                parts += [f"{rows[i, j]:.6g}", f"{self.low[j]:.6g}", f"{self.high[j]:.6g}", f"{terms[r, j]:.6g}"]
+                parts += [_exact(rows[i, j]), _exact(self.low[j]), _exact(self.high[j]), _exact(terms[r, j])]
             if self.latent:
-                parts.append(f"{latent[r]:.6g}")
-            out[i] = ",".join(parts)
+                parts.append(_exact(latent[r]))
+            out[i] = parts
         return out
 
     def table(self, row: np.ndarray) -> pd.DataFrame:
@@ -137,10 +138,15 @@ class Explainer:
         return table
 
 
+def _exact(value) -> str:
+    """A number as the shortest text that reads back to the same bits (a float32 in float32's own form)."""
+    return str(value) if isinstance(value, np.float32) else repr(float(value))
+
+
 def parse_explain(text: str) -> int | list[str]:
     """``--explain``'s value: a whole number K (the K largest contributions) or comma-separated feature names."""
     text = text.strip()
-    if text.lstrip("+-").isdigit():
+    if re.fullmatch(r"[+-]?[0-9]+", text):  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
         return int(text)
     names = [part.strip() for part in text.split(",")]
     if not all(names):
@@ -150,25 +156,26 @@ def parse_explain(text: str) -> int | list[str]:
 
 def score_csv(detector: Detector, data: str | Path, output: str | Path, model: str | Path | None = None,
               chunk_rows: int = CHUNK_ROWS, threshold: float | None = None, explain: int | list[str] | None = None,
-              report: str | Path | None = None, quiet: bool = True) -> ScoredFile:
+              report: str | Path | None = None, quiet: bool = True, overwrite: bool = False) -> ScoredFile:
     """Score every row of the CSV ``data``; write ``score`` and ``is_anomaly`` columns to ``output``.
 
     ``threshold``: flag rows above it instead of the detector's saved threshold. ``explain``: add the
     :class:`Explainer` columns for flagged rows. ``report``: also write an HTML or PNG page of the
     highest-scoring alarms. ``quiet=False`` shows a progress bar on stderr for files that take a while.
 
-    ``output`` must not be a folder, the data file or the ``model`` file
-    (:func:`~fedad_tutorial.outputs.check_output_file`). Raises :class:`UserError` naming the file,
-    line and column of the first bad value; nothing is written then.
+    ``output`` must not be a folder, a special file, the data file or the ``model`` file, nor (unless
+    ``overwrite``) an existing file that ``score`` did not write
+    (:func:`~fedad_tutorial.outputs.check_output_file`); the same holds for ``report``. Raises
+    :class:`UserError` naming the file, line and column of the first bad value; nothing is written then.
     """
     data, output = Path(data), Path(output)
     inputs = [data] + ([model] if model is not None else [])
-    check_output_file(output, inputs)
+    check_output_file(output, inputs, "scores", overwrite)
     if report is not None:
         report = Path(report)
         if report.suffix.lower() not in REPORT_SUFFIXES:
             raise UserError(f"{report}: a report is an .html or .png file")
-        check_output_file(report, inputs + [output])
+        check_output_file(report, inputs + [output], "report", overwrite)
         if report.resolve() == output.resolve():
             raise UserError(f"{report}: is also the --output file; give the report its own path")
     if explain is not None or report is not None:
@@ -179,23 +186,22 @@ def score_csv(detector: Detector, data: str | Path, output: str | Path, model: s
     threshold = detector.threshold if threshold is None else float(threshold)
     explainer = Explainer(detector, explain) if explain is not None else None
     scores, flags, labels, top = [], [], [], []
-    with (NodeCsvReader(data) as reader, atomic_path(output) as tmp, tmp.open("w", newline="") as out,
+    with (NodeCsvReader(data) as reader, atomic_path(output) as tmp,
+          tmp.open("w", newline="", encoding="utf-8") as out,
           progress_bar(data.stat().st_size, f"scoring {data.name}", "B", quiet, unit_scale=True) as bar):
         detector.check_features(reader.feature_names, source=str(data))
-        out.write("score,is_anomaly" + ("," + ",".join(explainer.header) if explainer else "") + "\n")
+        header = SCORES_HEADER.split(",") + (explainer.header if explainer else [])
+        writer = csv_writer(out, header + list(detector.feature_names))
+        writer.writerow(header)
         for chunk in reader.chunks(chunk_rows):
             try:
                 chunk_scores = detector.decision_function(chunk.features)
             except RowError as exc:
                 raise UserError(f"{data}, line {chunk.lines[exc.row]}, column '{exc.column}': {exc.reason}") from None
             chunk_flags = (chunk_scores > threshold).astype(np.int64)
-            if explainer is None:
-                out.writelines(f"{s:.6g},{f}\n" for s, f in zip(chunk_scores.tolist(), chunk_flags.tolist(),
-                                                                 strict=True))
-            else:
-                cells = explainer.cells(chunk.features, chunk_flags.astype(bool))
-                out.writelines(f"{s:.6g},{f},{c}\n" for s, f, c in zip(chunk_scores.tolist(), chunk_flags.tolist(),
-                                                                       cells, strict=True))
+            cells = explainer.cells(chunk.features, chunk_flags.astype(bool)) if explainer else [[]] * len(chunk_flags)
+            writer.writerows([repr(s), str(f), *c] for s, f, c in zip(chunk_scores.tolist(), chunk_flags.tolist(),
+                                                                        cells, strict=True))
             if report is not None:
                 _keep_top(top, chunk_scores, chunk_flags, chunk)
             scores.append(chunk_scores)
@@ -228,13 +234,30 @@ _RANGE = {True: "1st-99th percentile of the federation's training rows",
           False: "the federation's mean &plusmn; 2.33 standard deviations"}
 
 
+def readable(text: str) -> str:
+    """``text`` as it can be written to a UTF-8 page: a file name's undecodable bytes (kept by Python as
+    lone surrogates) become U+FFFD instead of failing the write."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def plain_text(text: str) -> str:
+    """``text`` for Matplotlib, drawn as written: ``$`` escaped (``$x_$`` would be parsed as mathtext and
+    fail), undecodable bytes replaced (:func:`readable`)."""
+    return readable(text).replace("$", r"\$")
+
+
 def write_report(explainer: Explainer, scored: ScoredFile, path: Path, data: Path) -> Path:
     """Draw the top alarms (notebook 12's figure: each alarm's top metrics, with their values and the model's
     normal ranges) to a PNG, or to an HTML page with the figure and one table per alarm. The bars and tables
-    are ``explainer``'s: the CSV's columns and numbers (:data:`SCORE_TERM`)."""
+    are ``explainer``'s: the CSV's columns and numbers (:data:`SCORE_TERM`).
+
+    Names from the data (the file's, the columns') are escaped wherever drawn or written: HTML-escaped
+    in the page, :func:`plain_text` in the figure. Both files carry :data:`~fedad_tutorial.outputs.
+    REPORT_GENERATOR`, so a later ``score`` recognises them as its own."""
     import base64
     import html
     import io
+    import warnings
 
     from matplotlib.figure import Figure
 
@@ -244,8 +267,8 @@ def write_report(explainer: Explainer, scored: ScoredFile, path: Path, data: Pat
     alarms = scored.top_alarms
     has_range = detector.feature_range is not None
     n_flagged = int(scored.flags.sum())
-    title = (f"{data.name}: {n_flagged} of {len(scored.scores)} rows flagged (threshold {scored.threshold:.4g}); "
-             f"the {len(alarms)} highest-scoring alarms")
+    title = (f"{readable(data.name)}: {n_flagged} of {len(scored.scores)} rows flagged (threshold "
+             f"{scored.threshold:.4g}); the {len(alarms)} highest-scoring alarms")
     cols = 2 if len(alarms) > 1 else 1
     rows = max(1, (len(alarms) + cols - 1) // cols)
     fig = Figure(figsize=(6 * cols, 3.2 * rows), layout="constrained")
@@ -253,21 +276,26 @@ def write_report(explainer: Explainer, scored: ScoredFile, path: Path, data: Pat
     if alarms:
         for ax, (score, line, row) in zip(np.atleast_1d(fig.subplots(rows, cols)).ravel(), alarms, strict=False):
             table = explainer.table(row)
-            plot_alarm(table, ax=ax, title=f"line {line}, score {score:.4g}")
+            drawn = table.copy()  # the names as Matplotlib must be given them
+            drawn["feature"] = drawn["feature"].map(plain_text)
+            plot_alarm(drawn, ax=ax, title=f"line {line}, score {score:.4g}")
             tables.append((line, score, table))
         for ax in np.atleast_1d(fig.axes)[len(alarms):]:
             ax.set_visible(False)
     else:
         fig.text(0.5, 0.5, "no row is above the threshold", ha="center", va="center")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(plain_text(title), fontsize=10)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    with warnings.catch_warnings():  # a name in a script the font lacks: drawn as boxes, not warned about
+        warnings.filterwarnings("ignore", "Glyph .* missing from", UserWarning)
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": REPORT_GENERATOR})
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(buffer.getvalue())
         else:
             image = base64.b64encode(buffer.getvalue()).decode("ascii")
-            parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+                     f"<meta name='generator' content='{REPORT_GENERATOR}'><title>{html.escape(title)}</title>"
                      "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
                      "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>",
                      f"<h1>fedad score: top alarms</h1><p>{html.escape(title)}. normal_low, normal_high: "
@@ -278,6 +306,8 @@ def write_report(explainer: Explainer, scored: ScoredFile, path: Path, data: Pat
                 latent = table.attrs.get("latent_score_term")
                 also = f", latent_score_term {latent:.6g}" if latent is not None else ""
                 parts.append(f"<h2>line {line}, score {score:.6g}{also}</h2>")
-                parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.6g}"))
-            tmp.write_text("\n".join(parts) + "</body></html>\n")
+                shown = table.copy()
+                shown["feature"] = shown["feature"].map(readable)
+                parts.append(shown.to_html(index=False, float_format=lambda v: f"{v:.6g}", escape=True))
+            tmp.write_text("\n".join(parts) + "</body></html>\n", encoding="utf-8")
     return path

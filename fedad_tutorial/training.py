@@ -15,19 +15,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedad_tutorial.config import check
+from fedad_tutorial.params import check, default
 
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a client trains in one round."""
+    """How a client trains in one round; the defaults are the configuration's (declared once, in
+    :mod:`fedad_tutorial.params`), trimmed training included: pass ``trim=0.0`` for plain steps."""
 
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 1e-3
-    trim: float = 0.0  # share of each batch's highest-loss rows left out of the step (0: plain training)
+    epochs: int = default("local_epochs")
+    batch_size: int = default("batch_size")
+    lr: float = default("lr")
+    trim: float = default("trim")  # share of each batch's highest-loss rows left out of the step (0: plain training)
 
-    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in config)
+    def __post_init__(self) -> None:  # the ranges are the configuration's (declared once, in params)
         for name, value in (("local_epochs", self.epochs), ("batch_size", self.batch_size), ("lr", self.lr),
                             ("trim", self.trim)):
             check(name, value)

@@ -1,5 +1,6 @@
 """The `fedad` command line: the generate -> simulate -> score flow and its handling of bad input."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from conftest import generate_and_simulate
 
 from fedad_tutorial import __version__
 from fedad_tutorial.cli import build_parser, config_from_args, main
-from fedad_tutorial.federated import RECOMMENDED
+from fedad_tutorial.federated import RECOMMENDED, FederatedConfig
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def flow(tmp_path_factory):
 
 def test_generate_data_writes_labelled_node_csvs(flow):
     _, data, _ = flow
-    assert sorted(p.name for p in data.iterdir()) == ["node_1.csv", "node_2.csv", "node_3.csv"]
+    assert sorted(p.name for p in data.iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv", "node_3.csv"]
     frame = pd.read_csv(data / "node_1.csv")
     assert frame.shape == (300, 13) and list(frame.columns)[-1] == "label"
     assert frame["label"].sum() == 15
@@ -105,7 +106,7 @@ def test_score_with_wrong_columns_or_bad_model(flow, tmp_path, capsys):
     _, data, run = flow
     pd.read_csv(data / "node_1.csv").iloc[:, 2:].to_csv(tmp_path / "few.csv", index=False)
     _expect_user_error(capsys, ["score", "--model", str(run / "model.pt"), "--data", str(tmp_path / "few.csv"),
-                                "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "missing cpu_util_pct")
+                                "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "missing 'cpu_util_pct'")
     (tmp_path / "bad.pt").write_bytes(b"garbage" * 100)
     _expect_user_error(capsys, ["score", "--model", str(tmp_path / "bad.pt"), "--data", str(data / "node_1.csv"),
                                 "--output", str(tmp_path / "s.csv")], tmp_path / "s.csv", "not a fedad model file")
@@ -132,11 +133,12 @@ def test_simulate_with_trim(flow, tmp_path, capsys):
 
 
 def test_defaults_are_the_recommended_configuration():
-    """One place defines the command line's defaults: ``federated.RECOMMENDED`` (rounds differ per command)."""
+    """One place defines the command line's defaults: ``FederatedConfig()`` (rounds differ per command)."""
     parser = build_parser()
     assert config_from_args(parser.parse_args(["run"])) == replace(RECOMMENDED, rounds=30)
     assert config_from_args(parser.parse_args(["simulate"])) == replace(RECOMMENDED, rounds=10)
     assert config_from_args(parser.parse_args(["server", "--insecure"])) == replace(RECOMMENDED, rounds=10)
+    assert RECOMMENDED == FederatedConfig()
 
 
 def test_version_and_help_via_the_console_script():
@@ -144,4 +146,22 @@ def test_version_and_help_via_the_console_script():
     assert out.returncode == 0 and __version__ in out.stdout
     out = subprocess.run([sys.executable, "-m", "fedad_tutorial.cli", "simulate", "--help"], capture_output=True,
                          text=True)
-    assert "--local-epochs" in out.stdout and "(default: 5)" in out.stdout
+    assert "--local-epochs" in out.stdout and "(in [1, 10000]; default: 5)" in out.stdout
+
+
+def _help(command: str) -> str:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return " ".join(sub.format_help().split())  # argparse wraps lines: compare words
+
+
+def test_help_states_every_default_and_range():
+    """A switch shows no default (``--no-figure`` is not "default: True"), a 0 default is shown, ranges too."""
+    simulate = _help("simulate")
+    assert "--no-figure skip OUTPUT_DIR/figures/f1_per_round.png, which is drawn otherwise" in simulate
+    assert "True" not in simulate and "default: False" not in simulate
+    assert "(in [0, 0.5); default: 0.1)" in simulate and "(in (0, 1); default: 0.3)" in simulate
+    assert "--seed SEED random seed (in [0, 4294967295]; default: 0)" in _help("split")
+    server = _help("server")
+    assert "--engine" not in server  # a Flower deployment trains client by client: nothing to choose
+    assert "(in (0, 1000000000]; default: 300.0)" in server and "(in [1, 1000000]; default: 2)" in server

@@ -118,7 +118,7 @@ def test_help_shows_real_defaults_only(capsys):
         assert "(default: None)" not in out and "(default: False)" not in out
     main(["simulate", "--help"])
     out = capsys.readouterr().out
-    assert "(default: 5)" in out and "--local-epochs" in out
+    assert "(in [1, 10000]; default: 5)" in out and "--local-epochs" in out
 
 
 def _ignore_sigint() -> None:

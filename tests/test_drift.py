@@ -117,7 +117,7 @@ def test_drift_on_a_trained_detector_is_found_where_it_happens():
     nodes = make_cloud_federation(num_nodes=3, samples_per_node=900, anomaly_rate=0.02, seed=5)
     streams = [nodes[0], apply_drift(nodes[1], 600, "deploy", 1.0, group="memory"), nodes[2]]
     splits = [train_test_split(window_node(s, 0, 400), 0.3, seed=k) for k, s in enumerate(streams)]
-    config = FederatedConfig(rounds=6, local_epochs=2, lr=5e-3, threshold="local", seed=5)
+    config = FederatedConfig(rounds=6, local_epochs=2, lr=5e-3, threshold="local", seed=5, trim=0.0, engine="loop")
     result = run_federated(splits, config, progress=False)
     found = {}
     for s in streams:
@@ -125,3 +125,22 @@ def test_drift_on_a_trained_detector_is_found_where_it_happens():
         found[s.name] = first_drift_window(scores[400:600], scores, 100, start=600)["drift"].tolist()
     assert found["node_2"] == [True, True, True]
     assert not any(found["node_1"]) and not any(found["node_3"])
+
+
+def test_the_adaptation_plot_draws_the_shared_history_once():
+    """Before ``adapt_from`` every strategy is the original detector: one grey line, not four on top of each
+    other; each strategy's line starts at the last shared window, so it continues the grey one."""
+    import pandas as pd
+
+    from fedad_tutorial.plots import plot_adaptation
+
+    starts = np.arange(0, 1000, 100)
+    shared = np.linspace(0.0, 0.5, 10)
+    timelines = {"node_1": {name: pd.DataFrame({"start": starts, "false_alarm_rate": np.where(
+        starts < 600, shared, shared + k)}) for k, name in enumerate(("none", "recalibrate", "warm"))}}
+    ax = plot_adaptation(timelines, 100, 300, (400, 600), adapt_from=600).axes[0]
+    grey, *strategies = ax.get_lines()[:4]
+    assert grey.get_label().startswith("before adaptation") and list(grey.get_xdata()) == list(starts[:6] + 50)
+    assert [line.get_label() for line in strategies] == ["none", "recalibrate", "warm"]
+    assert all(list(line.get_xdata()) == list(starts[5:] + 50) for line in strategies)
+    assert len(plot_adaptation(timelines, 100, 300, (400, 600)).axes[0].get_lines()) == 4  # 3 + the drift line

@@ -358,14 +358,16 @@ def _honest_attacker(client, factor):
     return lambda i, state, glob, rnd: {k: glob[k] + factor * (state[k] - glob[k]) for k in glob}
 
 
-def _center(sums, counts, eps, weighted=True, rule=True, signed=True, zero_sign=1.0):
+def _center(sums, counts, eps, weighted=True, rule=True, signed=True, torch_sign=False):
     if weighted:
         mean = torch.stack(sums).sum(dim=0) / sum(counts)
     else:
         mean = torch.stack([s / n for s, n in zip(sums, counts, strict=True)]).mean(dim=0)
     if not rule:
         return mean
-    sign = torch.where(mean < 0, -1.0, zero_sign) if signed else torch.ones_like(mean)
+    sign = torch.where(mean < 0, -1.0, 1.0) if signed else torch.ones_like(mean)
+    if torch_sign:  # the learner's likely slip: torch.sign leaves an exact zero at 0
+        sign = torch.sign(mean)
     return torch.where(mean.abs() < eps, sign.to(mean.dtype) * eps, mean)
 
 
@@ -485,7 +487,7 @@ WRONG_ANSWERS = [
     (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, weighted=False)], "you averaged the clients' means"),
     (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, rule=False)], "(the eps rule)"),
     (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, signed=False)], "keep each small coordinate's sign"),
-    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, zero_sign=0.0)], "an exact zero has no sign"),
+    (nb14.check_center, [lambda s, n, eps: _center(s, n, eps, torch_sign=True)], "an exact zero has no sign"),
     (nb14.check_center, [lambda s, n, eps: _center(s, n, eps)[:2]], "return one centre"),
     (nb14.check_center, [lambda s, n, eps: 2 * _center(s, n, eps)], "divide the summed sums by the summed counts"),
     (nb14.check_collapse, [lambda scores: not _collapsed(scores)], "every answer is the opposite"),

@@ -24,7 +24,8 @@ def trained():
     torch.set_num_threads(1)
     nodes = make_cloud_federation(num_nodes=4, samples_per_node=(300, 500), seed=42)
     splits = [train_test_split(n, 0.3, seed=42 + k) for k, n in enumerate(nodes)]
-    result = run_federated(splits, FederatedConfig(rounds=6, local_epochs=4, threshold="local", seed=42),
+    config = FederatedConfig(rounds=6, local_epochs=4, threshold="local", seed=42, engine="loop", trim=0.0)
+    result = run_federated(splits, config,
                            feature_names=nodes[0].feature_names, progress=False)
     return nodes, splits, result
 

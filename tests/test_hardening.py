@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import generate_and_simulate
+from conftest import PLAIN, generate_and_simulate
 
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv
@@ -175,7 +175,7 @@ def test_generate_data_replaces_an_older_federation_whole(tmp_path):
     args = ["generate-data", "--samples-per-node", "50", "--num-features", "4", "--output-dir", str(data)]
     assert main([*args, "--num-nodes", "4"]) == 0
     assert main([*args, "--num-nodes", "2"]) == 0
-    assert sorted(p.name for p in data.iterdir()) == ["node_1.csv", "node_2.csv"]
+    assert sorted(p.name for p in data.iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv"]
 
 
 # --- environment failures: one line, exit 2, nothing half-written ------------------------------------
@@ -243,7 +243,7 @@ def test_scaled_values_beyond_float32_in_training():
                     rng.normal(size=(20, 3)).astype("float32"), None) for k in range(2)]
     splits[1].test[4, 2] = 3e38
     with pytest.raises(UserError, match="n1: test row 4, column 'c': the scaled value overflows float32"):
-        run_federated(splits, FederatedConfig(rounds=1, local_epochs=1), feature_names=["a", "b", "c"],
+        run_federated(splits, FederatedConfig(rounds=1, local_epochs=1, **PLAIN), feature_names=["a", "b", "c"],
                       progress=False)
 
 
@@ -355,4 +355,5 @@ def test_both_engines_stop_a_diverging_run(engine):
     splits = [Split(f"n{k}", rng.normal(size=(80, 4)).astype("float32"), rng.normal(size=(20, 4)).astype("float32"),
                     None) for k in range(2)]
     with pytest.raises(UserError, match="training diverged: .* at round 1 on client n0"):
-        run_federated(splits, FederatedConfig(rounds=3, local_epochs=1, lr=1e6, engine=engine), progress=False)
+        run_federated(splits, FederatedConfig(rounds=3, local_epochs=1, lr=1e6, engine=engine, trim=0.0),
+                      progress=False)

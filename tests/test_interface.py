@@ -28,7 +28,7 @@ def _autoencoder() -> Detector:
         torch.manual_seed(0)
         model = ModelSpec("ae", 6, (8,), 3).build()
     scaler = Scaler.fit(TRAIN)
-    train_local(model, torch.from_numpy(scaler.transform(TRAIN)), LocalTraining(epochs=20),
+    train_local(model, torch.from_numpy(scaler.transform(TRAIN)), LocalTraining(epochs=20, trim=0.0),
                 torch.Generator().manual_seed(0))
     return Detector(model, scaler, 1.0, [f"m{i}" for i in range(6)])
 

@@ -26,6 +26,7 @@ from fedad_tutorial.chapters.intrusion import (
     load_connections,
     log_features,
     results_table,
+    summary_table,
 )
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv
@@ -226,7 +227,7 @@ def test_npz_is_read_without_pickles_and_bad_arrays_are_named(tmp_path):
     x_nan = np.ones((4, 3))
     x_nan[2, 1] = np.nan
     cases = {
-        "pickled.npz": ({"X": np.array([{"a": 1}], dtype=object)}, "not a readable .npz"),
+        "pickled.npz": ({"X": np.array([{"a": 1}], dtype=object)}, "holds Python objects"),
         "noX.npz": ({"data": np.ones((3, 2))}, "expected an array 'X'.*arrays in the file: data"),
         "flat.npz": ({"X": np.ones(5)}, "expected an array 'X'"),
         "nan.npz": ({"X": x_nan}, "X row 3, column 'x2'"),
@@ -254,7 +255,7 @@ def test_fedad_split_writes_what_simulate_reads(tmp_path, capsys):
     csv = tmp_path / "table.csv"
     pd.DataFrame({"bytes": np.arange(40.0), "label": np.arange(40) % 2}).to_csv(csv, index=False)
     assert main(["split", str(csv), "--nodes", "2", "--output", str(tmp_path / "nodes"), "--by", "order"]) == 0
-    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == ["node_1.csv", "node_2.csv"]
+    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == [".fedad-data", "node_1.csv", "node_2.csv"]
     assert read_node_csv(tmp_path / "nodes" / "node_2.csv").features[:, 0].tolist() == list(range(20, 40))
 
 
@@ -317,3 +318,27 @@ def test_deep_svdd_is_chapter_14s_model_trained_as_the_autoencoder(small_federat
     assert list(scores) == [name] and name not in DETECTORS
     web = results_table(small_federation, scores).set_index("nodes").loc["web servers"]
     assert web.roc_auc > 0.9
+
+
+def test_summary_table_groups_by_service_with_short_names_and_mean_and_spread():
+    rows = [{"method": m, "nodes": n, "seed": s, "roc_auc": 0.9 + 0.01 * s, "pr_auc": 0.5,
+             "alarms/10k @ recall 0.5": 10.0 * (s + 1), "alarms/10k @ recall 0.9": 1000.0 + s}
+            for s in range(3) for m in ("federated AE", "federated isolation forest")
+            for n in ("mail servers", "web servers")]
+    table = summary_table(pd.DataFrame(rows))
+    assert list(table.index) == [("web servers", "AE"), ("web servers", "forest"),
+                                 ("mail servers", "AE"), ("mail servers", "forest")]
+    assert list(table.columns) == ["ROC-AUC", "PR-AUC", "alarms/10k, recall 0.5", "alarms/10k, recall 0.9"]
+    assert table.loc[("web servers", "AE"), "ROC-AUC"] == "0.910 ± 0.010"
+    assert table.loc[("mail servers", "forest"), "alarms/10k, recall 0.9"] == "1,001 ± 1"
+
+
+def test_price_of_recall_lines_that_coincide_stay_distinguishable():
+    from fedad_tutorial.plots import plot_price_of_recall
+
+    labels = np.r_[np.zeros(98), np.ones(2)]
+    same = np.array([100.0, 400.0, 900.0])
+    fig = plot_price_of_recall(np.array([0.3, 0.6, 1.0]), {"web": (labels, {"AE": same, "norm": same.copy()})}, "t")
+    ae, norm = fig.axes[0].get_lines()[:2]
+    assert (ae.get_linestyle(), ae.get_marker()) != (norm.get_linestyle(), norm.get_marker())
+    assert norm.get_linewidth() < ae.get_linewidth()  # the later line is drawn thinner, over the earlier one

@@ -17,9 +17,9 @@ import fedad_tutorial
 
 PACKAGE = Path(fedad_tutorial.__file__).parent
 
-CORE = {"errors", "atomic", "outputs", "threads", "config", "defaults", "data", "csvio", "scaling", "models",
-        "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs", "plots",
-        "explain", "progress", "tensorboard_log", "partition", "center"}
+CORE = {"errors", "limits", "atomic", "outputs", "threads", "params", "config", "defaults", "data", "csvio", "scaling",
+        "models", "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs",
+        "plots", "explain", "progress", "tensorboard_log", "partition", "center"}
 CHAPTERS = {"chapters"}  # the sub-package fedad_tutorial.chapters, one module per chapter
 APPS = {"cli", "flag_table", "flower"}
 COURSE = {"exercises"}

@@ -49,7 +49,7 @@ def test_training_reduces_loss_and_is_reproducible(kind):
         torch.manual_seed(0)
         model = ModelSpec(kind=kind, input_dim=8, latent_dim=3).build()
         before = model.loss(x, torch.zeros(120, 3)).item()
-        train_local(model, x, LocalTraining(epochs=20, batch_size=32, lr=3e-3), client_generator(0, 1, 0))
+        train_local(model, x, LocalTraining(epochs=20, batch_size=32, lr=3e-3, trim=0.0), client_generator(0, 1, 0))
         losses.append(model.loss(x, torch.zeros(120, 3)).item())
     assert losses[0] < 0.7 * before
     assert losses[0] == losses[1]
@@ -96,7 +96,7 @@ def test_other_format_version_gets_a_clear_error(tmp_path):
 
 def test_feature_mismatch_is_named():
     det, _ = _detector()
-    with pytest.raises(UserError, match="missing d; unexpected e"):
+    with pytest.raises(UserError, match="4 columns, expected 4; missing 'd'; unexpected 'e'"):
         det.check_features(["a", "b", "c", "e"], "x.csv")
     with pytest.raises(UserError, match="another order"):
         det.check_features(["b", "a", "c", "d"], "x.csv")

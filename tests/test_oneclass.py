@@ -4,6 +4,7 @@ collapse test needs no labels, and the comparison trains every model on the same
 import numpy as np
 import pytest
 import torch
+from conftest import PLAIN
 
 from fedad_tutorial.center import federated_center
 from fedad_tutorial.chapters.oneclass import (
@@ -87,7 +88,7 @@ def _tiny_federation(seed: int) -> list[Split]:
 
 
 def test_compare_detectors_scores_every_model_on_the_same_rows():
-    config = FederatedConfig(rounds=2, local_epochs=1, hidden=(8,), latent_dim=2)
+    config = FederatedConfig(rounds=2, local_epochs=1, hidden=(8,), latent_dim=2, **PLAIN)
     comparison = compare_detectors(config, seeds=(0, 1), federations={"tiny": _tiny_federation})
     final = comparison.final
     assert len(final) == 6 and set(final["model"]) == set(MODEL_NAMES.values())
@@ -106,7 +107,8 @@ def test_the_chapter_figures_have_their_panels(collapse_run):
     fig = plot_collapse(collapse_run.losses, collapse_run.scores, collapse_run.labels)
     assert len(fig.axes) == 1 + len(COLLAPSE_VARIANTS)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == list(COLLAPSE_VARIANTS)
-    per_round = compare_detectors(FederatedConfig(rounds=2, local_epochs=1, hidden=(8,), latent_dim=2), seeds=(0,),
+    per_round = compare_detectors(FederatedConfig(rounds=2, local_epochs=1, hidden=(8,), latent_dim=2, **PLAIN),
+                                  seeds=(0,),
                                   federations={"tiny": _tiny_federation}).per_round
     fig = plot_comparison(per_round)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["autoencoder", "VAE", "Deep SVDD"]

@@ -110,7 +110,8 @@ def test_recording_aggregator_and_type_recall_on_a_tiny_run():
     nodes = make_cloud_federation(3, 200, 8, anomaly_rate=0.2, seed=0)
     splits = [train_test_split(n, 0.5, seed=k) for k, n in enumerate(nodes)]
     recorder = RecordingAggregator(median_aggregator)
-    result = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1, threshold="local"),
+    config = FederatedConfig(rounds=2, local_epochs=1, threshold="local", engine="loop", trim=0.0)
+    result = run_federated(splits, config,
                            aggregator=recorder, update_hook=scaled_update_attack(0, -1.0), progress=False)
     assert len(recorder.states) == 2
     final = result.detector.model.state_dict()

@@ -203,7 +203,8 @@ class _Tables(HTMLParser):
 
 def test_the_report_and_the_csv_show_the_same_columns_and_numbers(runs, capsys):
     """``--explain 3 --report``: each alarm's table in the HTML has the CSV's columns (without the ``top{i}_``
-    prefix) and the CSV's numbers, as printed; the help says what ``score_term`` is."""
+    prefix) and the CSV's numbers (the CSV's exact, the page's to 6 significant digits); the help says what
+    ``score_term`` is."""
     root, paths, simulated, _ = runs
     csv, page = root / "report.csv", root / "report.html"
     assert main(["score", "--model", str(simulated / "model.pt"), "--data", str(paths[2]), "--explain", "3",
@@ -215,14 +216,19 @@ def test_the_report_and_the_csv_show_the_same_columns_and_numbers(runs, capsys):
     for heading, table in zip(parsed.headings, parsed.tables, strict=True):
         line = int(re.match(r"line (\d+), score", heading).group(1))
         row = scores.iloc[line - 2]  # the data's line 1 is its header
-        assert row["is_anomaly"] == "1" and heading.split("score ")[1] == row["score"]
+        assert row["is_anomaly"] == "1" and heading.split("score ")[1] == _shown(row["score"])
         assert table[0] == ["feature", "value", "normal_low", "normal_high", "score_term"] and len(table) == 4
         for i, cells in enumerate(table[1:], start=1):
-            assert cells == [row[f"top{i}_{part}"] for part in table[0]]
+            assert cells == [row[f"top{i}_feature"]] + [_shown(row[f"top{i}_{part}"]) for part in table[0][1:]]
     capsys.readouterr()
     assert main(["score", "--help"]) == 0
     helptext = " ".join(capsys.readouterr().out.split())
     assert "score_term (the metric's term of the score" in helptext and "share of the score" not in helptext
+
+
+def _shown(exact: str) -> str:
+    """A CSV number as the report prints it (6 significant digits)."""
+    return f"{float(exact):.6g}"
 
 
 class _SilentGrid(InlineGrid):

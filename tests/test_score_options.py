@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import generate_and_simulate
+from conftest import PLAIN, generate_and_simulate
 
 from fedad_tutorial import progress
 from fedad_tutorial.cli import main
@@ -96,7 +96,7 @@ def test_report_draws_the_top_alarms_as_html_or_png(flow):
 @pytest.fixture(scope="module")
 def trained():
     splits = hold_out(make_cloud_federation(num_nodes=4, samples_per_node=(200, 400), num_features=8, seed=3), 0.3, 3)
-    result = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1, seed=3), progress=False)
+    result = run_federated(splits, FederatedConfig(rounds=2, local_epochs=1, seed=3, **PLAIN), progress=False)
     return result, splits
 
 

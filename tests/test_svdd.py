@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import default_splits, generate_and_simulate
+from conftest import PLAIN, default_splits, generate_and_simulate
 from torch import nn
 
 from fedad_tutorial import models
@@ -103,7 +103,7 @@ def test_save_and_load_keep_the_centre_and_the_scores(tmp_path):
 
 def test_run_federated_sets_the_centre_before_round_1_and_never_moves_it():
     splits = [train_test_split(n, 0.3, seed=0) for n in make_cloud_federation(3, 120, 6, seed=2)]
-    config = FederatedConfig(model="svdd", rounds=2, local_epochs=1, hidden=(8,), latent_dim=3, seed=4)
+    config = FederatedConfig(model="svdd", rounds=2, local_epochs=1, hidden=(8,), latent_dim=3, seed=4, **PLAIN)
     result = run_federated(splits, config, progress=False)
     torch.manual_seed(config.seed)  # the initial model run_federated builds
     initial = config.model_spec(6).build()
@@ -128,7 +128,8 @@ def test_with_bias_the_network_collapses_onto_the_centre():
         with torch.no_grad():
             model.center.copy_(federated_center(model, [rows]))
         for epoch in range(30):
-            train_local(model, rows, LocalTraining(epochs=1, batch_size=64, lr=1e-2), client_generator(0, epoch, 0))
+            train_local(model, rows, LocalTraining(epochs=1, batch_size=64, lr=1e-2, trim=0.0),
+                        client_generator(0, epoch, 0))
         with torch.no_grad():
             return float(model.score(far).mean())
 

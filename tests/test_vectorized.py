@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import PLAIN
 
 from fedad_tutorial import models, vectorized
 from fedad_tutorial.center import federated_center
@@ -68,7 +69,7 @@ def assert_same_updates(expected, actual) -> None:
 ])
 def test_engine_matches_loop(client_rows, model, hidden, latent, beta):
     config = FederatedConfig(model=model, hidden=hidden, latent_dim=latent, beta=beta, local_epochs=3,
-                             batch_size=32, seed=3)
+                             batch_size=32, seed=3, **PLAIN)
     torch.manual_seed(0)
     global_model = build(config, client_rows)
     before = {k: v.clone() for k, v in global_model.state_dict().items()}
@@ -83,7 +84,7 @@ def test_engine_matches_loop(client_rows, model, hidden, latent, beta):
 @pytest.mark.parametrize("model", ["ae", "vae", "svdd"])
 def test_float64_agrees_to_rounding(client_rows, model):
     """In float64 the engines agree to ~1e-12: the float32 tolerance above covers rounding only."""
-    config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32)
+    config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32, **PLAIN)
     torch.manual_seed(0)
     global_model = build(config, client_rows).double()
     rows = [r.double() for r in client_rows]
@@ -98,7 +99,7 @@ def test_float64_agrees_to_rounding(client_rows, model):
 
 def test_vae_clamped_log_variance(client_rows):
     """Latent dimensions whose log-variance is clamped (above 10, below -10) get no gradient through it."""
-    config = FederatedConfig(model="vae", hidden=(16,), latent_dim=4, local_epochs=2, batch_size=32)
+    config = FederatedConfig(model="vae", hidden=(16,), latent_dim=4, local_epochs=2, batch_size=32, **PLAIN)
     torch.manual_seed(2)
     global_model = config.model_spec(12).build()
     with torch.no_grad():
@@ -110,7 +111,7 @@ def test_vae_clamped_log_variance(client_rows):
 def test_chunks_and_order_do_not_matter(client_rows, monkeypatch):
     """Chunks of 3 clients (so one chunk of 1), clients not sorted by size: same updates."""
     monkeypatch.setattr(vectorized, "CHUNK_CLIENTS", 3)
-    config = FederatedConfig(model="vae", hidden=(16, 8), latent_dim=4, local_epochs=2, batch_size=32)
+    config = FederatedConfig(model="vae", hidden=(16, 8), latent_dim=4, local_epochs=2, batch_size=32, **PLAIN)
     torch.manual_seed(1)
     global_model = config.model_spec(12).build()
     rows = [client_rows[1], client_rows[3], client_rows[0], client_rows[2]]
@@ -123,7 +124,7 @@ def test_chunks_and_order_do_not_matter(client_rows, monkeypatch):
 def test_run_federated_same_history(nodes, model, trim):
     splits = [train_test_split(n, 0.3, seed=0) for n in nodes]
     base = FederatedConfig(model=model, rounds=3, local_epochs=2, batch_size=32, hidden=(16, 8),
-                           latent_dim=4, fraction=0.5, seed=5, trim=trim)
+                           latent_dim=4, fraction=0.5, seed=5, trim=trim, threshold="global", engine="loop")
     loop = run_federated(splits, base, progress=False)
     vec = run_federated(splits, FederatedConfig(**{**base.__dict__, "engine": "vectorized"}), progress=False)
     assert loop.history["selected"].tolist() == vec.history["selected"].tolist()
@@ -168,7 +169,8 @@ def test_trimmed_engine_matches_loop(client_rows, sizes, model, hidden, latent, 
 
 @pytest.mark.parametrize("model", ["ae", "vae", "svdd"])
 def test_trimmed_float64_agrees_to_rounding(client_rows, model):
-    config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32, trim=0.1)
+    config = FederatedConfig(model=model, hidden=(16, 8), latent_dim=4, local_epochs=3, batch_size=32, trim=0.1,
+                             engine="loop")
     torch.manual_seed(0)
     global_model = build(config, client_rows).double()
     rows = [r.double() for r in _recut(client_rows, TRIM_SIZES[1])]

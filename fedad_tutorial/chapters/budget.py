@@ -16,6 +16,7 @@ import numpy as np
 from fedad_tutorial.data import hold_out
 from fedad_tutorial.federated import RECOMMENDED, FederatedConfig, RecordingAggregator, run_federated
 from fedad_tutorial.metrics import roc_auc
+from fedad_tutorial.params import TEST_FRACTION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def budget_curve(hospitals: Sequence[Hospital], rounds: int = 60, config: FederatedConfig = RECOMMENDED,
-                 test_fraction: float = 0.3) -> pd.DataFrame:
+                 test_fraction: float = TEST_FRACTION.default) -> pd.DataFrame:
     """Round by round: the ROC-AUC on the held-out test rows and the loss on unlabelled validation rows.
 
     Trains as ``fedad simulate`` does (``test_fraction`` of each hospital's training rows kept back by

@@ -276,6 +276,33 @@ def results_table(servers: Sequence[Server], scores: dict[str, list[np.ndarray]]
     return pd.DataFrame(rows)
 
 
+#: Short method names for the chapter's tables, so that a column per method fits a notebook's width.
+SHORT_NAMES = {"federated AE": "AE", "federated isolation forest": "forest", "scaled norm (federated mean/std)": "norm",
+               "PCA reconstruction, 1 comp. (pooled rows)": "PCA", "federated Deep SVDD": "Deep SVDD"}
+#: The groups of servers, in the order the chapter's tables show them.
+SERVICES = ("web servers", "mail servers")
+
+
+def summary_table(results: pd.DataFrame, recalls: Sequence[float] = RECALLS) -> pd.DataFrame:
+    """``mean ± std`` over the seeds of :func:`results_table` rows, per group of servers and method.
+
+    One row per (servers, method), web servers first and the methods in the order they appear, with
+    the :data:`SHORT_NAMES`; AUCs to three decimals, alarms per 10,000 to whole numbers.
+    """
+    metrics = {"ROC-AUC": "roc_auc", "PR-AUC": "pr_auc",
+               **{f"alarms/10k, recall {r:g}": alarm_column(r) for r in recalls}}
+    grouped = results.groupby(["nodes", "method"], sort=False)[list(metrics.values())].agg(["mean", "std"])
+    methods = list(dict.fromkeys(results["method"]))
+    grouped = grouped.reindex(pd.MultiIndex.from_product([SERVICES, methods]))
+    table = pd.DataFrame({
+        name: [f"{m:.3f} ± {sd:.3f}" if column.endswith("auc") else f"{m:,.0f} ± {sd:,.0f}"
+               for m, sd in grouped[column].itertuples(index=False)]
+        for name, column in metrics.items()},
+        index=pd.MultiIndex.from_tuples([(nodes, SHORT_NAMES.get(m, m)) for nodes, m in grouped.index],
+                                        names=["servers", "method"]))
+    return table
+
+
 def recall_curve(labels: np.ndarray, scores: np.ndarray, recalls: Sequence[float]) -> np.ndarray:
     """:func:`alarms_per_10k` at each of ``recalls``: the operator's price list."""
     return np.array([alarms_per_10k(labels, scores, r) for r in recalls])

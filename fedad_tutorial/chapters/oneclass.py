@@ -42,7 +42,7 @@ def synthetic_federation(seed: int = 0) -> list[Split]:
     """Notebook 04's federation (six nodes of 150-600 rows, 8 % anomalies, 30 % of each held out);
     ``seed`` 0 is exactly notebook 04's, other seeds draw other nodes and splits."""
     nodes = make_cloud_federation(num_nodes=6, samples_per_node=(150, 600), anomaly_rate=0.08, seed=42 + seed)
-    return [train_test_split(node, 0.3, seed=42 + seed + k) for k, node in enumerate(nodes)]
+    return [train_test_split(node, seed=42 + seed + k) for k, node in enumerate(nodes)]
 
 
 def wdbc_federation(seed: int = 0) -> list[Split]:
@@ -99,9 +99,10 @@ def train_epochs(model: nn.Module, rows: torch.Tensor, epochs: int, lr: float, s
     """Train ``model`` in place on ``rows`` (one client, or pooled rows); the mean loss of each epoch.
 
     Each epoch is one :func:`~fedad_tutorial.training.train_local` call (the package's only training
-    step) with the batch order of ``client_generator(seed, epoch, 0)``.
+    step) with the batch order of ``client_generator(seed, epoch, 0)``, untrimmed: the chapter shows
+    plain training's collapse.
     """
-    return [train_local(model, rows, LocalTraining(1, batch_size, lr), client_generator(seed, epoch, 0))
+    return [train_local(model, rows, LocalTraining(1, batch_size, lr, trim=0.0), client_generator(seed, epoch, 0))
             for epoch in range(1, epochs + 1)]
 
 

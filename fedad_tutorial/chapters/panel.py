@@ -188,7 +188,7 @@ def detector_scores(federation: Federation, seed: int = 0) -> dict[str, np.ndarr
 
     names = [f"x{j + 1}" for j in range(federation.test.shape[1])]
     splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(federation.clients)],
-                      0.3, SIMULATE.seed)
+                      seed=SIMULATE.seed)
     detector = run_federated(splits, SIMULATE, progress=False).detector
     forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=seed).fit(
         [s.train for s in splits])

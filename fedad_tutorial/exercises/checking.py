@@ -89,7 +89,7 @@ def expect(condition: bool, hint: str) -> None:
 
 def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Check that ``got`` is a state dict with ``want``'s keys and shapes; return it as tensors."""
-    expect(isinstance(got, dict), f"return a dict like a state_dict, got {type(got).__name__}")
+    expect(isinstance(got, dict), f"return a dict like a state_dict, got {_describe(got)}")
     expect(set(got) == set(want), f"keys differ: expected {sorted(want)}, got {sorted(got)}")
     tensors = {key: torch.as_tensor(got[key]) for key in want}
     for key, value in want.items():
@@ -99,7 +99,60 @@ def expect_state_dict(got: object, want: Mapping[str, torch.Tensor]) -> dict[str
 
 
 def as_float_tensor(value: object) -> torch.Tensor:
-    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists)."""
+    """The learner's answer as a detached float64 tensor (accepts tensors, arrays and lists).
+
+    Anything else (``None`` from a forgotten ``return``, a string) is the learner's mistake, not a crash
+    of the check: it becomes a :class:`Mismatch` that names what came back.
+    """
     if isinstance(value, torch.Tensor):
         return value.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    expect(value is not None, f"return numbers (a tensor, an array or a list of numbers), got {_describe(value)}")
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise Mismatch(f"return numbers (a tensor, an array or a list of numbers), got {_describe(value)}") from None
+
+
+def _describe(value: object) -> str:
+    """A short description of a learner's return value, for hints about its type."""
+    if value is None:
+        return "None (did you forget `return`?)"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__name__} of shape {tuple(shape)}"
+    if isinstance(value, (list, tuple)):
+        lengths = {len(item) for item in value if hasattr(item, "__len__")}
+        ragged = " of different lengths" if len(lengths) > 1 else ""
+        return f"a {type(value).__name__} of {len(value)} items{ragged}"
+    return f"a {type(value).__name__}"
+
+
+def learner_array(value: object, what: str, dtype: type = np.float64) -> np.ndarray:
+    """The learner's answer as a numpy array of ``dtype``; a hint naming ``what`` if it cannot be one.
+
+    A tensor is accepted (detached first, so one still attached to autograd does not make the check
+    itself fail); ``None``, strings and ragged lists become a :class:`Mismatch`, never a crash of the
+    check reported as the learner's error.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise Mismatch(f"return {what} as a numpy array, got {_describe(value)}") from None
+    expect(value is not None, f"return {what} as a numpy array, got {_describe(value)}")
+    return array
+
+
+def learner_number(value: object, what: str = "the answer") -> float:
+    """The learner's answer (or a part of it, named ``what``) as one float (a tensor or a one-element array
+    counts); a hint naming ``what`` and what came back if it is not a single number."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    expect(value is not None and array is not None and array.size == 1,
+           f"return {what} (one number), got {_describe(value)}")
+    return float(array.reshape(()))

@@ -62,8 +62,8 @@ def check_feature_stats(learner_fn: Callable[[np.ndarray], FeatureStats], seed: 
         want = FeatureStats.of(node.features)
         expect(isinstance(got, FeatureStats),
                f"return a FeatureStats(count=..., total=..., total_sq=...), got {type(got).__name__}")
-        expect(int(got.count) == want.count,
-               f"{node.name}: count should be the number of rows ({want.count}), got {got.count}")
+        expect(np.ndim(got.count) == 0 and got.count == want.count,
+               f"{node.name}: count should be the number of rows ({want.count}), got {got.count!r}")
         total, total_sq = np.asarray(got.total, dtype=np.float64), np.asarray(got.total_sq, dtype=np.float64)
         expect(total.shape == want.total.shape,
                f"{node.name}: total should hold one sum per feature (shape {want.total.shape}), "
@@ -72,11 +72,13 @@ def check_feature_stats(learner_fn: Callable[[np.ndarray], FeatureStats], seed: 
                f"{node.name}: total should be the per-feature sum of the rows")
         expect(total_sq.shape == want.total_sq.shape and np.allclose(total_sq, want.total_sq, rtol=1e-5),
                f"{node.name}: total_sq should be the per-feature sum of squared values (x * x summed over rows)")
-        mine.append(got)
+        mine.append(FeatureStats(int(got.count), total, total_sq))
     pooled = Scaler.fit(np.vstack([n.features for n in nodes]))
     federated = federated_scaler(mine)
     expect(np.allclose(federated.mean, pooled.mean, rtol=1e-4) and np.allclose(federated.std, pooled.std, rtol=1e-4),
-           "your statistics do not give the pooled scaler when added up")
+           "your statistics are close, but added up they do not give the pooled scaler: the server computes "
+           "std from total_sq / n - mean**2, a difference of two close numbers that magnifies small rounding "
+           "errors; sum in float64 (rows.astype(np.float64))")
 
 
 @exercise("Exercise 0.2: what leaves the client")
@@ -91,7 +93,11 @@ def check_leaves_the_client(learner_fn: Callable[[list[str]], Iterable[str]], se
                          for _ in range(5)]
     for items in subsets:
         items = [str(i) for i in rng.permutation(items)]
-        got = set(learner_fn(list(items)))
+        answer = learner_fn(list(items))
+        expect(answer is not None, "return a value, got None (did you forget `return`?)")
+        expect(not isinstance(answer, str) and hasattr(answer, "__iter__"),
+               f"return a set of item names, got {type(answer).__name__}")
+        got = {str(item) for item in answer}
         want = set(items) & LEAVES_THE_CLIENT
         unknown = got - set(items)
         expect(not unknown, f"return only items from the list you were given; {sorted(unknown)} was not in it")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
+from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect, learner_number
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.thresholds import percentile_threshold
@@ -62,7 +62,7 @@ def check_percentile_threshold(threshold_fn: Callable[[np.ndarray, float], float
     rng = np.random.default_rng(seed)
     for n, q in zip((1000, 137, 20, 9), percentiles, strict=False):
         scores = rng.lognormal(mean=-3.0, sigma=1.0, size=n)
-        answer = float(threshold_fn(scores.copy(), q))
+        answer = learner_number(threshold_fn(scores.copy(), q))
         expected = percentile_threshold(scores, q)
         if not np.isclose(answer, expected, rtol=1e-9):
             if np.isclose(answer, np.percentile(scores, q / 100.0), rtol=1e-9):
@@ -92,8 +92,10 @@ def check_precision_recall_f1(
     cases.append((cases[0][0], np.zeros_like(cases[0][0]), "no row flagged"))
     for labels, flagged, what in cases:
         answer = metrics_fn(labels.copy(), flagged.copy())
-        expect(len(answer) == 3, "return a tuple (precision, recall, f1)")
-        precision, recall, f1 = (float(v) for v in answer)
+        expect(hasattr(answer, "__len__") and len(answer) == 3,
+               f"return a tuple (precision, recall, f1), got {type(answer).__name__}")
+        precision, recall, f1 = (learner_number(v, name)
+                                 for v, name in zip(answer, ("precision", "recall", "f1"), strict=True))
         ref = detection_metrics(labels, flagged.astype(np.float64), threshold=0.5)
         if np.allclose([precision, recall], [ref["recall"], ref["precision"]]) and ref["precision"] != ref["recall"]:
             expect(False, "precision and recall are swapped: precision = TP / (TP + FP), recall = TP / (TP + FN)")

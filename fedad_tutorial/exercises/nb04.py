@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fedad_tutorial.exercises.checking import exercise, expect, expect_state_dict
+from fedad_tutorial.exercises.checking import Mismatch, exercise, expect, expect_state_dict
 from fedad_tutorial.federated import fedavg
 from fedad_tutorial.models import ModelSpec
-from fedad_tutorial.scaling import FeatureStats, federated_scaler
+from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 
 StateDict = dict[str, torch.Tensor]
 
@@ -100,6 +100,31 @@ def check_sample_clients(learner_fn: Callable[[int, float, int, int], Sequence[i
                    "over 20 rounds only a few clients were ever picked: pick at random among all of them")
 
 
+def _mean_and_std(answer: object) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's ``(mean, std)`` as two float arrays, or a :class:`Mismatch` saying what came back instead.
+
+    Unpacking is the check's job, not the learner's: a plausible answer of another shape (a
+    ``Scaler``, one array, three values) must get a hint, not a Python error blamed on the learner.
+    """
+    if isinstance(answer, Scaler):
+        expect(False, f"return the tuple (mean, std), got a {type(answer).__name__}: return (scaler.mean, "
+                      "scaler.std), or better, compute them from the statistics yourself")
+    expect(isinstance(answer, (tuple, list)) and len(answer) == 2,
+           f"return a tuple (mean, std) of two per-feature arrays, got {_describe(answer)}")
+    try:
+        mean, std = (np.asarray(v, dtype=np.float64) for v in answer)
+    except (TypeError, ValueError) as exc:
+        raise Mismatch(f"mean and std should be arrays of numbers ({exc})") from None
+    return mean, std
+
+
+def _describe(answer: object) -> str:
+    """A short description of a returned value for a hint: its type, and its length if it has one."""
+    if isinstance(answer, (tuple, list)):
+        return f"a {type(answer).__name__} of {len(answer)} values"
+    return f"a {type(answer).__name__}"
+
+
 @exercise("Exercise 4.3: a scaler from client statistics")
 def check_aggregate_scaler(learner_fn: Callable[[Sequence[FeatureStats]], tuple[np.ndarray, np.ndarray]],
                            seed: int = 33) -> None:
@@ -115,7 +140,7 @@ def check_aggregate_scaler(learner_fn: Callable[[Sequence[FeatureStats]], tuple[
         parts = [rng.normal(loc=rng.uniform(-5, 50, 6), scale=rng.uniform(0.5, 8, 6),
                             size=(int(rng.integers(30, 400)), 6)) for _ in range(num)]
         stats = [FeatureStats.of(p) for p in parts]
-        mean, std = (np.asarray(v, dtype=np.float64) for v in learner_fn(stats))
+        mean, std = _mean_and_std(learner_fn(stats))
         want = federated_scaler(stats)
         expect(mean.shape == (6,) and std.shape == (6,),
                f"return one mean and one std per feature: shapes (6,), got {mean.shape} and {std.shape}")

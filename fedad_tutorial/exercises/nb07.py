@@ -17,7 +17,7 @@ from sklearn.ensemble import IsolationForest
 
 from fedad_tutorial.chapters.baselines import pca_scores
 from fedad_tutorial.chapters.forest import average_path_length, fit_client_forest, pool_forests
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, learner_array, learner_number
 
 
 @exercise("Exercise 7.1: the average path length c(n)")
@@ -27,7 +27,7 @@ def check_average_path_length(learner_fn: Callable[[int], float], seed: int = 70
     :func:`~fedad_tutorial.chapters.forest.average_path_length`), within 1e-9 on fresh sizes."""
     rng = np.random.default_rng(seed)
     for n in [1, 2, 3, *rng.integers(4, 5000, size=6).tolist()]:
-        got, want = float(learner_fn(int(n))), average_path_length(int(n))
+        got, want = learner_number(learner_fn(int(n)), f"c({n})"), average_path_length(int(n))
         hint = ("c(1) = 0 and c(2) = 1 are special cases" if n <= 2
                 else "use 2 * (ln(n - 1) + Euler's gamma) - 2 * (n - 1) / n (np.euler_gamma)")
         expect(abs(got - want) <= 1e-9, f"n={n}: got {got:.6g}, expected {want:.6g}; {hint}")
@@ -53,7 +53,7 @@ def check_pooled_scores(learner_fn: Callable[[Sequence[np.ndarray], Sequence[int
         forests, rows = _fresh_forests(rng, psi)
         scores = [f.score_samples(rows) for f in forests]
         counts = [len(f.estimators_) for f in forests]
-        got = np.asarray(learner_fn([s.copy() for s in scores], list(counts), psi), dtype=np.float64)
+        got = learner_array(learner_fn([s.copy() for s in scores], list(counts), psi), "one pooled score per row")
         want = pool_forests(forests).score_samples(rows)
         expect(got.shape == want.shape, f"expected one score per row {want.shape}, got shape {got.shape}")
         plain_mean = np.mean(scores, axis=0)
@@ -77,13 +77,15 @@ def check_mahalanobis(learner_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
         mix = rng.normal(size=(dim, dim))
         train = (rng.normal(size=(400, dim)) @ mix + rng.normal(size=dim) * 5).astype(np.float32)
         test = (rng.normal(0.0, 1.5, size=(60, dim)) @ mix + rng.normal(size=dim)).astype(np.float32)
-        got = np.asarray(learner_fn(train.copy(), test.copy()), dtype=np.float64)
+        got = learner_array(learner_fn(train.copy(), test.copy()), "one distance per test row")
         want = pca_scores(train, test, dim, "latent")
         expect(got.shape == want.shape, f"expected one distance per test row {want.shape}, got {got.shape}")
         ratio = got / want
         euclid = ((test - train.mean(axis=0)) ** 2).sum(axis=1)
-        hint = ("this looks like a Euclidean distance: multiply by the inverse covariance"
-                if np.corrcoef(got, euclid)[0, 1] > 0.999 else
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant answer has no correlation
+            euclidean = bool(np.corrcoef(got, euclid)[0, 1] > 0.999)
+        hint = ("this looks like a Euclidean distance: multiply by the inverse covariance" if euclidean else
                 "centre with the training mean and use the inverse of the training covariance (np.cov(train.T))")
-        expect(bool(np.all(np.isfinite(ratio))) and np.ptp(ratio) <= 1e-3 * np.abs(ratio).mean(),
-               f"dim={dim}: your distances are not proportional to the reference; {hint}")
+        proportional = (bool(np.all(np.isfinite(ratio))) and ratio.mean() > 0
+                        and np.ptp(ratio) <= 1e-3 * np.abs(ratio).mean())
+        expect(proportional, f"dim={dim}: your distances are not proportional to the reference; {hint}")

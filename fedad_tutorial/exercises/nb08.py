@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from fedad_tutorial.chapters.timeseries import Event, event_metrics, sliding_windows, window_labels
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, learner_array, learner_number
 
 
 def _fresh_alarms(rng: np.random.Generator, n: int, window: int) -> tuple[np.ndarray, np.ndarray, list[Event]]:
@@ -43,7 +43,7 @@ def check_sliding_windows(learner_fn: Callable[[np.ndarray, int], np.ndarray], s
     rng = np.random.default_rng(seed)
     for steps, metrics, window in ((50, 3, 4), (37, 5, 12), (20, 2, 1), (9, 4, 9)):
         features = rng.normal(size=(steps, metrics)).astype(np.float32)
-        got = np.asarray(learner_fn(features.copy(), window), dtype=np.float32)
+        got = learner_array(learner_fn(features.copy(), window), "the windows", np.float32)
         want, _ = sliding_windows(features, window)
         expect(got.shape == want.shape,
                f"{steps} steps x {metrics} metrics, window {window}: expected shape {want.shape} "
@@ -68,7 +68,8 @@ def check_event_recall(learner_fn: Callable[[np.ndarray, np.ndarray, int, list],
     rng = np.random.default_rng(seed)
     for n, window in ((300, 1), (400, 6), (500, 12)):
         starts, alarms, events = _fresh_alarms(rng, n, window)
-        got = float(learner_fn(alarms.copy(), starts.copy(), window, list(events)))
+        got = learner_number(learner_fn(alarms.copy(), starts.copy(), window, list(events)),
+                             "the share of events detected")
         want = event_metrics(alarms, starts, window, events, steps_per_day=48)["event_recall"]
         inside = np.mean([alarms[(starts >= e.start) & (starts < e.stop)].any() for e in events])
         hint = ("a window overlaps an event when it starts before the event ends AND ends after the "
@@ -91,10 +92,10 @@ def check_false_alarm_episodes(learner_fn: Callable[[np.ndarray, np.ndarray], in
     for n, window in ((300, 1), (400, 6), (600, 12)):
         starts, alarms, events = _fresh_alarms(rng, n, window)
         labels = window_labels(starts, window, events)
-        got = int(learner_fn(alarms.copy(), labels.copy()))
+        got = learner_number(learner_fn(alarms.copy(), labels.copy()), "the number of false-alarm episodes")
         want = event_metrics(alarms, starts, window, events, steps_per_day=48)["false_alarms"]
         false_windows = int(np.sum(alarms & (labels == 0)))
         hint = ("you counted windows; count runs of consecutive alarms (an operator is paged once per run)"
                 if got == false_windows and false_windows != want else
                 "split the alarms into runs of consecutive True values; count the runs whose labels are all 0")
-        expect(got == want, f"{n} windows: got {got}, expected {want}; {hint}")
+        expect(got == want, f"{n} windows: got {got:g}, expected {want}; {hint}")

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from fedad_tutorial.chapters.drift import alarm_rate_per_window, psi
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, learner_array, learner_number
 
 
 def _fresh_scores(rng: np.random.Generator, n: int, shift: float = 1.0) -> np.ndarray:
@@ -35,7 +35,7 @@ def check_ks_statistic(learner_fn: Callable[[np.ndarray, np.ndarray], float], se
     for shift in (1.0, 1.1, 1.5, 3.0):
         a = _fresh_scores(rng, int(rng.integers(100, 600)))
         b = _fresh_scores(rng, int(rng.integers(50, 300)), shift) * rng.uniform(0.9, 1.1)
-        got = float(learner_fn(a.copy(), b.copy()))
+        got = learner_number(learner_fn(a.copy(), b.copy()), "the KS statistic")
         want = float(stats.ks_2samp(a, b).statistic)
         expect(0.0 <= got <= 1.0, f"got {got:.4g}: a gap between two CDFs lies between 0 and 1")
         expect(np.isclose(got, want, rtol=0, atol=1e-9),
@@ -57,7 +57,7 @@ def check_psi(learner_fn: Callable[[np.ndarray, np.ndarray, int], float], seed: 
     for shift, bins in ((1.0, 10), (1.3, 10), (2.0, 5), (0.6, 20)):
         reference = _fresh_scores(rng, int(rng.integers(800, 2000)))
         recent = _fresh_scores(rng, int(rng.integers(200, 800)), shift)
-        got = float(learner_fn(reference.copy(), recent.copy(), bins))
+        got = learner_number(learner_fn(reference.copy(), recent.copy(), bins), "the PSI")
         want = psi(reference, recent, bins)
         swapped = psi(recent, reference, bins)
         if not np.isclose(want, swapped, rtol=1e-2) and np.isclose(got, swapped, rtol=1e-2):
@@ -83,7 +83,7 @@ def check_alarm_rate_per_window(learner_fn: Callable[[np.ndarray, float, int], n
         scores = _fresh_scores(rng, n)
         scores[n // 2:] *= 2.0  # a drift halfway: the rate must change over time
         threshold = float(np.sort(scores[: n // 2])[int(0.95 * (n // 2))])  # a step's own score: ">" and ">=" differ
-        got = np.asarray(learner_fn(scores.copy(), threshold, window), dtype=np.float64).ravel()
+        got = learner_array(learner_fn(scores.copy(), threshold, window), "one alarm rate per window").ravel()
         want = alarm_rate_per_window(scores, threshold, window)["alarm_rate"].to_numpy()
         expect(got.size == want.size,
                f"{n} steps in windows of {window}: expected {want.size} windows (the last one may be "

@@ -17,7 +17,7 @@ import torch
 
 from fedad_tutorial.chapters.privacy import dp_fedavg_aggregator, epsilon, noise_std
 from fedad_tutorial.chapters.robust import update_norm
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, expect_state_dict, learner_number
 from fedad_tutorial.federated import fedavg
 
 StateDict = dict[str, torch.Tensor]
@@ -35,12 +35,8 @@ def _fresh_round(num: int, seed: int) -> tuple[StateDict, list[StateDict]]:
 
 
 def _max_gap(got: StateDict, want: StateDict) -> float:
-    expect(isinstance(got, dict) and set(got) == set(want),
-           f"return a dict with the keys {sorted(want)} (like a state_dict)")
-    for k in want:
-        expect(tuple(torch.as_tensor(got[k]).shape) == tuple(want[k].shape),
-               f"{k}: expected shape {tuple(want[k].shape)}, got {tuple(torch.as_tensor(got[k]).shape)}")
-    return max(float((torch.as_tensor(got[k]).double() - want[k].double()).abs().max()) for k in want)
+    tensors = expect_state_dict(got, want)
+    return max(float((tensors[k].double() - want[k].double()).abs().max()) for k in want)
 
 
 @exercise("Exercise 10.1: clip and average with a fixed denominator")
@@ -89,17 +85,17 @@ def check_add_noise(learner_fn: Callable[[StateDict, float, float, int, torch.Ge
     for clip, sigma, n in ((0.7, 1.1, 5), (2.0, 0.3, 20)):
         target = noise_std(clip, sigma, n)
         gen_seed = int(rng.integers(10**6))
-        got = learner_fn(state, clip, sigma, n, torch.Generator().manual_seed(gen_seed))
+        got = expect_state_dict(learner_fn(state, clip, sigma, n, torch.Generator().manual_seed(gen_seed)), frozen)
         expect(all(torch.equal(state[k], frozen[k]) for k in frozen), "do not modify the input state in place")
-        noise = torch.cat([(torch.as_tensor(got[k]).double() - frozen[k].double()).flatten() for k in frozen])
+        noise = torch.cat([(got[k].double() - frozen[k].double()).flatten() for k in frozen])
         std = float(noise.std())
         hint = f"the standard deviation should be noise_multiplier * clip / num_clients = {target:.4g}"
         if abs(std - sigma * clip) < 0.02 * sigma * clip:
             hint += " (you forgot to divide by num_clients)"
         expect(abs(std - target) <= 0.02 * target, f"noise std {std:.4g}; {hint}")
         expect(abs(float(noise.mean())) <= 5 * target / noise.numel() ** 0.5, "the noise should have mean 0")
-        again = learner_fn(state, clip, sigma, n, torch.Generator().manual_seed(gen_seed))
-        expect(all(torch.equal(torch.as_tensor(got[k]), torch.as_tensor(again[k])) for k in frozen),
+        again = expect_state_dict(learner_fn(state, clip, sigma, n, torch.Generator().manual_seed(gen_seed)), frozen)
+        expect(all(torch.equal(got[k], again[k]) for k in frozen),
                "draw the noise from the generator you are given (torch.randn(shape, generator=generator))")
 
 
@@ -117,7 +113,9 @@ def check_rounds_for_budget(learner_fn: Callable[[float, float, float, float], i
         rate = float(rng.choice([0.1, 0.2, 0.5]))
         delta = 1e-5
         target = float(rng.uniform(2.0, 6.0))
-        got = int(learner_fn(sigma, rate, delta, target))
+        got = learner_number(learner_fn(sigma, rate, delta, target), "the number of rounds")
+        expect(got == int(got), f"got {got:g}: the number of rounds is a whole number")
+        got = int(got)
         expect(got >= 0, "the number of rounds cannot be negative")
         within = got == 0 or epsilon(sigma, rate, got, delta) <= target
         expect(within, f"sigma {sigma:.2f}, q {rate}, target {target:.2f}: after {got} rounds epsilon is "

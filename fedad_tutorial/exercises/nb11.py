@@ -70,6 +70,7 @@ def check_median(learner_fn: Callable[[StateDict, list[StateDict], list[float], 
         frozen = [_copy(s) for s in states]
         got = learner_fn(_copy(glob), states, list(weights), 1)
         want = median_aggregator(glob, frozen, weights, 1)
+        expect_state_dict(got, want)
         lower = {k: torch.stack([s[k] for s in frozen]).median(dim=0).values for k in want}
         key = next(iter(want))
         hint = "take the median of each coordinate over clients (stack along a new axis 0)"
@@ -104,6 +105,7 @@ def check_norm_clipping(learner_fn: Callable[[StateDict, list[StateDict], list[f
             frozen = [_copy(s) for s in states]
             got = learner_fn(_copy(glob), [_copy(s) for s in states], list(weights), float(max_norm))
             want = norm_clipping_aggregator(max_norm)(glob, frozen, weights, 1)
+            expect_state_dict(got, want)
             hint = ("clip the update (state - global) by its norm over ALL tensors of the client together, "
                     "scale it by min(1, max_norm / norm), add it back to the global weights, then take "
                     "the weighted average (weights are row counts)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fedad_tutorial.detector import Detector
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import exercise, expect, learner_array, learner_number
 from fedad_tutorial.explain import chance_hit_rate, feature_errors, top_features
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import Scaler
@@ -39,7 +39,7 @@ def check_feature_errors(learner_fn: Callable[[Detector, np.ndarray], np.ndarray
     rng = np.random.default_rng(seed)
     for _ in range(2):
         detector, rows = _fresh_detector(rng)
-        got = np.asarray(learner_fn(detector, rows.copy()), dtype=np.float64)
+        got = learner_array(learner_fn(detector, rows.copy()), "the per-feature errors")
         want = feature_errors(detector, rows)
         expect(got.shape == want.shape, f"expected shape {want.shape} (rows, features), got {got.shape}")
         with torch.no_grad():
@@ -59,7 +59,7 @@ def check_top_features(learner_fn: Callable[[np.ndarray, int, np.ndarray], np.nd
     for k in (1, 3, 5):
         errors = rng.lognormal(size=(20, 12))
         baseline = rng.uniform(0.05, 5.0, size=12)
-        got = np.asarray(learner_fn(errors.copy(), k, baseline.copy()))
+        got = learner_array(learner_fn(errors.copy(), k, baseline.copy()), "the metric indices", np.int64)
         want = top_features(errors, k, baseline)
         expect(got.shape == want.shape, f"k={k}: expected shape {want.shape}, got {got.shape}")
         if np.array_equal(got, top_features(errors, k)):
@@ -79,7 +79,7 @@ def check_chance_hit_rate(learner_fn: Callable[[int, int, int], float], seed: in
     cases = [(30, 0, 3), (10, 10, 1)] + [(int(d), int(rng.integers(1, d)), int(rng.integers(1, 6)))
                                          for d in rng.integers(6, 40, size=6)]
     for d, t, k in cases:
-        got, want = float(learner_fn(d, t, k)), chance_hit_rate(d, t, k)
+        got, want = learner_number(learner_fn(d, t, k), "a probability"), chance_hit_rate(d, t, k)
         expect(abs(got - want) <= 1e-9,
                f"d={d}, truth {t}, k={k}: got {got:.6f}, expected {want:.6f}; hint: 1 minus the chance that "
                "all k picks miss, C(d - t, k) / C(d, k) (math.comb)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fedad_tutorial.chapters.baselines import PCABaseline
-from fedad_tutorial.exercises.checking import exercise, expect
+from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
 from fedad_tutorial.models import ModelSpec
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import batch_loss
@@ -34,7 +34,7 @@ def check_pca_latent(learner_fn: Callable[[np.ndarray, np.ndarray, int], np.ndar
         mix = rng.normal(size=(dim, dim))
         train = (rng.normal(size=(300, dim)) @ mix * rng.uniform(0.5, 20, size=dim) + 3).astype(np.float32)
         test = (rng.normal(0.0, 1.5, size=(50, dim)) @ mix * rng.uniform(0.5, 20, size=dim)).astype(np.float32)
-        got = np.asarray(learner_fn(train.copy(), test.copy(), components), dtype=np.float64).reshape(-1)
+        got = as_float_tensor(learner_fn(train.copy(), test.copy(), components)).numpy().reshape(-1)
         reference = PCABaseline(components, "latent").fit(train)
         want = reference.decision_function(test)
         expect(got.shape == want.shape, f"expected one score per test row {want.shape}, got shape {got.shape}")
@@ -83,6 +83,7 @@ def check_trimmed_mean(learner_fn: Callable[[torch.Tensor, float], torch.Tensor]
                 "HIGHEST loss and average the rest (torch.topk(..., largest=False) or torch.sort)")
         expect(abs(got_value - want_value) <= 1e-6, f"got {got_value:.6f}, expected {want_value:.6f}; {hint}")
         expect(got.requires_grad, "the result lost its gradient: use torch operations, not .item() or numpy")
-        got_grads = torch.autograd.grad(got.reshape(()), list(model.parameters()))
+        got_grads = torch.autograd.grad(got.reshape(()), list(model.parameters()), allow_unused=True)
+        got_grads = [torch.zeros_like(w) if g is None else g for g, w in zip(got_grads, want_grads, strict=True)]
         expect(all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got_grads, want_grads, strict=True)),
                "the value matches but the gradient differs: average the kept losses themselves")

@@ -25,9 +25,18 @@ from fedad_tutorial.exercises.checking import as_float_tensor, exercise, expect
 from fedad_tutorial.models import ModelSpec
 
 
-def _eps_rule(center: torch.Tensor, eps: float, zero_sign: float = 1.0, keep_sign: bool = True) -> torch.Tensor:
-    """``center`` with every coordinate below ``eps`` in magnitude moved to ``±eps`` (a variant for hints)."""
-    sign = torch.where(center < 0, -1.0, zero_sign) if keep_sign else torch.ones_like(center)
+def _eps_rule(center: torch.Tensor, eps: float, sign_rule: str = "right") -> torch.Tensor:
+    """``center`` with every coordinate below ``eps`` in magnitude moved to ``sign * eps``.
+
+    ``sign_rule`` names the sign used, to recognise a learner's mistake: ``"right"`` (an exact zero
+    counts as positive), ``"unsigned"`` (always ``+eps``) or ``"torch.sign"`` (an exact zero stays 0).
+    """
+    if sign_rule == "unsigned":
+        sign = torch.ones_like(center)
+    elif sign_rule == "torch.sign":
+        sign = torch.sign(center)
+    else:
+        sign = torch.where(center < 0, -1.0, 1.0)
     return torch.where(center.abs() < eps, sign.to(center.dtype) * eps, center)
 
 
@@ -59,8 +68,8 @@ def check_center(center_fn: Callable[[Sequence[torch.Tensor], Sequence[int], flo
         pooled = sums.sum(dim=0) / total
         plain = (sums / torch.tensor(counts, dtype=torch.float64).unsqueeze(1)).mean(dim=0)
         close = {name: torch.allclose(answer, value, rtol=1e-5, atol=1e-6) for name, value in (
-            ("plain", _eps_rule(plain, eps)), ("no eps", pooled), ("unsigned", _eps_rule(pooled, eps, keep_sign=False)),
-            ("zero stays", _eps_rule(pooled, eps, zero_sign=0.0)))}
+            ("plain", _eps_rule(plain, eps)), ("no eps", pooled), ("unsigned", _eps_rule(pooled, eps, "unsigned")),
+            ("zero stays", _eps_rule(pooled, eps, "torch.sign")))}
         if close["plain"] or torch.allclose(answer, plain, rtol=1e-5, atol=1e-6):
             hint = ("you averaged the clients' means: weight each client by its rows, i.e. divide the sum of "
                     "the sums by the sum of the counts")

@@ -27,17 +27,28 @@ import re
 import select
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY, check_server_files, load_ca
+from fedad_tutorial.flower.files import read_regular
 from fedad_tutorial.flower.keys import PublicKey, load_private_key, read_authorized_keys
 from fedad_tutorial.flower.latency import NOTIFY_FD
-from fedad_tutorial.flower.processes import Processes, alive, free_port, owns_port, port_in_use, reachable
+from fedad_tutorial.flower.processes import (
+    OWNER_FILE,
+    Processes,
+    alive,
+    check_port,
+    claim,
+    free_port,
+    owns_port,
+    private_state,
+    reachable,
+    remove_abandoned,
+)
 from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -80,14 +91,10 @@ def tls_args(certificates: Path | None, insecure: bool, server: bool) -> list[st
     if certificates is None:
         raise UserError(f"TLS needs {flag}; pass --insecure to run without encryption (local tests only)")
     if server:
+        check_server_files(certificates)
         files = {"--ssl-ca-certfile": CA_CERT, "--ssl-certfile": SERVER_CERT, "--ssl-keyfile": SERVER_KEY}
-        for name in files.values():
-            if not (certificates / name).is_file():
-                raise UserError(f"{certificates / name}: no such file (--certificates DIR needs {CA_CERT}, "
-                                f"{SERVER_CERT} and {SERVER_KEY})")
         return [a for flag_, name in files.items() for a in (flag_, str((certificates / name).resolve()))]
-    if not certificates.is_file():
-        raise UserError(f"{certificates}: no such file (--root-certificates needs the CA certificate)")
+    load_ca(certificates)
     return ["--root-certificates", str(certificates.resolve())]
 
 
@@ -240,23 +247,23 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
     host, port = split_address(address)
     tls = tls_args(certificates, insecure, server=True)
     keys = server_keys(certificates, insecure, authorized_keys)
-    if port_in_use(host, port):
-        raise UserError(f"port {port} on {host} is already in use (another fedad server?): choose another --address")
+    check_port(host, port)
+    root = read_regular(certificates / CA_CERT, "the CA certificate") if certificates is not None else None
     output = Path(settings.output_dir).resolve()
-    state = output.parent / f".{output.name}.flower"
-    if state.exists():
-        shutil.rmtree(state)
-    (state / "home").mkdir(parents=True)
     settings = replace(settings, output_dir=str(output))
-    app_dir = write_app(state / "app", settings)
     local = f"{_local(host)}:{port}"
-    root = (certificates / CA_CERT).resolve().read_bytes() if certificates is not None else None
-    secret_file = state / "superexec.secret"
-    secret = _secret(secret_file)
+    state = output.parent / f".{output.name}.flower"
+    remove_abandoned(state)  # a killed server's state (its secret, its logs); never a live server's
+    state.mkdir(parents=True)
     procs = Processes()
     log = state / "superlink.log"
     result: dict = {}
     try:
+        claim(state)
+        (state / "home").mkdir()
+        app_dir = write_app(state / "app", settings)
+        secret_file = state / "superexec.secret"
+        secret = _secret(secret_file)
         auth = ["--enable-supernode-auth"] if keys is not None else []
         link = procs.start(["flower-superlink", *tls, *auth, "--host", host, "--port", str(port),
                             "--isolation", "process", "--superexec-auth-secret-file", str(secret_file),
@@ -285,19 +292,31 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
                 result["summary"] = fed.summary()
 
             run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)
-        return result
-    except RuntimeError as exc:
-        where = output / "flower" if output.is_dir() else state
-        raise RuntimeError(f"{_ANSI.sub('', str(exc))} (Flower logs: {where})") from None
-    finally:
-        procs.stop()
-        secret_file.unlink(missing_ok=True)
-        if output.is_dir():  # keep Flower's logs with the run
-            target = output / "flower"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.move(str(state), str(target))
-        else:
-            shutil.rmtree(state, ignore_errors=True)
+    except RuntimeError as exc:  # the logs stay (named in the message) until the next server starts here
+        logs = _end_server(procs, state, keep=state)
+        raise RuntimeError(f"{_ANSI.sub('', str(exc))} (Flower logs: {logs})") from None
+    except BaseException:
+        _end_server(procs, state, keep=None)
+        raise
+    _end_server(procs, state, keep=output / "flower" if output.is_dir() else None)
+    return result
+
+
+def _end_server(procs: Processes, state: Path, keep: Path | None) -> Path | None:
+    """Stop the Flower processes and drop the secret; keep Flower's logs (without colour codes) at
+    ``keep`` (the run folder's ``flower/``, or the state folder itself), or remove them; return ``keep``."""
+    procs.stop()
+    (state / "superexec.secret").unlink(missing_ok=True)
+    if keep is None:
+        shutil.rmtree(state, ignore_errors=True)
+        return None
+    for log in state.glob("*.log"):  # Flower colours its log lines even in a file
+        log.write_text(_ANSI.sub("", log.read_text(errors="replace")))
+    if keep != state:
+        (state / OWNER_FILE).unlink(missing_ok=True)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.move(str(state), str(keep))
+    return keep
 
 
 class _LogWatch:
@@ -330,9 +349,13 @@ def _progress(on_round: Callable[[dict], None] | None):
 
 
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
-         wait_timeout: float, auth_key: Path | None = None, state_dir: Path | None = None,
-         say: Callable[[str], None] = print, threads: int | None = None) -> str:
-    """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary."""
+         wait_timeout: float, auth_key: Path | None = None, say: Callable[[str], None] = print,
+         threads: int | None = None) -> str:
+    """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary.
+
+    Its state (Flower's home, logs, the SuperExec secret) lives in a folder of this user's
+    :func:`~fedad_tutorial.flower.processes.state_root`, removed at the end, or by the next client if
+    this one is killed."""
     from fedad_tutorial.flower.preflight import check_server, supernode_failure
 
     tls = tls_args(root_certificates, insecure, server=False)
@@ -345,18 +368,16 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     from fedad_tutorial.threads import set_threads
 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
-    own_state = state_dir is None
-    state = Path(tempfile.mkdtemp(prefix="fedad-client-")) if own_state else Path(state_dir)
-    state.mkdir(parents=True, exist_ok=True)
-    secret_file = state / "superexec.secret"
-    secret = _secret(secret_file)
     node_config = f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)}'
     runtime_port = free_port()
     auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
     procs = Processes()
-    log = state / "supernode.log"
-    worker = notify_read = None
+    state = worker = notify_read = None
     try:
+        state = private_state("client")
+        log = state / "supernode.log"
+        secret_file = state / "superexec.secret"
+        secret = _secret(secret_file)
         notify_read, notify_write = os.pipe()  # the SuperNode writes a byte per message it stores
         env = {**flower_env(state / "home"), NOTIFY_FD: str(notify_write)}
         try:
@@ -382,10 +403,8 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
         if worker is not None:
             worker.close()
         procs.stop()
-        if own_state:
+        if state is not None:
             shutil.rmtree(state, ignore_errors=True)
-        else:
-            secret_file.unlink(missing_ok=True)
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,

@@ -4,17 +4,21 @@ Flower's SuperNode reports every connection problem the same way (it retries, th
 could not connect), with colour codes. ``fedad client`` checks the usual mistakes itself first
 and names each one: nothing listens at the address; the server speaks TLS but the client was
 told ``--insecure`` (or the reverse); the server's certificate is not signed by the given CA;
-the certificate is not valid for the address's host name. A key the server does not list is
-recognised afterwards, from the SuperNode's log (:func:`supernode_failure`).
+the certificate is not valid for the address's host name (the message lists the names it holds).
+A key the server does not list is recognised afterwards, from the SuperNode's log
+(:func:`supernode_failure`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 import time
 from pathlib import Path
 
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.flower.files import read_regular, shown
 from fedad_tutorial.flower.keys import PublicKey
 
 _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF", "PACKET_LENGTH_TOO_LONG",
@@ -22,15 +26,23 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNEXPECTED_EOF", "P
 
 
 def _connect(host: str, port: int, wait_timeout: float) -> socket.socket:
+    """A connection to ``host:port``, retried for ``wait_timeout`` s; a name that does not exist (as the
+    name servers say, not one they failed to answer for) is the user's mistake at once."""
     deadline = time.monotonic() + wait_timeout
     while True:
         try:
             return socket.create_connection((host, port), timeout=5.0)
+        except UnicodeError:
+            raise UserError(f"--server-address {shown(f'{host}:{port}')}: {host!r} is not a valid host name") from None
         except OSError as exc:
+            if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+                raise UserError(f"--server-address {shown(f'{host}:{port}')}: cannot resolve {host!r} "
+                                f"({str(exc.strerror).lower()}); check the server's name") from None
             reason = exc.strerror or type(exc).__name__
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cannot reach the fedad server at {host}:{port} within {wait_timeout:g} s "
-                                   f"({reason.lower()}): is it running, and are the address and port right?") from None
+                raise RuntimeError(f"cannot reach the fedad server at {shown(f'{host}:{port}')} within "
+                                   f"{wait_timeout:g} s ({reason.lower()}): is it running, and are the address and "
+                                   "port right?") from None
         time.sleep(0.5)
 
 
@@ -49,14 +61,16 @@ def check_server(host: str, port: int, root_certificates: Path | None, wait_time
                 raise RuntimeError(f"the fedad server at {address} uses TLS: give --root-certificates CA.crt "
                                    "and --auth-key KEYFILE instead of --insecure")
             return
-        context = ssl.create_default_context(cafile=str(root_certificates))
+        # the CA's certificate is checked here (it is read once, as a regular file: never a FIFO that blocks)
+        context = ssl.create_default_context(cadata=read_regular(root_certificates, "the CA certificate").decode(
+            errors="replace"))
+        context.check_hostname = False  # the names are compared below, so the message can list them
         try:
-            with context.wrap_socket(sock, server_hostname=host):
-                return
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                presented = tls.getpeercert()
+            _check_names(presented, host, address)
+            return
         except ssl.SSLCertVerificationError as exc:
-            if exc.verify_code == 62 or "mismatch" in str(exc.verify_message).lower():
-                raise RuntimeError(f"the certificate of the fedad server at {address} is not valid for the name "
-                                   f"{host!r}: connect with a name its certificate lists") from None
             raise RuntimeError(f"the certificate of the fedad server at {address} is not signed by "
                                f"{root_certificates} ({exc.verify_message}): wrong --root-certificates?") from None
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
@@ -67,6 +81,33 @@ def check_server(host: str, port: int, root_certificates: Path | None, wait_time
             raise RuntimeError(f"the TLS handshake with the fedad server at {address} failed ({reason})") from None
     finally:
         sock.close()
+
+
+def _check_names(presented: dict, host: str, address: str) -> None:
+    """The rule TLS clients apply (RFC 6125): an IP address must be listed as one, a name as a DNS name
+    (a ``*.`` wildcard covers one label); a mismatch names what the certificate lists."""
+    listed = [(kind, value) for kind, value in presented.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
+    try:
+        wanted = ipaddress.ip_address(host)
+    except ValueError:
+        wanted = None
+    for kind, value in listed:
+        if wanted is not None and kind == "IP Address" and ipaddress.ip_address(value.strip()) == wanted:
+            return
+        if wanted is None and kind == "DNS" and _dns_match(value, host):
+            return
+    names = ", ".join(value.strip() for _, value in listed) or "no names"
+    raise RuntimeError(f"the certificate of the fedad server at {address} is not valid for the name {host!r}: "
+                       f"it lists {names}; connect with one of those, or make certificates for {host} with "
+                       f"`fedad certs --host {host}`")
+
+
+def _dns_match(pattern: str, host: str) -> bool:
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        first, _, rest = host.partition(".")
+        return bool(first) and rest == pattern[2:]
+    return pattern == host
 
 
 def supernode_failure(log_tail: str, address: str, key: PublicKey | None, code: int | None) -> str:

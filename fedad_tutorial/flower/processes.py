@@ -9,21 +9,34 @@ Three layers, so that no SuperLink or SuperNode is left behind however the comma
 - each child runs in its own session, so a Ctrl-C in the terminal reaches only the command,
   which then stops its children in order.
 
-Ports: :func:`port_in_use` refuses to start a SuperLink on a port another process holds, and
-:func:`owns_port` checks that the process listening on a port is the one we started, so a
-command never talks to somebody else's SuperLink.
+Ports: :func:`check_port` refuses to start a SuperLink on a port another process holds (or on
+an address that does not resolve or is not this machine's), and :func:`owns_port` checks that the
+process listening on a port is the one we started, so a command never talks to somebody else's
+SuperLink.
+
+State: what a command keeps while it runs (Flower's home, logs, the SuperExec secret) lives in a
+folder stamped with its owner (:func:`claim`); a folder whose owner is gone (a ``kill -9``, a power
+cut) is removed by the next command that looks there (:func:`remove_abandoned`). A client's state
+lives under one per-user folder (:func:`state_root`), never in a shared ``/tmp`` name.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from fedad_tutorial.errors import UserError
+from fedad_tutorial.flower.files import shown
 
 _PR_SET_PDEATHSIG = 1
 
@@ -114,16 +127,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def port_in_use(host: str, port: int) -> bool:
-    """Whether binding ``host:port`` fails (another process listens there)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
+def check_port(host: str, port: int) -> None:
+    """A one-line :class:`UserError` unless a server could listen on ``host:port`` now: the host
+    must resolve, be an address of this machine, and the port be free (and allowed) on every address
+    the name resolves to (``localhost`` may be both 127.0.0.1 and ::1)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
+        raise UserError(f"--address {shown(f'{host}:{port}')}: cannot resolve {host!r} ({str(reason).lower()}); "
+                        "give an address or name of this machine") from None
+    failures = []
+    for family, kind, proto, _, where in addresses:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            try:
+                s.bind(where)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise UserError(f"port {port} on {shown(host)} is already in use (another fedad server?): "
+                                    "choose another --address") from None
+                failures.append(exc)
+    if len(failures) < len(addresses):
+        return  # free wherever this machine has the address
+    exc = failures[0]
+    if exc.errno == errno.EADDRNOTAVAIL:
+        raise UserError(f"--address {shown(f'{host}:{port}')}: {shown(host)} is not an address of this "
+                        "machine; give one of its own (or 0.0.0.0 for every interface)")
+    reason = (exc.strerror or str(exc)).lower()
+    raise UserError(f"--address {shown(f'{host}:{port}')}: cannot listen there ({reason})")
 
 
 def reachable(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -163,3 +195,76 @@ def owns_port(pid: int, port: int) -> bool:
         if target.startswith("socket:[") and target[8:-1] in inodes:
             return True
     return False
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), so a reused pid is not taken
+    for the process that stamped a folder; ``None`` if it does not run."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+OWNER_FILE = "owner"
+
+
+def claim(folder: Path) -> None:
+    """Stamp ``folder`` with this process as its owner (pid and start time)."""
+    (folder / OWNER_FILE).write_text(f"{os.getpid()} {_started(os.getpid())}\n")
+
+
+def owner(folder: Path) -> int | None:
+    """The pid of the live process that claimed ``folder``, or ``None`` if it is gone (or never claimed it)."""
+    try:
+        pid_text, started = (folder / OWNER_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) and _started(pid) == started else None
+
+
+def remove_abandoned(folder: Path) -> None:
+    """Remove ``folder`` if it exists and was claimed by a process that is gone; a one-line
+    :class:`UserError` if its owner still runs, or if it is anything else (never fedad's to delete)."""
+    if not os.path.lexists(folder):
+        return
+    if folder.is_symlink() or not folder.is_dir() or not (folder / OWNER_FILE).is_file():
+        raise UserError(f"{shown(folder)}: exists, but is not a state folder left by a fedad command; "
+                        "move it away")
+    pid = owner(folder)
+    if pid is not None:
+        raise UserError(f"{shown(folder)}: in use by another fedad command (pid {pid}); wait for it or stop it")
+    shutil.rmtree(folder)
+
+
+def state_root() -> Path:
+    """This user's folder for running commands' state: ``$XDG_RUNTIME_DIR/fedad`` if the session has
+    one, else ``fedad-UID`` in the temporary folder; mode 700, owned by this user, not a symlink."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
+    root = base / ("fedad" if base == Path(runtime) else f"fedad-{os.getuid()}")
+    try:
+        root.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise UserError(f"{root}: not a private folder of this user (mode 700); remove it or set "
+                        "XDG_RUNTIME_DIR to one")
+    return root
+
+
+def private_state(kind: str) -> Path:
+    """A new state folder for this process under :func:`state_root`, claimed by it; the folders of
+    ``kind`` whose owners are gone are removed first."""
+    root = state_root()
+    claimed_hidden = [f for f in root.glob(f".{kind}-*") if (f / OWNER_FILE).exists()]  # being named, or left so
+    for folder in [*root.glob(f"{kind}-*"), *claimed_hidden]:
+        if owner(folder) is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{kind}-{os.getpid()}-", dir=root))
+    claim(staging)  # before it carries a name the clean-up above looks at
+    folder = root / staging.name[1:]
+    staging.rename(folder)
+    return folder

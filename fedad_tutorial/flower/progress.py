@@ -1,8 +1,9 @@
 """What ``fedad server`` shows while it runs: a bar for the clients it waits for, then one for the rounds.
 
 The bars are the command line's (:func:`~fedad_tutorial.progress.progress_bar`: stderr, shown once a
-step has lasted a couple of seconds), the per-round table to stdout (through ``tqdm.write``, so a bar is
-never torn by a table line); with ``quiet``, nothing but the table's absence changes: no bar at all.
+step has lasted a couple of seconds, plain lines now and then when stderr is no terminal), the
+per-round table to stdout (through the bar's ``write``, so a bar is never torn by a table line);
+``quiet`` hides the progress, never the table.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ class ServerProgress:
     def _tqdm(self, total: int, desc: str, unit: str):
         from fedad_tutorial.progress import progress_bar
 
-        return progress_bar(total, desc, unit)
+        return progress_bar(total, desc, unit, self.quiet)
 
     def count(self, connected: int) -> None:
         """``connected`` nodes are there (called while the server waits for them)."""
-        if self.quiet:
-            return
         if self.clients is None:
             self.clients = self._tqdm(total=self.min_clients, desc="clients", unit="client")
         self.clients.n = min(connected, self.min_clients)
@@ -34,8 +33,6 @@ class ServerProgress:
 
     def round(self, means: dict) -> None:
         """Round ``means["round"]`` is evaluated: advance the bar and print its table line."""
-        if self.quiet:
-            return
         if self.clients is not None:
             self.clients.close()
             self.clients = None

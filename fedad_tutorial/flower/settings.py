@@ -18,10 +18,10 @@ from dataclasses import Field, dataclass, fields, replace
 import numpy as np
 from flwr.app import ConfigRecord
 
-from fedad_tutorial.config import PARAMS
+from fedad_tutorial.config import PARAMS, FederatedConfig
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.federated import RECOMMENDED, FederatedConfig
 from fedad_tutorial.models import ModelSpec
+from fedad_tutorial.params import FLOWER, TEST_FRACTION, check
 from fedad_tutorial.scaling import Scaler
 from fedad_tutorial.training import LocalTraining
 
@@ -73,7 +73,7 @@ def _parse(f: Field, raw, where: str):
     return raw
 
 
-def config_from_flat(values: Mapping, where: str, base: FederatedConfig = RECOMMENDED) -> FederatedConfig:
+def config_from_flat(values: Mapping, where: str, base: FederatedConfig = FederatedConfig()) -> FederatedConfig:
     """The configuration whose flat form is in ``values`` (other keys are not looked at); fields
     missing from ``values`` keep ``base``'s. A value out of range: :class:`UserError`."""
     given = {f.name: _parse(f, values[key(f.name)], where) for f in fields(FederatedConfig) if key(f.name) in values}
@@ -86,22 +86,20 @@ class FlowerRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class FlowerSettings:
-    """A Flower run: the federated configuration plus what only a real deployment needs."""
+    """A Flower run: the federated configuration plus what only a real deployment needs. The defaults
+    are the command line's (declared once, in :mod:`fedad_tutorial.params`)."""
 
-    config: FederatedConfig = RECOMMENDED  # the command line's defaults (frozen, so safe to share)
-    test_fraction: float = 0.3
-    min_clients: int = 2
-    wait_timeout: float = 120.0  # seconds to wait for ``min_clients`` nodes to connect
-    round_timeout: float = 300.0  # seconds to wait for the replies of one message round
+    config: FederatedConfig = FederatedConfig()  # the command line's defaults (frozen, so safe to share)
+    test_fraction: float = TEST_FRACTION.default
+    min_clients: int = FLOWER["min_clients"].default
+    wait_timeout: float = FLOWER["wait_timeout"].default  # seconds to wait for ``min_clients`` nodes to connect
+    round_timeout: float = FLOWER["round_timeout"].default  # seconds to wait for the replies of one message round
     output_dir: str = ""  # run folder to write ("" = do not write)
 
     def __post_init__(self) -> None:
-        if not 0 < self.test_fraction < 1:
-            raise UserError(f"test fraction must be between 0 and 1, got {self.test_fraction}")
-        if self.min_clients < 1:
-            raise UserError(f"min clients must be at least 1, got {self.min_clients}")
-        if not (self.wait_timeout > 0 and self.round_timeout > 0):
-            raise UserError("timeouts must be positive")
+        check("test_fraction", self.test_fraction)
+        for name in FLOWER:
+            check(name, getattr(self, name))
 
     # Flower's run config is a flat mapping of scalars: one key per field of the configuration and of this class.
     def to_run_config(self) -> dict[str, Scalar]:

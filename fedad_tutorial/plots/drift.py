@@ -57,11 +57,23 @@ def plot_drift_tests(tests: dict[str, pd.DataFrame], window: int, drift_at: int,
 
 
 def plot_adaptation(timelines: dict[str, dict[str, pd.DataFrame]], window: int, drift_at: int,
-                    recent: tuple[int, int]) -> Figure:
-    """Per node (one panel each), the false-alarm rate per window under each adaptation strategy."""
+                    recent: tuple[int, int], adapt_from: int | None = None) -> Figure:
+    """Per node (one panel each), the false-alarm rate per window under each adaptation strategy.
+
+    With ``adapt_from``, the windows before it (where every strategy is still the original detector,
+    so the lines would hide each other) are drawn once, in grey, and each strategy from there on.
+    """
     fig, axes = new_figure(1, len(timelines), sharey=True, squeeze=False)
     for ax, (node, strategies) in zip(axes[0], timelines.items(), strict=True):
+        shared = None
+        if adapt_from is not None:
+            first = next(iter(strategies.values()))
+            shared = first[first["start"] < adapt_from]
+            ax.plot(shared["start"] + window / 2, shared["false_alarm_rate"], color="grey", marker="o", ms=3,
+                    label="before adaptation (every strategy)")
         for strategy, tab in strategies.items():
+            if shared is not None:  # start each line at the last shared point, so it continues the grey one
+                tab = tab[tab["start"] >= shared["start"].max()]
             ax.plot(tab["start"] + window / 2, tab["false_alarm_rate"], marker="o", ms=3, label=strategy)
         ax.axvline(drift_at, color="black", ls=":", lw=1)
         ax.axvspan(*recent, color="tab:orange", alpha=0.1, label="recent window (adaptation data)")

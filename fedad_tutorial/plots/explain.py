@@ -49,12 +49,18 @@ def plot_alarm_tables(tables: dict[str, pd.DataFrame], title: str) -> Figure:
     fig, axes = new_figure(2, 2, 12, 7)
     for ax, (name, table) in zip(axes.ravel(), tables.items(), strict=True):
         plot_alarm(table, ax=ax, title=name)
+        # four panels share the width of one figure: a single alarm's small print would be too small here
+        ax.tick_params(axis="y", labelsize=10)
+        ax.title.set_fontsize(11)
+        for text in ax.texts:
+            text.set_fontsize(9)
     fig.suptitle(title)
     return fig
 
 
-#: The columns of notebook 12's explanation table drawn by :func:`plot_explanation_hits`, in bar order.
-EXPLANATION_SCORES = ["chance hit@3", "hit@3 relative", "precision@3 raw", "precision@3 relative",
+#: The columns of notebook 12's explanation table drawn by :func:`plot_explanation_hits`, in bar order (its
+#: two-level columns, such as ``("hit@3", "chance")``, joined by a space).
+EXPLANATION_SCORES = ["hit@3 chance", "hit@3 relative", "precision@3 raw", "precision@3 relative",
                       "precision@3 grad x input"]
 
 
@@ -63,14 +69,17 @@ def plot_explanation_hits(explained: pd.DataFrame) -> Figure:
     share of them are (precision@3, per ranking), next to the hit rate of metrics drawn at random (grey).
 
     ``explained``: one row per anomaly type with an ``alarms`` count and the columns of
-    :data:`EXPLANATION_SCORES`. The chance bars matter: when an anomaly changes many metrics, a random
-    pick hits too.
+    :data:`EXPLANATION_SCORES` (or two-level columns that join into them, ``("", "alarms")`` for the count).
+    The chance bars matter: when an anomaly changes many metrics, a random pick hits too.
     """
     from fedad_tutorial.data import ANOMALY_TYPES
 
+    if isinstance(explained.columns, pd.MultiIndex):
+        explained = explained.set_axis([" ".join(c).strip() for c in explained.columns], axis=1)
+
     kinds = [k for k in ANOMALY_TYPES if k in explained.index]
     return bar_figure(explained.loc[kinds, EXPLANATION_SCORES].T.astype(float), size=(10, 4.2), width=0.16,
-                      bar_labels="%.2f", colors={"chance hit@3": "lightgrey"}, legend=dict(loc="upper center", ncol=3),
+                      bar_labels="%.2f", colors={"hit@3 chance": "lightgrey"}, legend=dict(loc="upper center", ncol=3),
                       tick_labels=[f"{k}\n(n={int(explained.loc[k, 'alarms'])})" for k in kinds], ylim=(0, 1.3),
                       xlabel="anomaly type of the alarm", ylabel="share of true alarms",
                       title="Do an alarm's top metrics include the metrics the anomaly changed?")

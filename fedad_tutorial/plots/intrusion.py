@@ -48,6 +48,10 @@ def plot_server_features(servers: Sequence, features: Sequence[str]) -> Figure:
     return fig
 
 
+_STYLES = ("-", "--", "-.", (0, (8, 2)), (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = ("o", "s", "^", "D", "v")
+
+
 def plot_price_of_recall(recalls: np.ndarray, prices: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]],
                          title: str, named_ticks: Sequence[float] = (2, 5, 10, 20, 30, 50, 70)) -> Figure:
     """Alarms per 10,000 connections (log) each detector needs to catch each share of the attacks, one panel
@@ -58,8 +62,11 @@ def plot_price_of_recall(recalls: np.ndarray, prices: dict[str, tuple[np.ndarray
     """
     fig, axes = new_figure(1, len(prices), 12, 4.5, squeeze=False)
     for k, (ax, (name, (labels, curves))) in enumerate(zip(axes[0], prices.items(), strict=True)):
-        for detector, curve in curves.items():
-            ax.plot(recalls, curve, lw=2, label=detector)
+        # detectors whose curves coincide (the autoencoder and the norm) stay visible: each has its own dash
+        # pattern and marker, and the later, thinner lines are drawn over the earlier, thicker ones
+        for j, (detector, curve) in enumerate(curves.items()):
+            ax.plot(recalls, curve, lw=3.2 - 0.6 * j, ls=_STYLES[j % len(_STYLES)], marker=_MARKERS[j % len(_MARKERS)],
+                    ms=5, markevery=(j, len(curves) + 1), label=detector)
         ax.plot(recalls, recalls * 1e4 * labels.mean(), ls=":", color="black",
                 label="the attacks caught themselves (a perfect detector)")
         ax.set(yscale="log", xlabel="share of the attacks caught (recall)", ylabel="alarms per 10,000 connections",

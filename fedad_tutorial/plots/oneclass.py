@@ -49,7 +49,12 @@ def plot_collapse(losses: pd.DataFrame, scores: dict[str, np.ndarray], labels: n
     division); a working model's scores spread over decades, the anomalies on the right.
     """
     names = list(scores)
-    fig, axes = new_figure(1, 1 + len(names), width=4.2 * (1 + len(names)), height=3.8)
+    # two columns, so that each panel keeps legible tick labels when a notebook shrinks the figure to its width
+    rows = (len(names) + 2) // 2
+    fig, grid = new_figure(rows, 2, width=10.0, height=3.6 * rows, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[1 + len(names):]:
+        ax.set_visible(False)
     for name in names:
         axes[0].plot(losses.index, losses[name], marker="o", ms=3, label=name)
     axes[0].set(yscale="log", xlabel="epoch", ylabel="mean training loss (squared distance)",
@@ -57,7 +62,7 @@ def plot_collapse(losses: pd.DataFrame, scores: dict[str, np.ndarray], labels: n
     axes[0].legend(frameon=False, fontsize=8)
     axes[0].grid(alpha=0.3)
     y = np.asarray(labels).astype(bool)
-    for ax, name in zip(axes[1:], names, strict=True):
+    for ax, name in zip(axes[1:1 + len(names)], names, strict=True):
         s = np.asarray(scores[name], dtype=np.float64)
         relative = np.log10(np.maximum(s / max(float(np.median(s)), np.finfo(float).tiny), 1e-3))
         bins = np.linspace(-3, 4, 57)

@@ -57,12 +57,15 @@ def plot_stream(stream, steps_per_day: int, train_days: int, profile: np.ndarray
 
 
 def plot_event_recall(by_kind: pd.DataFrame, table: pd.DataFrame) -> Figure:
-    """Event recall per event kind and detector; point- vs event-level recall per detector."""
+    """Event recall per event kind and detector; point- vs event-level recall per detector.
+
+    ``table`` has two-level columns: ``("windows", "recall")`` and ``("events", "recall")`` among them.
+    """
     fig, (left, right) = new_figure(1, 2, 11, 4)
     plot_grouped_bars(by_kind, left, xlabel="event kind", ylabel="event recall",
                       title="which events each detector finds", ylim=(0, 1.05))
     left.legend(frameon=False, fontsize=8)
-    plot_grouped_bars(table[["point recall", "event recall"]], right,
+    plot_grouped_bars(table[[("windows", "recall"), ("events", "recall")]], right,
                       tick_labels=["point level (per window)", "event level"], ylabel="recall",
                       title="the same alarms, counted two ways", ylim=(0, 1.05))
     return fig
