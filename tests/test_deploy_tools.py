@@ -9,12 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import ssl
-import threading
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from tls_listener import TLSServer
 
 from fedad_tutorial.cli import main
 from fedad_tutorial.errors import UserError
@@ -226,35 +225,9 @@ def test_server_files_are_checked_before_anything_starts(tmp_path, capsys):
 
 # --- the client's look at the server's certificate ----------------------------------------------------------
 
-class _Listener:
-    """A one-thread TLS listener with ``certs``' server certificate."""
-
-    def __init__(self, certs: Path) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(certs / "server.pem", certs / "server.key")
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                conn = self.context.wrap_socket(conn, server_side=True)
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-
 def test_a_client_names_what_the_certificate_holds_and_what_it_asked_for(tmp_path):
     certs = generate_certificates(tmp_path / "certs", ["localhost", "server.example.org"]).folder
-    listener = _Listener(certs)
+    listener = TLSServer(certs)
     check_server("localhost", listener.port, certs / "ca.crt", 5)  # a listed name: fine
     with pytest.raises(RuntimeError) as info:
         check_server("127.0.0.1", listener.port, certs / "ca.crt", 5)

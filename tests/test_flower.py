@@ -10,10 +10,8 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from dataclasses import replace
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tls_listener import TLSServer
 
 from fedad_tutorial.cli import main
 from fedad_tutorial.csvio import read_node_csv, write_node_csv
@@ -225,43 +224,11 @@ def test_server_refuses_a_busy_port(tls, tmp_path, capsys):
     assert not (tmp_path / "run").exists() and not (tmp_path / ".run.flower").exists()
 
 
-class _TLSServer:
-    """A one-thread TLS (or plain HTTP) listener, to check the client's pre-flight messages."""
-
-    def __init__(self, certs: Path | None, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket()
-        self.sock.bind((host, 0))
-        self.sock.listen()
-        self.port = self.sock.getsockname()[1]
-        self.context = None
-        if certs is not None:
-            self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.context.load_cert_chain(certs / "server.pem", certs / "server.key")
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                if self.context is not None:
-                    conn = self.context.wrap_socket(conn, server_side=True)
-                else:
-                    conn.recv(100)
-                    conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\n")
-            except (OSError, ssl.SSLError):
-                pass
-            finally:
-                conn.close()
-
-
 def test_client_preflight_names_each_connection_mistake(tls, tmp_path):
     from fedad_tutorial.flower.preflight import check_server
 
     other = generate_test_certificates(tmp_path / "other")
-    secure, plain = _TLSServer(tls), _TLSServer(None)
+    secure, plain = TLSServer(tls), TLSServer(None)
     check_server("127.0.0.1", secure.port, tls / "ca.crt", 5)  # the right CA: fine
     check_server("127.0.0.1", plain.port, None, 5)
     cases = [(secure.port, other / "ca.crt", "not signed by"), (secure.port, None, "uses TLS"),
@@ -270,7 +237,7 @@ def test_client_preflight_names_each_connection_mistake(tls, tmp_path):
         with pytest.raises(RuntimeError, match=message) as info:
             check_server("127.0.0.1", port, root, 1)
         assert f"127.0.0.1:{port}" in str(info.value) and "\x1b" not in str(info.value)
-    elsewhere = _TLSServer(tls, "127.0.0.2")  # the certificate lists 127.0.0.1 and localhost only
+    elsewhere = TLSServer(tls, "127.0.0.2")  # the certificate lists 127.0.0.1 and localhost only
     with pytest.raises(RuntimeError, match="not valid for the name '127.0.0.2'"):
         check_server("127.0.0.2", elsewhere.port, tls / "ca.crt", 1)
 
