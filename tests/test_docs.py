@@ -1,12 +1,14 @@
 """The commands the README and docs/*.md show are the commands that run: each block is executed as written.
 
-Every fenced ``bash``, ``sh`` and ``python`` block of README.md and docs/*.md is read from the Markdown when
-the tests are collected (never copied here) and becomes one test, run in a fresh temporary folder with this
-checkout's ``fedad`` and ``python`` first on PATH, so what a block writes (data, runs, keys) lands there.
-A shell block runs under ``bash -e -o pipefail``: the first failing command fails the test.
+Every fenced ``bash``, ``sh`` and ``python`` block of README.md and docs/*.md, at any indentation (a block in a
+numbered list loses the list's indentation), is read from the Markdown when the tests are collected (never
+copied here) and becomes one test, run in a fresh temporary folder with this checkout's ``fedad`` and
+``python`` first on PATH, so what a block writes (data, runs, keys) lands there. A shell block runs under
+``bash -e -o pipefail``: the first failing command fails the test. Blocks in other languages (``toml``,
+``text``) are not code and are not counted.
 
-An HTML comment on the line right before a block says how to run it (invisible on GitHub); clauses are
-separated by ``;``:
+An HTML comment on the line right before a block (indented like the block) says how to run it (invisible on
+GitHub); clauses are separated by ``;``:
 
 - ``<!-- docs-test: skip REASON -->``: not executed (installing packages, for one); counted apart, and kept
   few (:data:`MAX_SKIPPED`);
@@ -14,35 +16,50 @@ separated by ``;``:
 - ``<!-- docs-test: background PREFIX, PREFIX -->``: commands starting with one of the prefixes (``fedad
   server``, ``fedad client``) start in the background; the next command that is not one of them, and the
   end of the block, first waits for them all and fails if one failed;
-- ``<!-- docs-test: port N -->``: every ``:N`` in the block becomes ``:FREE``, a port free on this machine,
-  so that a server the block starts never meets another one.
+- ``<!-- docs-test: section -->``: this block and the blocks after it up to the next heading run as one test,
+  one after the other in one ``bash`` session and one folder, as a reader types them into one terminal:
+  variables they export and processes they start with ``&`` live on into the next blocks. The later blocks
+  carry no comment of their own (this one's clauses hold for them all) and must be shell;
+- ``<!-- docs-test: port N M ... -->``: every number ``N`` (and ``M``, ...) in the block, or in its section,
+  becomes a port free on this machine (the same one wherever ``N`` appears), so that a server the block
+  starts never meets another one.
+
+When a test ends (passed, failed or after :data:`TIMEOUT`), every process its blocks started is killed: the
+whole process group, and the descendants of its members that started sessions of their own.
 
 ``python tests/test_docs.py`` prints which blocks run and which are skipped (blocks run / blocks present).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from fedad_tutorial.flower.processes import alive, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LANGUAGES = {"bash": "shell", "sh": "shell", "python": "python"}
 #: Blocks that may be marked ``skip``: installation, and little else.
 MAX_SKIPPED = 2
-#: Seconds a block may run (the deployment block starts a server and two clients and trains 10 rounds).
+#: Seconds one test may run (the deployment block starts a server and two clients and trains 10 rounds; the
+#: plain-Flower section starts a Python process per Flower message).
 TIMEOUT = 900
 
-_FENCE = re.compile(r"^```(\w*)[^\n]*$")
+_FENCE = re.compile(r"^(\s*)```(\w*)[^\n]*$")
 _MARKER = re.compile(r"^<!--\s*docs-test:\s*(.*?)\s*-->$")
+_HEADING = re.compile(r"^#{1,6}\s")
 
 
 @dataclass
@@ -56,7 +73,9 @@ class Block:
     skip: str | None = None  # the reason it is not executed
     slow: bool = False
     background: tuple[str, ...] = ()
-    port: int | None = None
+    ports: tuple[int, ...] = ()
+    section: bool = False  # it and the rest of its section run as one test
+    heading: int = 0  # line of the heading it stands under (0: none)
     clauses: list[str] = field(default_factory=list)
 
     @property
@@ -77,7 +96,9 @@ def _parse_marker(block: Block, marker: str) -> None:
         elif word == "background":
             block.background = tuple(p.strip() for p in rest.split(",") if p.strip())
         elif word == "port":
-            block.port = int(rest)
+            block.ports = tuple(int(n) for n in rest.split())
+        elif word == "section":
+            block.section = True
         else:
             raise ValueError(f"{block.id}: unknown docs-test clause {clause!r}")
         block.clauses.append(clause)
@@ -86,17 +107,20 @@ def _parse_marker(block: Block, marker: str) -> None:
 def blocks(path: Path) -> list[Block]:
     """The ``bash``/``sh``/``python`` blocks of one Markdown file, with their markers."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    found, i = [], 0
+    found, i, heading = [], 0, 0
     while i < len(lines):
+        if _HEADING.match(lines[i]):
+            heading = i + 1
         fence = _FENCE.match(lines[i])
         if not fence:
             i += 1
             continue
-        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        if fence.group(1) in LANGUAGES:
-            block = Block(path, i + 1, LANGUAGES[fence.group(1)], "\n".join(lines[i + 1:end]) + "\n")
-            before = lines[i - 1].strip() if i > 0 else ""
-            marker = _MARKER.match(before)
+        indent = fence.group(1)
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```"))
+        if fence.group(2) in LANGUAGES:
+            body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1:end]]
+            block = Block(path, i + 1, LANGUAGES[fence.group(2)], "\n".join(body) + "\n", heading=heading)
+            marker = _MARKER.match(lines[i - 1].strip() if i > 0 else "")
             if marker:
                 _parse_marker(block, marker.group(1))
             found.append(block)
@@ -104,17 +128,42 @@ def blocks(path: Path) -> list[Block]:
     return found
 
 
+def runs(found: list[Block]) -> list[list[Block]]:
+    """The tests: one per block, but a ``section`` block takes the blocks after it under the same heading."""
+    out: list[list[Block]] = []
+    for block in found:
+        first = out[-1][0] if out else None
+        if first and first.section and (first.path, first.heading) == (block.path, block.heading):
+            if block.clauses or block.language != "shell":
+                raise ValueError(f"{block.id} runs in the section of {first.id}: it must be shell, with no "
+                                 "docs-test comment of its own")
+            out[-1].append(block)
+        else:
+            out.append([block])
+    return out
+
+
 ALL = [b for path in DOCUMENTS for b in blocks(path)]
+RUNS = runs(ALL)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` different ports free on this machine (all held open at once, so none is given twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def shell_script(block: Block) -> str:
-    """The block as bash runs it: background commands started with ``&`` and waited for as the marker says."""
+    """The block as bash runs it: as written, or with its ``background`` commands started with ``&`` and
+    waited for as the marker says."""
+    if not block.background:
+        return block.text
     logical, current = [], ""
     for line in block.text.splitlines():
         current += line
@@ -124,7 +173,7 @@ def shell_script(block: Block) -> str:
         logical.append(current)
         current = ""
     waiting = 'for p in $__bg; do wait "$p"; done; __bg=""'
-    out = ["set -e -o pipefail", '__bg=""']
+    out = ['__bg=""']
     for command in logical:
         stripped = command.strip()
         if not stripped or stripped.startswith("#"):
@@ -152,49 +201,81 @@ def _environment(bin_dir: Path) -> dict[str, str]:
     return env
 
 
-def run_block(block: Block, workdir: Path) -> subprocess.CompletedProcess:
-    """Run ``block`` in ``workdir``; the whole process group is ended if it outlives :data:`TIMEOUT`."""
-    text = block.text if block.port is None else block.text.replace(f":{block.port}", f":{_free_port()}")
-    block = Block(block.path, block.line, block.language, text, background=block.background)
-    env = _environment(workdir / ".bin")
-    if block.language == "python":
-        argv = [sys.executable, "-c", block.text]
-    else:
-        argv = ["bash", "-c", shell_script(block)]
-    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\n(killed after {TIMEOUT} s)"
-    finally:
-        try:  # what the block left running (a server whose clients failed) ends with it
-            os.killpg(proc.pid, signal.SIGKILL)
+def _kill_all(group: int) -> None:
+    """SIGKILL process group ``group`` and every descendant of its members, also those in sessions of their
+    own (Flower's SuperLink starts its SuperExec so): they are found while their parents still live."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.getpgid(int(entry.name)) == group:
+                members.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    pids = {pid for member in members for pid in (member, *descendants(member))}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    deadline = time.monotonic() + 10  # SIGKILL takes effect when the process is next scheduled
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-def _param(block: Block):
-    marks = [pytest.mark.slow] if block.slow else []
-    if block.skip:
-        marks.append(pytest.mark.skip(reason=f"docs-test: skip {block.skip}"))
-    return pytest.param(block, id=block.id, marks=marks)
+def run_blocks(run: list[Block], workdir: Path) -> subprocess.CompletedProcess:
+    """Run the blocks of one test in ``workdir``, one shell session for a section; whatever they started is
+    killed when the last one ends, or after :data:`TIMEOUT` seconds."""
+    free = {str(port): str(new) for port, new in zip(run[0].ports, _free_ports(len(run[0].ports)), strict=True)}
+    run = [dataclasses.replace(b, text=re.sub(r"\d+", lambda n: free.get(n.group(), n.group()), b.text))
+           for b in run]
+    env = _environment(workdir / ".bin")
+    if run[0].language == "python":
+        argv = [sys.executable, "-c", run[0].text]
+    else:
+        script = "".join(f"echo '--- docs-test: {b.id}' >&2\n{shell_script(b)}" for b in run)
+        argv = ["bash", "-c", "set -e -o pipefail\n" + script]
+    # Files, not pipes: a process left in the background would hold a pipe open and stall the reading.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                text=True, start_new_session=True)
+        note = ""
+        try:
+            proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            note = f"\n(killed after {TIMEOUT} s)"
+        finally:  # what the blocks left running (a SuperLink, a server whose clients failed) ends with them
+            _kill_all(proc.pid)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read() + note)
 
 
-@pytest.mark.parametrize("block", [_param(b) for b in ALL])
-def test_documented_block_runs(block, tmp_path):
-    result = run_block(block, tmp_path)
-    assert result.returncode == 0, (f"{block.id} ({block.language} block) failed with exit code "
-                                    f"{result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+def _param(run: list[Block]):
+    first = run[0]
+    marks = [pytest.mark.slow] if first.slow else []
+    if first.skip:
+        marks.append(pytest.mark.skip(reason=f"docs-test: skip {first.skip}"))
+    return pytest.param(run, id=first.id, marks=marks)
+
+
+@pytest.mark.parametrize("run", [_param(r) for r in RUNS])
+def test_documented_block_runs(run, tmp_path):
+    result = run_blocks(run, tmp_path)
+    logs = "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}"
+                   for log in sorted(tmp_path.glob("*.log")))
+    assert result.returncode == 0, (f"{run[0].id} ({run[0].language}, {len(run)} block(s)) failed with exit code "
+                                    f"{result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}{logs}")
 
 
 def test_every_block_is_found_and_few_are_skipped():
-    """The harness sees the documents' blocks (an empty list would pass every test above vacuously)."""
+    """The harness sees the documents' blocks (an empty list would pass every test above vacuously), also
+    those indented in a list, and the plain-Flower steps run together."""
     assert [b for b in ALL if b.path.name == "README.md" and b.language == "python"], "README's Python snippet"
     assert any("fedad server" in b.text for b in ALL), "the deployment block"
+    (plain,) = [r for r in RUNS if any(b.text.startswith("flower-superlink") for b in r)]
+    assert plain[0].section and plain[0].slow and len(plain[0].ports) == 3
+    assert any(b.text.startswith("flwr run") for b in plain) and any("kill" in b.text for b in plain)
     skipped = [b.id for b in ALL if b.skip]
     assert len(skipped) <= MAX_SKIPPED, f"too many blocks are not executed: {skipped}"
 
@@ -241,18 +322,56 @@ def test_the_shell_harness_backgrounds_and_waits(tmp_path):
     (block,) = blocks(path)
     assert block.background == ("timeout", "touch") and block.language == "shell"
     (tmp_path / "ok").mkdir()
-    assert run_block(block, tmp_path / "ok").returncode == 0
+    assert run_blocks([block], tmp_path / "ok").returncode == 0
     failing = Block(path, 1, "shell", "false\nsleep 0.1\n", background=("false",))
     (tmp_path / "bad").mkdir()
-    assert run_block(failing, tmp_path / "bad").returncode != 0
+    assert run_blocks([failing], tmp_path / "bad").returncode != 0
+
+
+def test_a_section_runs_as_one_session_and_leaves_nothing_running(tmp_path):
+    """Indented blocks lose the list's indentation; a ``section`` runs its blocks in one shell (a variable
+    and a background process live on), gives each ``port`` one free port throughout, and when it ends
+    (here by failing) its processes are killed, also one that started a session of its own."""
+    doc = ("# Steps\n\n1. Start:\n\n"
+           "   <!-- docs-test: section; port 9093 9094 -->\n   ```bash\n"
+           "   export GREETING=hello\n"
+           "   sh -c 'setsid sleep 300 & echo $! > inner; wait' &\n"
+           "   echo $! > outer\n"
+           "   echo 9093 9094 localhost:9093 > ports\n   ```\n\n"
+           "   ```toml\n   [not]\n   code = true\n   ```\n\n"
+           "2. Use:\n\n   ```bash\n"
+           "   timeout 20 sh -c 'until [ -s inner ]; do sleep 0.05; done'\n"
+           "   test \"$GREETING\" = hello && jobs -p | grep -q .\n"
+           "   exit 3\n   ```\n\n"
+           "# Next\n\n```bash\ntrue\n```\n")
+    path = tmp_path / "doc.md"
+    path.write_text(doc)
+    found = blocks(path)
+    assert [b.text.splitlines()[0] for b in found] == ["export GREETING=hello", "timeout 20 sh -c 'until [ -s "
+                                                       "inner ]; do sleep 0.05; done'", "true"]
+    section, alone = runs(found)
+    assert [b.line for b in section] == [6, 20] and section[0].ports == (9093, 9094) and alone == [found[2]]
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run_blocks(section, work)
+    assert result.returncode == 3, result.stderr
+    first, second, address = (work / "ports").read_text().split()
+    assert first != second and {first, second}.isdisjoint({"9093", "9094"}) and address == f"localhost:{first}"
+    for name in ("outer", "inner"):
+        assert not alive(int((work / name).read_text())), f"the {name} process outlived its section"
 
 
 def coverage() -> str:
-    """Which blocks run (and in which tier) and which are skipped: blocks run / blocks present."""
-    lines = [f"{b.id:28} {b.language:7} " + (f"skipped: {b.skip}" if b.skip else "slow" if b.slow else "fast")
-             for b in ALL]
-    run = sum(not b.skip for b in ALL)
-    return "\n".join([*lines, f"blocks run: {run} / blocks present: {len(ALL)}"])
+    """Which blocks run (and in which tier, and with which section) and which are skipped: blocks run /
+    blocks present."""
+    lines = []
+    for run in RUNS:
+        first = run[0]
+        tier = f"skipped: {first.skip}" if first.skip else "slow" if first.slow else "fast"
+        lines += [f"{b.id:28} {b.language:7} {tier}" + (f", in the section of {first.id}" if b is not first else "")
+                  for b in run]
+    ran = sum(len(run) for run in RUNS if not run[0].skip)
+    return "\n".join([*lines, f"blocks run: {ran} / blocks present: {len(ALL)}"])
 
 
 if __name__ == "__main__":
