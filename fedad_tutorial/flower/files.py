@@ -19,6 +19,7 @@ import stat
 import unicodedata
 from pathlib import Path
 
+from fedad_tutorial.atomic import describe_mode
 from fedad_tutorial.errors import UserError
 
 #: The largest key, certificate or key list read (a real one is a few kilobytes).
@@ -38,28 +39,20 @@ def control_character(text: str) -> bool:
     return any(unicodedata.category(c)[0] == "C" for c in text)
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 def read_regular(path: str | os.PathLike, what: str) -> bytes:
     """The bytes of ``path`` (``what`` names it in messages): a regular file (a symlink to one is fine)
     of at most :data:`MAX_INPUT_BYTES`; anything else is a one-line :class:`UserError`, at once."""
     try:
         mode = os.stat(path).st_mode  # a device or FIFO is not even opened
         if not stat.S_ISREG(mode):
-            raise UserError(f"{shown(path)}: {_kind(mode)}, not {what} (a regular file is needed)")
+            raise UserError(f"{shown(path)}: {describe_mode(mode)}, not {what} (a regular file is needed)")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise UserError(f"{shown(path)}: cannot read {what} ({(exc.strerror or str(exc)).lower()})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # replaced since the check above
-            raise UserError(f"{shown(path)}: {_kind(info.st_mode)}, not {what} (a regular file is needed)")
+            raise UserError(f"{shown(path)}: {describe_mode(info.st_mode)}, not {what} (a regular file is needed)")
         if info.st_size > MAX_INPUT_BYTES:
             raise UserError(f"{shown(path)}: {info.st_size} bytes, too large for {what} "
                             f"(at most {MAX_INPUT_BYTES} bytes)")
