@@ -19,6 +19,7 @@ import pytest
 import torch
 from ipykernel.ipkernel import IPythonKernel
 from jupyter_client.kernelspec import KernelSpecManager
+from wrong_answers import fedavg_dividing_by, fedavg_in_place, path_length_no_special_cases, pooled_depths
 
 import fedad_tutorial.exercises as exercises_pkg
 from fedad_tutorial.chapters.drift import psi
@@ -206,17 +207,6 @@ def _elbo_parts(vae, x):
     return recon, 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(dim=1), vae.spec.beta
 
 
-def _fedavg_wrong(states, weights, divide_by=None):
-    total = float(sum(weights)) if divide_by is None else divide_by(weights)
-    return {k: sum(w / total * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]}
-
-
-def _fedavg_in_place(states, weights):
-    result = fedavg(states, weights)
-    states[0][next(iter(states[0]))].add_(1.0)
-    return result
-
-
 def _fedavg_float64(states, weights):
     return {k: v.double() for k, v in fedavg(states, weights).items()}
 
@@ -267,17 +257,6 @@ def _scaler_from_client_stds(records):
     n = sum(s.count for s in stats)
     stds = [np.sqrt(np.maximum(s.total_sq / s.count - (s.total / s.count) ** 2, 1e-12)) for s in stats]
     return Scaler(sum(s.total for s in stats) / n, np.average(stds, axis=0, weights=[s.count for s in stats]))
-
-
-def _path_length_no_special_cases(n):
-    return 2.0 * (np.log(max(n - 1, 1e-300)) + np.euler_gamma) - 2.0 * (n - 1.0) / n
-
-
-def _pooled_depths(client_scores, tree_counts, psi, weighted=True):
-    c = average_path_length(psi)
-    depths = np.stack([-np.log2(-np.asarray(s)) * c for s in client_scores])
-    weights = np.asarray(tree_counts if weighted else np.ones(len(tree_counts)), dtype=np.float64)
-    return -(2.0 ** (-(weights[:, None] * depths).sum(axis=0) / weights.sum() / c))
 
 
 def _windows(features, window, by_metric=False):
@@ -420,8 +399,8 @@ WRONG_ANSWERS = [
      "(not a mean)"),
     (nb03.check_negative_elbo, [lambda vae, x: vae.row_loss(x)], "score with z = mu"),
     (nb04.check_fedavg, [lambda st, w: fedavg(st, [1] * len(w))], "you took the plain mean"),
-    (nb04.check_fedavg, [lambda st, w: _fedavg_wrong(st, w, divide_by=lambda w: 1.0)], "divide by the sum"),
-    (nb04.check_fedavg, [_fedavg_in_place], "do not modify the clients' state dicts"),
+    (nb04.check_fedavg, [lambda st, w: fedavg_dividing_by(st, w, total=1.0)], "divide by the sum"),
+    (nb04.check_fedavg, [fedavg_in_place], "do not modify the clients' state dicts"),
     (nb04.check_sample_clients, [lambda n, f, s, r: _clients(n, f, s, r, order=list)], "sorted"),
     (nb04.check_sample_clients, [lambda n, f, s, r: _clients(n, f, s, r, rng=lambda s, r: np.random.default_rng())],
      "the same (seed, round) must give the same clients"),
@@ -438,11 +417,11 @@ WRONG_ANSWERS = [
     (nb05.check_expected_cost, [lambda *a: _cost(*a, total=True)], "you returned the total cost"),
     (nb05.check_expected_cost, [lambda y, s, t, fp, fn: _cost(y, s, t, fn, fp)], "costs swapped"),
     (nb05.check_expected_cost, [lambda *a: _cost(*a, inclusive=True)], "strictly above"),
-    (nb07.check_average_path_length, [_path_length_no_special_cases], "special cases"),
+    (nb07.check_average_path_length, [path_length_no_special_cases], "special cases"),
     (nb07.check_average_path_length, [lambda n: average_path_length(n) if n <= 2 else 2.0 * np.log(n - 1)],
      "np.euler_gamma"),
     (nb07.check_pooled_scores, [lambda s, t, psi: np.mean(s, axis=0)], "averaging the scores is not exact"),
-    (nb07.check_pooled_scores, [lambda s, t, psi: _pooled_depths(s, t, psi, weighted=False)],
+    (nb07.check_pooled_scores, [lambda s, t, psi: pooled_depths(s, t, psi, weighted=False)],
      "weight each client's mean path length"),
     (nb07.check_mahalanobis, [lambda tr, te: ((te - tr.mean(0)) ** 2).sum(1)], "Euclidean distance"),
     (nb07.check_mahalanobis, [lambda tr, te: ((te - te.mean(0)) ** 2 / tr.var(0)).sum(1)], "inverse of the training"),

@@ -10,6 +10,7 @@ check; this file covers every hint path of chapters 00-06 (fast: each check runs
 import numpy as np
 import pytest
 import torch
+from wrong_answers import fedavg_dividing_by, fedavg_in_place
 
 from fedad_tutorial.exercises import nb00, nb01, nb02, nb03, nb04, nb05, nb06
 from fedad_tutorial.federated import fedavg
@@ -103,17 +104,6 @@ def _elbo_parts(vae, x, z=None):
 
 
 # --- chapter 04 -------------------------------------------------------------------------------------------
-
-
-def _fedavg(states, weights, total=None):
-    total = float(sum(weights)) if total is None else total
-    return {k: sum(w / total * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]}
-
-
-def _fedavg_in_place(states, weights):
-    result = fedavg(states, weights)
-    states[0][next(iter(states[0]))].add_(1.0)
-    return result
 
 
 def _fedavg_wrong_alone(states, weights):
@@ -308,8 +298,8 @@ CASES = [
     (nb04.check_fedavg, [lambda st, w: {f"m.{k}": v for k, v in fedavg(st, w).items()}], "keys differ"),
     (nb04.check_fedavg, [lambda st, w: {k: v.flatten() for k, v in fedavg(st, w).items()}], "expected shape"),
     (nb04.check_fedavg, [lambda st, w: fedavg(st, [1] * len(w))], "you took the plain mean"),
-    (nb04.check_fedavg, [lambda st, w: _fedavg(st, w, total=1.0)], "divide by the sum of the weights"),
-    (nb04.check_fedavg, [_fedavg_in_place], "do not modify the clients' state dicts"),
+    (nb04.check_fedavg, [lambda st, w: fedavg_dividing_by(st, w, total=1.0)], "divide by the sum of the weights"),
+    (nb04.check_fedavg, [fedavg_in_place], "do not modify the clients' state dicts"),
     (nb04.check_fedavg, [_fedavg_wrong_alone], "with a single client"),
     # 4.2 client sampling
     (nb04.check_sample_clients, [lambda n, f, s, r: _clients(n, f, s, r, k=lambda n, f: max(1, int(f * n)))],

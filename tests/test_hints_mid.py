@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from wrong_answers import path_length_no_special_cases, pooled_depths
 
 from fedad_tutorial.chapters.drift import alarm_rate_per_window, psi
 from fedad_tutorial.chapters.forest import average_path_length
@@ -43,17 +44,6 @@ ARITY = {"7.1": 1, "7.2": 3, "7.3": 2, "8.1": 2, "8.2": 4, "8.3": 2, "9.1": 2, "
 
 def _path_length_log2(n):
     return average_path_length(n) if n <= 2 else 2.0 * np.log(n - 1)
-
-
-def _path_length_no_special_cases(n):
-    return 2.0 * (np.log(max(n - 1, 1e-300)) + np.euler_gamma) - 2.0 * (n - 1.0) / n
-
-
-def _pooled(client_scores, tree_counts, psi, weighted=True):
-    c = average_path_length(psi)
-    depths = np.stack([-np.log2(-np.asarray(s)) * c for s in client_scores])
-    weights = np.asarray(tree_counts if weighted else np.ones(len(tree_counts)), dtype=np.float64)
-    return -(2.0 ** (-(weights[:, None] * depths).sum(axis=0) / weights.sum() / c))
 
 
 def _mahalanobis(train, test, centre_on_test=False):
@@ -173,10 +163,10 @@ def _top(errors, k, baseline, divide=True, largest_first=True):
 
 
 HINTS = [
-    ("7.1", _path_length_no_special_cases, "special cases"),
+    ("7.1", path_length_no_special_cases, "special cases"),
     ("7.1", _path_length_log2, "Euler's gamma"),
     ("7.2", lambda s, t, p: np.mean(s, axis=0), "averaging the scores is not exact"),
-    ("7.2", lambda s, t, p: _pooled(s, t, p, weighted=False), "weight each client's mean path length"),
+    ("7.2", lambda s, t, p: pooled_depths(s, t, p, weighted=False), "weight each client's mean path length"),
     ("7.2", lambda s, t, p: np.stack(s), "expected one score per row"),
     ("7.3", lambda tr, te: ((te - tr.mean(0)) ** 2).sum(1), "Euclidean distance"),
     ("7.3", lambda tr, te: _mahalanobis(tr, te, centre_on_test=True), "centre with the training mean"),
