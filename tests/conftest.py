@@ -18,9 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from synthetic_table import PLAIN as REFERENCE
 
 from fedad_tutorial.data import hold_out, make_cloud_federation
-from fedad_tutorial.federated import FederatedConfig, run_federated
+from fedad_tutorial.federated import run_federated
 from fedad_tutorial.threads import set_threads
 
 set_threads()  # one intra-op thread (or $FEDAD_THREADS): fast and steady on a busy machine
@@ -50,13 +51,13 @@ PLAIN = {"threshold": "global", "engine": "loop", "trim": 0.0}
 
 @pytest.fixture(scope="session")
 def reference_runs():
-    """Federated, centralized and local-only runs of the reference configuration, same held-out rows.
+    """Federated, centralized and local-only runs of the reference configuration (plain training: the
+    configuration of ``benchmarks/synthetic_table.py``'s plain rows, which docs/results.md quotes), same held-out rows.
 
     Trained by the vectorized engine (the command line's): the same updates as the loop engine up to float
     rounding (``tests/test_vectorized.py`` checks that), at a quarter of the time."""
     splits = default_splits()
-    config = FederatedConfig(threshold="local", engine="vectorized", trim=0.0)
-    return {mode: run_federated(splits, config, mode=mode, progress=False)
+    return {mode: run_federated(splits, REFERENCE, mode=mode, progress=False)
             for mode in ("federated", "centralized", "local")}
 
 
