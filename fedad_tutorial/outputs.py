@@ -48,6 +48,11 @@ SCORES_HEADER = "score,is_anomaly"
 REPORT_GENERATOR = "fedad-tutorial score --report"
 
 
+def _file_parent(path: Path) -> Path | None:
+    """The nearest parent of ``path`` that exists and is not a folder (nothing can be written below it), if any."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+
+
 def _relation(a: Path, b: Path) -> str | None:
     """How path ``a`` overlaps path ``b`` (both resolved), or None if they are apart."""
     if a == b:
@@ -63,7 +68,7 @@ def _refuse_unsafe_place(path: Path, inputs: Iterable[str | Path], what: str) ->
     """The resolved ``path``; refuse a symlink, the current folder or its ancestors, and the inputs."""
     if path.is_symlink():
         raise UserError(f"{path}: is a symbolic link; give a real path as the {what}")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocking = _file_parent(path)
     if blocking is not None:
         raise UserError(f"{blocking}: is a file, so the {what} {path} cannot be created inside it")
     resolved = path.resolve()
@@ -192,7 +197,7 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), kind:
         return path
     except OSError as exc:  # a name too long, a parent that is a file: the write would fail the same way
         if exc.errno == errno.ENOTDIR:
-            blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+            blocking = _file_parent(path) or path.parent
             raise UserError(f"{blocking}: is a file, so {path} cannot be written inside it") from None
         raise
     if stat.S_ISLNK(mode):
@@ -224,7 +229,7 @@ def output_lock(path: str | Path) -> Iterator[Path]:
     """
     shown, path = path, Path(os.path.abspath(path))
     lock = path.parent / f".{path.name}.lock"
-    blocking = next((p for p in Path(shown).parents if p.exists() and not p.is_dir()), None)
+    blocking = _file_parent(Path(shown))
     if blocking is not None:
         raise UserError(f"{blocking}: is a file, so {shown} cannot be written inside it")
     created = _make_parents(lock)
