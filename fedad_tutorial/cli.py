@@ -376,6 +376,11 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     for record in result.final_round_records():
         print(_format_row(record["client"], record, 10))
     print(_format_row("mean", result.summary(), 10))
+    if config.private:
+        from fedad_tutorial.privacy import describe
+        from fedad_tutorial.runs import run_privacy
+
+        print(describe(run_privacy(result, data_description)))
     return result
 
 
@@ -532,6 +537,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(_format_row("final", status.get("summary", {})))
+    if settings.config.private:  # the guarantee the run folder reports
+        import json
+
+        from fedad_tutorial.privacy import describe
+
+        print(describe(json.loads((args.output_dir / "summary.json").read_text())["privacy"]))
     print(f"Wrote {args.output_dir}/ ({_run_files(args.output_dir)}, flower/)")
     return 0
 

@@ -14,6 +14,10 @@ imports neither PyTorch nor pandas, so ``fedad --help`` and a flag mistake answe
 Traceback (most recent call last):
 ...
 fedad_tutorial.errors.UserError: trim must be in [0, 0.5), got 0.7
+>>> FederatedConfig(dp_noise_multiplier=1.0)  # DP-FedAvg's noise is measured in units of the clip
+Traceback (most recent call last):
+...
+fedad_tutorial.errors.UserError: dp_noise_multiplier 1 needs dp_clip above 0 (--dp-clip C: the noise's std is dp_noise_multiplier x C / clients per round)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from fedad_tutorial.errors import UserError
 from fedad_tutorial.params import ENGINES, MAX_SEED, MODEL_KINDS, TRAINING, Param, check
 
 __all__ = ["ENGINES", "MAX_SEED", "MODEL_KINDS", "PARAMS", "FederatedConfig", "Param", "check"]
@@ -53,6 +58,9 @@ class FederatedConfig:
     seed: int = _param("seed")
     engine: str = _param("engine")
     trim: float = _param("trim")
+    dp_clip: float = _param("dp_clip")
+    dp_noise_multiplier: float = _param("dp_noise_multiplier")
+    dp_delta: float = _param("dp_delta")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -62,6 +70,14 @@ class FederatedConfig:
             value = getattr(self, f.name)
             for item in (value if f.name == "hidden" else (value,)):
                 check(f.name, item)
+        if self.dp_noise_multiplier > 0 and self.dp_clip == 0:  # the noise is measured in units of the clip
+            raise UserError(f"dp_noise_multiplier {self.dp_noise_multiplier:g} needs dp_clip above 0 (--dp-clip C: "
+                            "the noise's std is dp_noise_multiplier x C / clients per round)")
+
+    @property
+    def private(self) -> bool:
+        """Whether the server aggregates with DP-FedAvg (``dp_clip > 0``) instead of FedAvg."""
+        return self.dp_clip > 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}

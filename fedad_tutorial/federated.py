@@ -336,6 +336,8 @@ def run_federated(
     """
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    if config.private and mode != "federated":
+        raise UserError(f"DP-FedAvg (dp_clip > 0) protects clients in federated training, not {mode} training")
     set_threads(threads)
     dim = _check_splits(splits)
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(dim)]
@@ -437,8 +439,16 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
 
     Initial weights come from ``torch.manual_seed(config.seed + seed_offset)``; round ``r`` trains the
     trainers :func:`sample_clients` picks with that seed, so a run depends only on its configuration.
+    A configuration with ``dp_clip > 0`` aggregates with DP-FedAvg
+    (:func:`fedad_tutorial.privacy.config_aggregator`) instead of FedAvg, here whichever the transport.
     """
     aggregator, update_hook, initial_state = hooks
+    if config.private:
+        if aggregator is not fedavg_aggregator:
+            raise UserError("the configuration's DP-FedAvg (dp_clip > 0) is the aggregator: pass no other")
+        from fedad_tutorial.privacy import config_aggregator  # imported here: it imports this module
+
+        aggregator = config_aggregator(config, len(transport.trainer_names))
     torch.manual_seed(config.seed + seed_offset)
     model = config.model_spec(dim).build().eval()
     if initial_state is not None:

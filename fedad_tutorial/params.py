@@ -111,6 +111,16 @@ TRAINING: dict[str, Param] = {
                     choices=ENGINES, default="vectorized"),
     "trim": Param("share of each batch's highest-loss rows left out of each step (robust to unlabelled anomalies "
                   "in training; 0 = plain training)", low=0, high=0.5, high_open=True, default=0.1),
+    # Client-level differential privacy (DP-FedAvg, chapter 10; fedad_tutorial.privacy). Off by default: a clip of 0.
+    "dp_clip": Param("DP-FedAvg: clip each client's update (its change to the global weights) to this L2 norm and "
+                     "average the clipped updates without row-count weights (0 = off: plain FedAvg)", low=0, high=1e6,
+                     default=0.0),
+    "dp_noise_multiplier": Param("DP-FedAvg: the server adds Gaussian noise of std Z x C / n to the average of the n "
+                                 "sampled clients' updates (Z this value, C --dp-clip, which it needs; 0 = clipping "
+                                 "only, no privacy guarantee)", low=0, high=1e6, default=0.0),
+    "dp_delta": Param("DP-FedAvg: the delta of the (epsilon, delta) client-level guarantee reported for the run; keep "
+                      "it well below 1 / number of clients (the default, for federations up to 10,000 clients)",
+                      low=0, high=1, low_open=True, high_open=True, default=1e-5),
 }
 
 #: The share of each client's rows held out for evaluation (``train_test_split``, ``--test-fraction``).

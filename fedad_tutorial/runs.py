@@ -5,7 +5,9 @@ it), ``model.pt`` (the :class:`~fedad_tutorial.detector.Detector`), ``history.cs
 round and client), ``summary.json`` (configuration, data description, final metrics) and
 ``figures/f1_per_round.png`` (skipped by ``fedad simulate --no-figure``) and ``tensorboard/``
 (the history as TensorBoard events: :mod:`fedad_tutorial.tensorboard_log`).
-``fedad simulate``, ``fedad run`` and the Flower server all write a run folder.
+``fedad simulate``, ``fedad run`` and the Flower server all write a run folder. A run trained with
+DP-FedAvg also reports its privacy guarantee (``summary.json``'s ``privacy``, TensorBoard's
+``privacy/epsilon``: :func:`fedad_tutorial.privacy.privacy_summary`).
 """
 
 from __future__ import annotations
@@ -39,19 +41,31 @@ def _clean(value):
     return value
 
 
+def run_privacy(result: FederationResult, data: dict) -> dict | None:
+    """The run's :func:`~fedad_tutorial.privacy.privacy_summary` over the ``data["clients"]`` it started
+    with (``None`` without DP-FedAvg)."""
+    if not result.config.private:
+        return None
+    from fedad_tutorial.privacy import privacy_summary  # imported here: it needs PyTorch
+
+    return privacy_summary(result.config, len(data["clients"]))
+
+
 def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, figure: bool = True,
               heldout: dict[str, ScoreHistogram] | None = None, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
     ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
     their inputs, before training too). ``summary.json`` holds the configuration, ``data`` (a
-    description of the clients' data), the saved threshold and score method, the final round's
-    means and rows, then ``extra`` entries. ``heldout``: the final model's held-out score histograms
+    description of the clients' data; ``data["clients"]`` names them), the saved threshold and score
+    method, the final round's means and rows, ``privacy`` (the run's DP-FedAvg guarantee, or null
+    without DP-FedAvg), then ``extra`` entries. ``heldout``: the final model's held-out score histograms
     for TensorBoard (:func:`~fedad_tutorial.tensorboard_log.heldout_histograms`), if the caller has them.
     With ``figure=False`` no figure is drawn (and Matplotlib is not imported).
     """
     output_dir = check_run_dir(output_dir)
     detector = result.detector
+    privacy = run_privacy(result, data)
     summary = {
         "fedad_tutorial_version": __version__,
         "config": result.config.to_dict(),
@@ -60,6 +74,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, f
         "score_method": detector.score_method,
         "final_round_mean": result.summary(),
         "final_round_per_client": [{k: v for k, v in r.items() if k != "round"} for r in result.final_round_records()],
+        "privacy": privacy,
         **extra,
     }
     with atomic_dir(output_dir) as tmp:
@@ -68,7 +83,7 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, f
         result.write_history_csv(tmp / "history.csv")
         (tmp / "summary.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")
         write_events(tmp / TENSORBOARD_FOLDER, result.records(), result.config.to_dict(), detector.threshold,
-                     heldout)
+                     heldout, privacy)
         if figure and any(not math.isnan(r.get("f1", math.nan)) for r in result.records()):
             from fedad_tutorial.plots import plot_f1_per_round, save_figure  # drawn last: Matplotlib imported here
 

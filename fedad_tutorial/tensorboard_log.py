@@ -12,8 +12,11 @@ per-round history (the same numbers as ``history.csv``). What TensorBoard shows:
 - **Histograms**: ``scores/heldout_normal`` and ``scores/heldout_anomalous``, the final model's
   scores of the held-out rows, built from counts on the shared score bins
   (:class:`~fedad_tutorial.thresholds.ScoreHistogram`).
+- **Privacy**: with DP-FedAvg (``--dp-clip``, ``--dp-noise-multiplier``), ``privacy/epsilon``: the
+  ``epsilon`` of the client-level guarantee of the models released up to each round (at the run's
+  ``delta``; :func:`fedad_tutorial.privacy.privacy_summary`), left out where it is infinite (no noise).
 - **HParams**: the run's configuration with the final round's mean F1, precision, recall,
-  ROC-AUC and loss as metrics.
+  ROC-AUC and loss (and, with DP-FedAvg, ``privacy/epsilon``) as metrics.
 
 Why not ``torch.utils.tensorboard.SummaryWriter``: importing it costs over a second, more than a
 small ``fedad simulate`` spends training. The events are the same protocol buffers, built with
@@ -39,7 +42,7 @@ FOLDER = "tensorboard"
 #: Per-client metrics logged each round (``<metric>/mean`` and ``<metric>/<client>``).
 METRICS = ("loss", "precision", "recall", "f1", "roc_auc")
 #: The hyper-parameters' metrics: the final round's means.
-HPARAM_METRICS = ("f1/mean", "precision/mean", "recall/mean", "roc_auc/mean", "loss/mean")
+HPARAM_METRICS = ("f1/mean", "precision/mean", "recall/mean", "roc_auc/mean", "loss/mean", "privacy/epsilon")
 #: At most this many buckets per histogram (the shared bins are merged to fit).
 HISTOGRAM_BUCKETS = 60
 
@@ -191,10 +194,13 @@ def _hparams_summaries(summary_pb2, hparams: Mapping[str, object], metrics: list
 
 def write_events(folder: str | Path, history: Sequence[Mapping[str, object]], hparams: Mapping[str, object],
                  saved_threshold: float | None = None,
-                 heldout: Mapping[str, ScoreHistogram] | None = None) -> Path:
+                 heldout: Mapping[str, ScoreHistogram] | None = None,
+                 privacy: Mapping[str, object] | None = None) -> Path:
     """Write one TensorBoard event file into ``folder`` (created): the scalars of every round
-    (:func:`round_scalars`), ``threshold/saved``, the ``heldout`` score histograms (``{"normal": ...,
-    "anomalous": ...}``, empty ones left out) at the last round, and the hyper-parameters."""
+    (:func:`round_scalars`, and ``privacy/epsilon`` from ``privacy["epsilon_per_round"]``, a run's
+    :func:`~fedad_tutorial.privacy.privacy_summary`), ``threshold/saved``, the ``heldout`` score
+    histograms (``{"normal": ..., "anomalous": ...}``, empty ones left out) at the last round, and the
+    hyper-parameters."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
     folder = Path(folder)
@@ -208,6 +214,9 @@ def write_events(folder: str | Path, history: Sequence[Mapping[str, object]], hp
 
     chunks = [record(event_pb2.Event(wall_time=wall, file_version="brain.Event:2").SerializeToString())]
     scalars = round_scalars(history)
+    for rnd, eps in enumerate((privacy or {}).get("epsilon_per_round", []), start=1):
+        if _finite(eps) and rnd in scalars:
+            scalars[rnd]["privacy/epsilon"] = float(eps)
     for rnd, values in scalars.items():
         chunks.append(event(rnd, [summary_pb2.Summary.Value(tag=tag, simple_value=value)
                                   for tag, value in values.items()]))

@@ -19,7 +19,7 @@ PACKAGE = Path(fedad_tutorial.__file__).parent
 
 CORE = {"errors", "limits", "atomic", "outputs", "threads", "params", "config", "defaults", "data", "csvio", "scaling",
         "models", "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs",
-        "plots", "explain", "progress", "tensorboard_log", "partition", "center"}
+        "plots", "explain", "progress", "tensorboard_log", "partition", "center", "privacy"}
 CHAPTERS = {"chapters"}  # the sub-package fedad_tutorial.chapters, one module per chapter
 APPS = {"cli", "flag_table", "flower"}
 COURSE = {"exercises"}

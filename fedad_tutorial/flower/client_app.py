@@ -3,7 +3,9 @@
 Each handler receives a :class:`~flwr.app.Message` (a ``RecordDict`` of the model's weights,
 packed by :mod:`~fedad_tutorial.flower.weights`, and a ``ConfigRecord`` of settings) and returns
 a reply. The node's rows never leave it: replies carry weights, a row count, summary statistics,
-a score histogram, an embedding sum (Deep SVDD's centre) or metrics on held-out rows.
+a score histogram, an embedding sum (Deep SVDD's centre) or metrics on held-out rows. With DP-FedAvg
+(``dp-clip`` above 0) a node's new weights are clipped on the node before they leave it
+(:func:`dp_clipping_mod`, Flower's ``fixedclipping_mod``).
 
 Where the node's data comes from (``Context.node_config``):
 
@@ -22,12 +24,15 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from fedad_tutorial.center import embedding_sums
 from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, node_split
 from fedad_tutorial.federated import client_record
-from fedad_tutorial.flower.settings import EVALUATION, MessageConfig, config_from_message
+from fedad_tutorial.flower.settings import EVALUATION, MessageConfig, config_from_message, key
 from fedad_tutorial.flower.weights import from_record, to_record
 from fedad_tutorial.scaling import FeatureStats
 from fedad_tutorial.thresholds import ScoreHistogram, feature_counts
@@ -84,6 +89,20 @@ def warm_up() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
+def dp_clipping_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """DP-FedAvg's clipping on the node (a mod of the ``train`` handler): with ``dp-clip`` above 0 in the
+    message's configuration, Flower's ``fixedclipping_mod`` clips the node's update (its new weights minus
+    the weights it received) to that L2 norm before the reply leaves the node, so the server only ever
+    sees clipped updates; without it, the reply is the handler's. The server clips again and adds the
+    noise (:func:`fedad_tutorial.privacy.dp_fedavg_aggregator`)."""
+    config = msg.content["config"]
+    clip = float(config.get(key("dp_clip"), 0.0))
+    if clip <= 0:
+        return call_next(msg, context)
+    config[KEY_CLIPPING_NORM] = clip  # where fixedclipping_mod reads it
+    return fixedclipping_mod(msg, context, call_next)
+
+
 def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
     """A ``ClientApp``; ``data_paths`` (one CSV per simulated node) is only needed in a simulation."""
     paths = tuple(str(p) for p in data_paths) if data_paths is not None else None
@@ -101,7 +120,7 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
                              "labelled": split.test_labels is not None})
         return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
 
-    @app.train()
+    @app.train(mods=[dp_clipping_mod])
     def train(msg: Message, context: Context) -> Message:
         """FedAvg's local step: start from the global weights, train on the node's training rows.
 
