@@ -14,10 +14,10 @@ imports neither PyTorch nor pandas, so ``fedad --help`` and a flag mistake answe
 Traceback (most recent call last):
 ...
 fedad_tutorial.errors.UserError: trim must be in [0, 0.5), got 0.7
->>> FederatedConfig(dp_noise_multiplier=1.0)  # DP-FedAvg's noise is measured in units of the clip
+>>> FederatedConfig(dp_noise_multiplier=1.0)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-fedad_tutorial.errors.UserError: dp_noise_multiplier 1 needs dp_clip above 0 (--dp-clip C: the noise's std is dp_noise_multiplier x C / clients per round)
+fedad_tutorial.errors.UserError: dp_noise_multiplier 1 needs dp_clip above 0 (--dp-clip C: ...)
 """
 
 from __future__ import annotations
