@@ -253,3 +253,20 @@ def test_server_and_clients_on_separate_hosts_train_like_simulate(lan, started, 
     assert sorted(json.loads((out / "summary.json").read_text())["flower"]["nodes"]) == ["node_1", "node_2"]
     _until(lambda: not any(alive(p) for tree in trees for p in tree) and not lan.pids(), 15,
            "every process of the run to end")
+
+
+def test_a_firewall_that_drops_the_connection_reads_timed_out(monkeypatch):
+    """A firewall that drops packets makes each try time out (TimeoutError has no strerror): the message
+    names that, as it names a refusal."""
+    import socket
+
+    from fedad_tutorial.flower.preflight import check_server
+
+    def dropped(*_args, **_kwargs):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", dropped)
+    with pytest.raises(RuntimeError) as info:
+        check_server("198.18.0.1", PORT, None, 0)
+    assert str(info.value) == (f"cannot reach the fedad server at 198.18.0.1:{PORT} within 0 s (timed out): "
+                               "is it running, and are the address and port right?")

@@ -38,7 +38,7 @@ def _connect(host: str, port: int, wait_timeout: float) -> socket.socket:
             if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
                 raise UserError(f"--server-address {shown(f'{host}:{port}')}: cannot resolve {host!r} "
                                 f"({str(exc.strerror).lower()}); check the server's name") from None
-            reason = exc.strerror or type(exc).__name__
+            reason = exc.strerror or str(exc) or type(exc).__name__  # a timeout has no strerror
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach the fedad server at {shown(f'{host}:{port}')} within "
                                    f"{wait_timeout:g} s ({reason.lower()}): is it running, and are the address and "
