@@ -4,11 +4,12 @@ Every host is a network namespace with its loopback up and one veth link to a br
 namespace of its own; addresses come from a random /24 of 198.18.0.0/15 (RFC 2544's benchmarking range,
 never routed on the Internet) apart from every route and address of the machine. Nothing is added to the
 machine's own namespace, so its interfaces and routes are never touched. The server host has two
-addresses; its certificates (``fedad certs``) name only the first. A client that dials the second gets
-one line naming both, and the two clients that dial the first train the run ``fedad simulate --engine
-loop`` trains on the same CSVs. Only the fleet port is open across hosts (everything else a Flower
-process listens on is on 127.0.0.1), and when the test ends, passed or failed, no process runs in the
-namespaces and the namespaces, and with them their links and the bridge, are gone.
+addresses; its certificates (``fedad certs``) name only the first. The server listens there, or on every
+interface, and then a client that dials the second address gets one line naming both. The two clients
+that dial the first train the run ``fedad simulate --engine loop`` trains on the same CSVs. Only the fleet
+port is open across hosts (everything else a Flower process listens on is on 127.0.0.1), and when the
+test ends, passed or failed, no process runs in the namespaces and the namespaces, and with them their
+links and the bridge, are gone.
 
 The test needs root and iproute2's ``ip``; elsewhere it is skipped, saying why.
 """
@@ -200,7 +201,11 @@ def _fedad(*args: str) -> None:
 
 
 @pytest.mark.slow
-def test_server_and_clients_on_separate_hosts_train_like_simulate(lan, started, tmp_path):
+@pytest.mark.parametrize("listen", ["named address", "every interface"])
+def test_server_and_clients_on_separate_hosts_train_like_simulate(lan, started, tmp_path, listen):
+    """The server listens on the address its certificate names, or on 0.0.0.0 (as behind NAT), where it
+    reaches its own SuperLink at 127.0.0.1, which the certificate does not name; only then does its second
+    address answer, and a client dialling it is told which names the certificate holds."""
     for ns in lan.namespace.values():
         assert "UP" in json.loads(_ip("-j", "-n", ns, "link", "show", "lo").stdout)[0]["flags"]
     data = tmp_path / "data"
@@ -213,7 +218,8 @@ def test_server_and_clients_on_separate_hosts_train_like_simulate(lan, started, 
     (tmp_path / "authorized_keys").write_text("".join((tmp_path / "keys" / f"node_{k}.pub").read_text()
                                                       for k in (1, 2)))
     out = tmp_path / "run"
-    server = started("server", [*lan.run("server"), *CLI, "server", "--address", f"0.0.0.0:{PORT}", *TRAIN,
+    host = named if listen == "named address" else "0.0.0.0"
+    server = started("server", [*lan.run("server"), *CLI, "server", "--address", f"{host}:{PORT}", *TRAIN,
                                 "--min-clients", "2", "--output-dir", str(out), "--wait-timeout", "240",
                                 "--certificates", str(tmp_path / "certs"),
                                 "--authorized-keys", str(tmp_path / "authorized_keys")])
@@ -224,23 +230,25 @@ def test_server_and_clients_on_separate_hosts_train_like_simulate(lan, started, 
                 "--root-certificates", str(tmp_path / "certs" / "ca.crt"),
                 "--auth-key", str(tmp_path / "keys" / f"node_{k}")]
 
-    # the server's second address is not in its certificate: one line naming both, exit 2, nothing left running
-    wrong = subprocess.run(client(1, "elsewhere", other), capture_output=True, text=True, timeout=TIMEOUT)
-    assert wrong.returncode == 2, wrong.stderr
-    assert wrong.stderr == (f"fedad client: error: the certificate of the fedad server at {other}:{PORT} is not "
-                            f"valid for the name '{other}': it lists {named}; connect with one of those, or make "
-                            f"certificates for {other} with `fedad certs --host {other}`\n")
-    assert lan.pids("elsewhere") == []
+    if host == "0.0.0.0":  # the second address is not in the certificate: one line naming both, exit 2, nothing left
+        wrong = subprocess.run(client(1, "elsewhere", other), capture_output=True, text=True, timeout=TIMEOUT)
+        assert wrong.returncode == 2, wrong.stderr
+        assert wrong.stderr == (f"fedad client: error: the certificate of the fedad server at {other}:{PORT} is not "
+                                f"valid for the name '{other}': it lists {named}; connect with one of those, or "
+                                f"make certificates for {other} with `fedad certs --host {other}`\n")
+        assert lan.pids("elsewhere") == []
 
-    clients = [started(f"client{k}", client(k, f"node{k}", named)) for k in (1, 2)]
-    for k, proc in enumerate(clients, 1):
+    clients = []
+    for k in (1, 2):
+        clients.append(proc := started(f"client{k}", client(k, f"node{k}", named)))
         _until(lambda k=k, proc=proc: "connected to the fedad server" in (tmp_path / f"client{k}.log").read_text()
-               or proc.poll() is not None, TIMEOUT, f"client {k} to connect")
+               or proc.poll() is not None or server.poll() is not None, TIMEOUT, f"client {k} to connect")
+        assert server.poll() is None, (tmp_path / "server.log").read_text()
+        assert proc.poll() is None, (tmp_path / f"client{k}.log").read_text()
+        if k == 1:  # the server waits for client 2: across hosts only its port is open, the rest is on loopback
+            assert _listening(server.pid) == {(host, PORT)}, _listening(server.pid)
+            assert {address for address, _ in _listening(proc.pid)} == {"127.0.0.1"}, _listening(proc.pid)
     trees = [[p.pid, *descendants(p.pid)] for p in (server, *clients)]
-    # across hosts only the fleet port is open: the rest of Flower listens on each host's loopback
-    assert _listening(server.pid) == {("0.0.0.0", PORT)}, _listening(server.pid)
-    for proc in clients:
-        assert {address for address, _ in _listening(proc.pid)} == {"127.0.0.1"}, _listening(proc.pid)
 
     assert server.wait(timeout=TIMEOUT) == 0, (tmp_path / "server.log").read_text()
     assert [c.wait(timeout=60) for c in clients] == [0, 0]
