@@ -229,7 +229,7 @@ def test_a_client_names_what_the_certificate_holds_and_what_it_asked_for(tmp_pat
     certs = generate_certificates(tmp_path / "certs", ["localhost", "server.example.org"]).folder
     listener = TLSServer(certs)
     check_server("localhost", listener.port, certs / "ca.crt", 5)  # a listed name: fine
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(UserError) as info:
         check_server("127.0.0.1", listener.port, certs / "ca.crt", 5)
     message = str(info.value)
     assert "\n" not in message and "not valid for the name '127.0.0.1'" in message

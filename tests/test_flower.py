@@ -238,7 +238,7 @@ def test_client_preflight_names_each_connection_mistake(tls, tmp_path):
             check_server("127.0.0.1", port, root, 1)
         assert f"127.0.0.1:{port}" in str(info.value) and "\x1b" not in str(info.value)
     elsewhere = TLSServer(tls, "127.0.0.2")  # the certificate lists 127.0.0.1 and localhost only
-    with pytest.raises(RuntimeError, match="not valid for the name '127.0.0.2'"):
+    with pytest.raises(UserError, match="not valid for the name '127.0.0.2'"):
         check_server("127.0.0.2", elsewhere.port, tls / "ca.crt", 1)
 
 

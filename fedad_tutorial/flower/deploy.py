@@ -241,7 +241,7 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
     from flwr.supercore.control import ControlHttpClient
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
-    from fedad_tutorial.flower.runtime import run_server_task
+    from fedad_tutorial.flower.runtime import local_client, run_server_task
     from fedad_tutorial.threads import set_threads
 
     host, port = split_address(address)
@@ -279,8 +279,8 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
                 raise RuntimeError(f"the Flower SuperLink exited: {_tail(log, 3)}")
 
         with _FlowerLog(state / "serverapp.log"):
-            control = ControlHttpClient.from_server_address(
-                local, root is None, root, interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-cli")])
+            control = local_client(ControlHttpClient, local, root,
+                                   [RuntimeVersionHttpInterceptor(component_name="flwr-cli")])
             try:
                 allowed = _register(control, keys) if keys is not None else None
                 run_id, fab_hash = _submit(control, app_dir)

@@ -38,7 +38,7 @@ def _connect(host: str, port: int, wait_timeout: float) -> socket.socket:
             if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
                 raise UserError(f"--server-address {shown(f'{host}:{port}')}: cannot resolve {host!r} "
                                 f"({str(exc.strerror).lower()}); check the server's name") from None
-            reason = exc.strerror or type(exc).__name__
+            reason = exc.strerror or str(exc) or type(exc).__name__  # a timeout has no strerror
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot reach the fedad server at {shown(f'{host}:{port}')} within "
                                    f"{wait_timeout:g} s ({reason.lower()}): is it running, and are the address and "
@@ -85,7 +85,9 @@ def check_server(host: str, port: int, root_certificates: Path | None, wait_time
 
 def _check_names(presented: dict, host: str, address: str) -> None:
     """The rule TLS clients apply (RFC 6125): an IP address must be listed as one, a name as a DNS name
-    (a ``*.`` wildcard covers one label); a mismatch names what the certificate lists."""
+    (a ``*.`` wildcard covers one label); a mismatch names what the certificate lists. It is the user's
+    mistake (a :class:`UserError`, exit 2): the wrong ``--server-address``, or certificates made for
+    other names; retrying cannot help."""
     listed = [(kind, value) for kind, value in presented.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
     try:
         wanted = ipaddress.ip_address(host)
@@ -97,7 +99,7 @@ def _check_names(presented: dict, host: str, address: str) -> None:
         if wanted is None and kind == "DNS" and _dns_match(value, host):
             return
     names = ", ".join(value.strip() for _, value in listed) or "no names"
-    raise RuntimeError(f"the certificate of the fedad server at {address} is not valid for the name {host!r}: "
+    raise UserError(f"the certificate of the fedad server at {address} is not valid for the name {host!r}: "
                        f"it lists {names}; connect with one of those, or make certificates for {host} with "
                        f"`fedad certs --host {host}`")
 

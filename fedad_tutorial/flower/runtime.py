@@ -19,11 +19,13 @@ seconds (:mod:`~fedad_tutorial.flower.latency`).
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import time
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
@@ -41,6 +43,7 @@ from flwr.supercore.interceptors import (
     RuntimeVersionHttpInterceptor,
     SuperExecAuthHttpInterceptor,
 )
+from flwr.supercore.protobuf.client import ProtobufClient
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
@@ -52,10 +55,28 @@ from fedad_tutorial.flower.latency import shorten_pull_backoff
 PUBLISHER = "fedad"
 COMPONENTS = {"serverapp": "fedad_tutorial.flower.server_app:app", "clientapp": "fedad_tutorial.flower.client_app:app"}
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
+_C = TypeVar("_C", bound=ProtobufClient)
 POLL = 0.05  # seconds between polls of a local Runtime API
 #: The ServerApp's polls for replies start :data:`POLL` s apart and grow by this factor up to
 #: :data:`MAX_POLL`: quick for quick replies, and not one SuperLink request every 50 ms while the nodes train.
 POLL_GROWTH, MAX_POLL = 1.3, 0.25
+
+
+def local_client(kind: type[_C], address: str, root_certificates: bytes | None, interceptors: list,
+                 **options) -> _C:
+    """A client of this server's own SuperLink, at the local ``address`` its Control and Runtime APIs
+    listen on (``root_certificates=None``: plain HTTP).
+
+    Over TLS the SuperLink's certificate must be signed by the CA, but need not name ``address``:
+    it names the addresses *clients* dial, while a server listening on every interface (``0.0.0.0``)
+    reaches its own SuperLink at 127.0.0.1, and one behind NAT listens on an address no certificate
+    lists. The name adds nothing here: ``address`` is where the SuperLink this command started
+    listens (:func:`~fedad_tutorial.flower.processes.owns_port` checked that before any call)."""
+    if root_certificates is None:
+        return kind(f"http://{address}", interceptors=interceptors, verify=False, **options)
+    context = ssl.create_default_context(cadata=root_certificates.decode("ascii", errors="replace"))
+    context.check_hostname = False  # the chain is still verified (CERT_REQUIRED)
+    return kind(f"https://{address}", interceptors=interceptors, verify=context, **options)
 
 
 def _client(address: str, root_certificates: bytes | None, component: str, *, secret: bytes | None = None,
@@ -69,9 +90,7 @@ def _client(address: str, root_certificates: bytes | None, component: str, *, se
     invoker = make_simple_http_retry_invoker()
     if not retry:
         invoker.max_tries = 1
-    return RuntimeHttpClient.from_server_address(server_address=address, insecure=root_certificates is None,
-                                                 root_certificates=root_certificates, interceptors=interceptors,
-                                                 retry_invoker=invoker)
+    return local_client(RuntimeHttpClient, address, root_certificates, interceptors, retry_invoker=invoker)
 
 
 def foreign_app(fab_content: bytes) -> str | None:
@@ -139,7 +158,13 @@ class FastGrid(HttpGrid):
 
     A reply is listed as soon as its node announces it, before its contents are uploaded; pulling
     it then retries after a back-off that :func:`~fedad_tutorial.flower.latency.shorten_pull_backoff`
-    starts short."""
+    starts short. It connects as :func:`local_client` does."""
+
+    def _connect(self) -> None:
+        """Flower's connection (its interceptors), over :func:`local_client`'s TLS."""
+        self._client = local_client(RuntimeHttpClient, self._addr, self._cert, [
+            self._tracing, RuntimeVersionHttpInterceptor(component_name="flwr-serverapp"),
+            RuntimeTokenHttpInterceptor(token=self._token)], retry_invoker=self._retry_invoker)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         pending = set(self.push_messages(messages))
