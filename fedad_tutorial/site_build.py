@@ -115,9 +115,9 @@ def chapter_page(solution: nbformat.NotebookNode, stem: str) -> nbformat.Noteboo
         else:
             cell.source = rewrite_links(cell.source, depth=1)
     title, _, rest = nb.cells[0].source.partition("\n")
-    files = (f"{{download}}`the notebook with solutions <../_notebooks/solutions/{stem}.ipynb>` "
-             f"(`notebooks/solutions/{stem}.ipynb`) · {{download}}`your copy, exercises open "
-             f"<../_notebooks/{stem}.ipynb>` (`notebooks/{stem}.ipynb`)")
+    files = (f"**Notebook files:** [with solutions](path:../_notebooks/solutions/{stem}.ipynb) "
+             f"(notebooks/solutions/{stem}.ipynb) · [yours, exercises open](path:../_notebooks/{stem}.ipynb) "
+             f"(notebooks/{stem}.ipynb)")
     nb.cells[0].source = f"{title}\n\n{files}\n{rest}"
     return nb
 
@@ -148,21 +148,19 @@ def _section(markdown: str, heading: str) -> str:
 
 
 def course_map(readme: str, chapters: dict[str, str]) -> str:
-    """The README's course table with two more columns, each chapter's estimated time and prerequisites.
+    """The README's course table with one more column: each chapter's own estimated time.
 
     ``chapters`` maps a notebook stem to its first cell's source.
     """
     lines = [line for line in _section(readme, "The course").splitlines() if line.startswith("|")]
     if len(lines) < 3:
         raise SiteError("README.md: the course table under '## The course' is missing")
-    rows = [lines[0].rstrip(" |") + " | estimated time | prerequisites |",
-            lines[1].rstrip(" |") + " | --- | --- |"]
+    rows = [lines[0].rstrip(" |") + " | estimated time |", lines[1].rstrip(" |") + " | --- |"]
     for line in lines[2:]:
         stem = re.search(r"notebooks/(\d\d_\w+)\.ipynb", line)
         if not stem or stem.group(1) not in chapters:
             raise SiteError(f"README.md: course table row names no solution notebook: {line[:60]}")
-        _, time, prereq = _heading_parts(chapters[stem.group(1)])
-        rows.append(f"{line.rstrip(' |')} | {time} | {prereq} |")
+        rows.append(f"{line.rstrip(' |')} | {_heading_parts(chapters[stem.group(1)])[1]} |")
     return rewrite_links("\n".join(rows), depth=0)
 
 
@@ -270,10 +268,11 @@ def api_page(api: dict[str, list[str]]) -> str:
            "refers to), rendered from their docstrings. Under each module, *used in the chapters* names what the",
            "notebooks call.", ""]
     for module in api_modules(api):
-        out += [f"``{module}``", "-" * (len(module) + 4), "", f".. automodule:: {module}", "   :members:", ""]
+        out += [module, "-" * len(module), ""]
         if module in api:
             used = ", ".join(f":py:obj:`~{module}.{name}`" for name in api[module])
             out += [f"*Used in the chapters:* {used}", ""]
+        out += [f".. automodule:: {module}", "   :members:", ""]
     return "\n".join(out) + "\n"
 
 
@@ -302,7 +301,7 @@ install the course (below) and open the notebooks in JupyterLab.
 
 {course_map(readme, chapters)}
 
-Estimated times and prerequisites are each chapter's own (its first cell).
+The estimated times are each chapter's own (its first cell), as are the prerequisites it names.
 
 ## Install and run the notebooks locally
 
@@ -320,7 +319,7 @@ Then `jupyter lab notebooks/` opens the learner notebooks (the exercises left to
 ```{{toctree}}
 :caption: Guides
 :hidden:
-README
+The README <README>
 {toc_guides}
 api
 ```
@@ -390,8 +389,10 @@ def build(output: Path = DEFAULT_OUTPUT, quiet: bool = True) -> Path:
     _prepare(output)
     stage(output / "src")
     html = output / "html"
-    args = ["-b", "html", "-W", "--keep-going", "-n", "-E", "-c", str(CONFIG), "-d", str(output / "doctrees"),
-            str(output / "src"), str(html)]
+    # -W --keep-going -n: every warning (an unresolved reference too) is an error, all reported; -j auto: a
+    # process per core reads and writes the pages.
+    args = ["-b", "html", "-W", "--keep-going", "-n", "-E", "-j", "auto", "-c", str(CONFIG),
+            "-d", str(output / "doctrees"), str(output / "src"), str(html)]
     if build_main(args + (["-q"] if quiet else [])) != 0:
         raise SiteError("sphinx reported the problems above (warnings are errors)")
     return html

@@ -13,7 +13,7 @@ import fedad_tutorial
 sys.path.insert(0, str(Path(__file__).parent))  # fedad_sphinx, the extension next to this file
 
 project = "fedad-tutorial"
-author = "the fedad-tutorial authors"
+author = ""  # no byline in the footer
 release = version = fedad_tutorial.__version__
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx_design", "sphinx_togglebutton",
               "fedad_sphinx"]
