@@ -1,4 +1,4 @@
-"""The course as a website (``python -m fedad_tutorial.site_build``): what the built site holds, and that the
+"""The course as a website (``python -m fedad_tutorial.exercises.site``): what the built site holds, and that the
 build is strict (a broken reference, a missing image or a notebook without stored outputs fails it).
 
 The site's packages (requirements-site.txt) are not what a learner installs. Without them these tests skip,
@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fedad_tutorial import site_build
+from fedad_tutorial.exercises import site as site_build
 from fedad_tutorial.exercises.learner import BEGIN
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Sphinx configuration of the course's website; build it with ``python -m fedad_tutorial.site_build``.
+"""Sphinx configuration of the course's website; build it with ``python -m fedad_tutorial.exercises.site``.
 
 Why Sphinx: MyST-NB renders notebooks with their stored outputs without executing them, Markdown pages (README,
 docs/*.md) with the same parser, and autodoc renders the API reference from the package's docstrings, all in one
@@ -18,7 +18,7 @@ release = version = fedad_tutorial.__version__
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx_design", "sphinx_togglebutton",
               "fedad_sphinx"]
 
-# The sources are staged by fedad_tutorial.site_build: chapters/ (cleaned copies of the solution notebooks),
+# The sources are staged by fedad_tutorial.exercises.site: chapters/ (cleaned copies of the solution notebooks),
 # _notebooks/ (the committed notebook files, offered for download only), docs/, benchmarks/results/, figures/.
 exclude_patterns = ["_notebooks/**", "figures/*.md"]  # figures/: images for the README and the pages
 nb_execution_mode = "off"  # the stored outputs are the outputs: the site never runs a notebook

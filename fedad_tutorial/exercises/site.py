@@ -1,10 +1,10 @@
-"""Build the course as a static website: ``python -m fedad_tutorial.site_build`` (README, "The course as a website").
+"""Build the course as a static website: ``python -m fedad_tutorial.exercises.site`` (README).
 
 The site is rendered from what is committed, never re-executed: the solution notebooks with their stored outputs,
 README.md and docs/*.md. Sphinx does the rendering (configuration in ``website/conf.py``); this module prepares
-its sources in ``OUTPUT/src`` (default ``build/site``, ignored by git) and runs it strictly, so that a broken
-cross-reference, a missing image, a docstring that fails to render or a notebook without stored outputs fails
-the build:
+its sources in ``OUTPUT/src`` (default ``build/site`` in the current folder, which git ignores in the checkout)
+and runs Sphinx strictly, so that a broken cross-reference, a missing image, a docstring that fails to render or
+a notebook without stored outputs fails the build:
 
 - every solution notebook must have been executed (:func:`unexecuted_cells`); the chapter pages are copies with
   the notebooks' machinery left out of the code shown (nbval markers, solution markers, ``%matplotlib inline``,
@@ -12,8 +12,8 @@ the build:
   solution notebook with the learner notebook :func:`~fedad_tutorial.exercises.learner.learner_notebook` makes
   of it (the same rule that strips them);
 - links between README, docs and notebooks are rewritten to the pages (a learner notebook's link goes to its
-  chapter page); the landing page's course map is the README's table, with each chapter's own estimated time and
-  prerequisites (from its first cell);
+  chapter page); the landing page's course map is the README's table, with each chapter's own estimated time
+  (from its first cell);
 - the API reference lists the public functions and classes the chapters import from the package
   (:func:`chapter_api`), rendered from their docstrings.
 
@@ -37,9 +37,10 @@ import nbformat
 
 from fedad_tutorial.exercises.learner import BEGIN, END, learner_notebook
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "website"
-DEFAULT_OUTPUT = REPO / "build" / "site"
+#: Relative to the current folder, as for sphinx-build: from the checkout, a folder git ignores.
+DEFAULT_OUTPUT = Path("build", "site")
 #: The file that marks a folder as a site build, so that a rebuild may replace it (and nothing else).
 MARKER = ".fedad-site"
 SOLUTION_PROMPT = {"code_prompt_show": "Show the solution", "code_prompt_hide": "Hide the solution"}
@@ -378,7 +379,7 @@ def _prepare(output: Path) -> None:
             raise SiteError(f"{output}: not empty and not a previous site build; choose another --output")
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER).write_text("a fedad site build: python -m fedad_tutorial.site_build replaces this folder\n")
+    (output / MARKER).write_text("a fedad site build: python -m fedad_tutorial.exercises.site replaces this folder\n")
 
 
 def build(output: Path = DEFAULT_OUTPUT, quiet: bool = True) -> Path:
@@ -399,9 +400,11 @@ def build(output: Path = DEFAULT_OUTPUT, quiet: bool = True) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Build the course as a static website (Sphinx), strictly, from the "
+                                                 "committed notebooks and their stored outputs.")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="folder for the build; the site goes to OUTPUT/html (default: build/site)")
+                        help="folder for the build; the site goes to OUTPUT/html (default: build/site in the current "
+                             "folder)")
     parser.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
     args = parser.parse_args(argv)
     try:
