@@ -219,6 +219,11 @@ def test_the_code_a_reader_sees_has_no_tooling_lines():
               "    ### END SOLUTION\n")
     assert site_build.clean_source(source) == "import tqdm.auto\nimport x  # (imported early: why)\ndef f():\n" \
                                               "    return 1"
+    setup = ('import copy\nimport warnings\n\nwarnings.filterwarnings("ignore", message="IProgress")  # tqdm\n\n'
+             "import numpy as np\n")
+    assert site_build.clean_source(setup) == "import copy\n\nimport numpy as np"
+    used = setup + "with warnings.catch_warnings():\n    pass\n"  # the notebook uses warnings itself: kept
+    assert site_build.clean_source(used).startswith("import copy\nimport warnings\n\nimport numpy as np\nwith")
 
 
 def test_solution_cells_are_the_cells_the_learner_copy_replaces():

@@ -46,8 +46,8 @@ MARKER = ".fedad-site"
 SOLUTION_PROMPT = {"code_prompt_show": "Show the solution", "code_prompt_hide": "Hide the solution"}
 #: Lines of a code cell that run the notebook's tooling rather than teach: nbval's markers, the solution
 #: markers (the solution is folded instead) and the inline-figures magic.
-_MACHINERY = re.compile(rf"^\s*(# NBVAL_\w+|{re.escape(BEGIN)}|{re.escape(END)}|%matplotlib inline)[^\n]*(\n|$)",
-                        re.MULTILINE)
+_MACHINERY = re.compile(rf"\s*(# NBVAL_\w+|{re.escape(BEGIN)}|{re.escape(END)}|%matplotlib inline)")
+_WARNING_FILTER = re.compile(r"\s*warnings\.filterwarnings\(")
 _NOQA = re.compile(r"\s*# noqa(?::\s*[A-Z]+\d+(?:,\s*[A-Z]+\d+)*)?(\s+)?")
 _LINK = re.compile(r"(\]\()([^)\s]+)(\))")
 _CHAPTER_LINK = re.compile(r"^((?:\.\./)*)notebooks/(?:solutions/)?(\d\d_\w+)\.ipynb(#.*)?$")
@@ -77,14 +77,26 @@ def output_problems(paths: Iterable[Path]) -> list[str]:
 
 
 def clean_source(source: str) -> str:
-    """A code cell's source as a reader should see it: without the lines and comments that serve the tooling."""
-    source = _MACHINERY.sub("", source)
-    lines = []
-    for line in source.split("\n"):
-        if "# noqa" in line:
-            line = _NOQA.sub(lambda m: "  # " if m.group(1) else "", line, count=1).rstrip()
-        lines.append(line)
-    return "\n".join(lines).strip("\n")
+    """A code cell's source as a reader should see it: without the lines and comments that serve the tooling.
+
+    Besides the markers, that is the warning filters a setup cell installs for the notebook's own run (tqdm
+    without widgets, deprecation notices of libraries), and their ``import warnings`` when nothing else uses it.
+    A blank line that a removed line leaves doubled goes too.
+    """
+    lines = source.split("\n")
+    keeps_warnings = any("warnings." in line and not _WARNING_FILTER.match(line) for line in lines)
+    out: list[str] = []
+    removed = False
+    for line in lines:
+        if _MACHINERY.match(line) or _WARNING_FILTER.match(line) or (line == "import warnings" and not keeps_warnings):
+            removed = True
+            continue
+        if removed and not line.strip() and (not out or not out[-1].strip()):
+            continue
+        removed = False
+        out.append(_NOQA.sub(lambda m: "  # " if m.group(1) else "", line, count=1).rstrip() if "# noqa" in line
+                   else line)
+    return "\n".join(out).strip("\n")
 
 
 def solution_cells(solution: nbformat.NotebookNode) -> list[int]:
