@@ -277,6 +277,12 @@ def test_the_output_folder_is_replaced_only_when_it_is_a_previous_build(tmp_path
     (tmp_path / "file").write_text("x")
     with pytest.raises(site_build.SiteError, match="not a folder"):
         site_build._prepare(tmp_path / "file")
+    with pytest.raises(site_build.SiteError, match="cannot create it"):
+        site_build._prepare(tmp_path / "file" / "site")
+    (tmp_path / "link").symlink_to(mine)
+    with pytest.raises(site_build.SiteError, match="symbolic link"):
+        site_build._prepare(tmp_path / "link")
+    assert (mine / "notes.txt").read_text() == "keep me\n"
     previous = tmp_path / "previous"
     site_build._prepare(previous)
     (previous / "html").mkdir()

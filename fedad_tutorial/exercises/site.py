@@ -384,13 +384,18 @@ def stage(src: Path) -> int:
 
 def _prepare(output: Path) -> None:
     """Empty ``output`` for a new build; refuse a folder that is not a previous build (it could be the user's)."""
-    if output.is_symlink() or (output.exists() and not output.is_dir()):
+    if output.is_symlink():
+        raise SiteError(f"{output}: a symbolic link; choose a plain folder for --output")
+    if output.exists() and not output.is_dir():
         raise SiteError(f"{output}: exists and is not a folder; choose another --output")
     if output.exists() and any(output.iterdir()):
-        if not (output / MARKER).is_file():
+        if not (output / MARKER).is_file() or (output / MARKER).is_symlink():
             raise SiteError(f"{output}: not empty and not a previous site build; choose another --output")
         shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SiteError(f"{output}: cannot create it ({err.strerror})") from None
     (output / MARKER).write_text("a fedad site build: python -m fedad_tutorial.exercises.site replaces this folder\n")
 
 
