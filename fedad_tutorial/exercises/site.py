@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import inspect
+import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -400,18 +403,22 @@ def _prepare(output: Path) -> None:
 
 
 def build(output: Path = DEFAULT_OUTPUT, quiet: bool = True) -> Path:
-    """Build the site strictly into ``output/html``; return that folder (raises :class:`SiteError`)."""
-    from sphinx.cmd.build import build_main
+    """Build the site strictly into ``output/html``; return that folder (raises :class:`SiteError`).
 
+    Sphinx runs as its own process (``python -m sphinx``): the package does not import it, so a learner's
+    install, without the site's packages, still imports every module.
+    """
     output = output.absolute()
     _prepare(output)
     stage(output / "src")
     html = output / "html"
     # -W --keep-going -n: every warning (an unresolved reference too) is an error, all reported; -j auto: a
     # process per core reads and writes the pages.
-    args = ["-b", "html", "-W", "--keep-going", "-n", "-E", "-j", "auto", "-c", str(CONFIG),
-            "-d", str(output / "doctrees"), str(output / "src"), str(html)]
-    if build_main(args + (["-q"] if quiet else [])) != 0:
+    args = [sys.executable, "-m", "sphinx", "-b", "html", "-W", "--keep-going", "-n", "-E", "-j", "auto",
+            "-c", str(CONFIG), "-d", str(output / "doctrees"), str(output / "src"), str(html)]
+    # autodoc documents this checkout's package, the one the pages were staged from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if subprocess.run(args + (["-q"] if quiet else []), env=env, check=False).returncode != 0:
         raise SiteError("sphinx reported the problems above (warnings are errors)")
     return html
 
@@ -424,9 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                              "folder)")
     parser.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
     args = parser.parse_args(argv)
-    try:
-        import sphinx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sphinx") is None:
         print("the site's packages are missing: pip install -r requirements-site.txt", file=sys.stderr)
         return 2
     try:
