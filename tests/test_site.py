@@ -289,3 +289,14 @@ def test_the_output_folder_is_replaced_only_when_it_is_a_previous_build(tmp_path
     site_build._prepare(previous)
     assert sorted(p.name for p in previous.iterdir()) == [site_build.MARKER]
     shutil.rmtree(previous)
+
+
+def test_without_the_site_packages_ci_fails_and_elsewhere_skips(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sphinx" else real(name, *a))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"missing \(sphinx\)"):
+        require_site_packages()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="requirements-site.txt"):
+        require_site_packages()
