@@ -191,22 +191,30 @@ def test_every_committed_solution_notebook_has_stored_outputs():
     assert site_build.output_problems(SOLUTIONS) == []
 
 
-@pytest.mark.parametrize("page, error", [
-    ("See [the missing page](nowhere.md).", "nowhere.md"),
-    ("![a figure](figures/missing.png)", "missing.png"),
-    ("{py:func}`fedad_tutorial.data.no_such_function`", "no_such_function"),
+@pytest.mark.parametrize("name, page, error", [
+    ("index.md", "# A page\n\nSee [the missing page](nowhere.md).\n", "nowhere.md"),
+    ("index.md", "# A page\n\n![a figure](figures/missing.png)\n", "missing.png"),
+    ("index.md", "# A page\n\n{py:func}`fedad_tutorial.data.no_such_function`\n", "no_such_function"),
+    # the API reference is reStructuredText, as here
+    ("index.rst", "A page\n======\n\n.. automodule:: planted_module\n   :members:\n",
+     "docstring of planted_module.f"),
 ])
-def test_a_broken_reference_or_missing_image_fails_the_build(tmp_path, capsys, page, error):
+def test_a_broken_reference_missing_image_or_bad_docstring_fails_the_build(tmp_path, monkeypatch, capsys, name,
+                                                                             page, error):
     """The site's configuration with Sphinx's strict flags, on a one-page site with one planted mistake."""
     require_site_packages()
     from sphinx.cmd.build import build_main
 
+    # a docstring docutils cannot parse: a role that does not end
+    (tmp_path / "planted_module.py").write_text('def f():\n    """A :func:`role that does not end."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "index.md").write_text(f"# A page\n\n{page}\n", encoding="utf-8")
-    args = ["-b", "html", "-W", "--keep-going", "-n", "-q", "-c", str(site_build.CONFIG),
+    (tmp_path / "src" / name).write_text(page, encoding="utf-8")
+    args = ["-b", "html", "-W", "--keep-going", "-n", "-q", "-E", "-c", str(site_build.CONFIG),
             str(tmp_path / "src"), str(tmp_path / "html")]
     assert build_main(args) != 0
     assert error in capsys.readouterr().err
+    (tmp_path / "src" / name).unlink()
     (tmp_path / "src" / "index.md").write_text("# A page\n\nNothing wrong here.\n", encoding="utf-8")
     assert build_main(args) == 0  # the same site without the mistake builds
 

@@ -33,7 +33,7 @@ _SECTIONED = {"module", "class", "exception", "function", "method"}
 
 def _google_sections(app: Sphinx, what: str, name: str, obj: object, options: object, lines: list[str]) -> None:
     if what in _SECTIONED:
-        lines[:] = GoogleDocstring(lines, Config(napoleon_use_rtype=False), app, what, name, obj, options).lines()
+        lines[:] = GoogleDocstring(lines, Config(napoleon_use_rtype=False), app, what, name, obj).lines()
 
 
 def _resolve(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.Element):
