@@ -7,15 +7,16 @@ and runs Sphinx strictly, so that a broken cross-reference, a missing image, a d
 a notebook without stored outputs fails the build:
 
 - every solution notebook must have been executed (:func:`unexecuted_cells`); the chapter pages are copies with
-  the notebooks' machinery left out of the code shown (nbval markers, solution markers, ``%matplotlib inline``,
-  ruff's ``noqa``) and each exercise solution folded behind a "Show the solution" toggle, found by comparing the
-  solution notebook with the learner notebook :func:`~fedad_tutorial.exercises.learner.learner_notebook` makes
-  of it (the same rule that strips them);
+  the notebooks' machinery left out of the code shown (:func:`clean_source`: nbval and solution markers,
+  ``%matplotlib inline``, ruff's ``noqa``, warning filters) and each exercise solution folded behind a "Show
+  the solution" toggle, found by comparing the solution notebook with the learner notebook
+  :func:`~fedad_tutorial.exercises.learner.learner_notebook` makes of it (the same rule that strips them);
 - links between README, docs and notebooks are rewritten to the pages (a learner notebook's link goes to its
   chapter page); the landing page's course map is the README's table, with each chapter's own estimated time
   (from its first cell);
-- the API reference lists the public functions and classes the chapters import from the package
-  (:func:`chapter_api`), rendered from their docstrings.
+- the API reference renders, from their docstrings, the modules that define the public functions and classes
+  the chapters import (:func:`chapter_api`) and the modules their docstrings refer to (:func:`api_modules`),
+  naming under each module what the chapters use.
 
 The build uses Sphinx's ``-W --keep-going -n``: every warning, including an unresolved reference, is an error,
 reported all at once. ``OUTPUT`` is created if needed and only ever replaced when it holds a previous site build.
@@ -317,7 +318,7 @@ install the course (below) and open the notebooks in JupyterLab.
 
 {course_map(readme, chapters)}
 
-The estimated times are each chapter's own (its first cell), as are the prerequisites it names.
+Each estimated time is the chapter's own, from its first cell, which also names what the chapter builds on.
 
 ## Install and run the notebooks locally
 
