@@ -178,13 +178,13 @@ Engine = Callable[[nn.Module, list[torch.Tensor], list[int], int, FederatedConfi
                   list[tuple[dict[str, torch.Tensor], float]]]
 
 
-# A server-side aggregation rule: (global weights before the round, the clients' new weights, their
-# row counts, round) -> the new global weights. FedAvg by default; robust rules and differentially
-# private aggregation plug in here (see the advanced chapters).
+#: A server-side aggregation rule: (global weights before the round, the clients' new weights, their
+#: row counts, round) -> the new global weights. FedAvg by default; robust rules and differentially
+#: private aggregation plug in here (see the advanced chapters).
 Aggregator = Callable[[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[float], int],
                       dict[str, torch.Tensor]]
-# A hook on what a client sends: (client index, its new weights, the global weights, round) -> the
-# weights that reach the server. Used to simulate misbehaving clients (model poisoning).
+#: A hook on what a client sends: (client index, its new weights, the global weights, round) -> the
+#: weights that reach the server. Used to simulate misbehaving clients (model poisoning).
 UpdateHook = Callable[[int, dict[str, torch.Tensor], dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 
 

@@ -6,7 +6,7 @@ message's ``ConfigRecord`` (:func:`message_config`); clients read it back with
 :func:`config_from_message`. Both carry the :class:`~fedad_tutorial.config.FederatedConfig` as one
 flat key per field, derived from its fields (:func:`flat_config`, :func:`config_from_flat`): a field
 declared there reaches the run config, every message and the clients with no list to update here,
-and what comes back is validated by the configuration itself (:func:`fedad_tutorial.config.check`).
+and what comes back is validated by the configuration itself (:func:`fedad_tutorial.params.check`).
 Nothing here trains or evaluates: that is the package's code.
 """
 
