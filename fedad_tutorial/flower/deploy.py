@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY, check_server_files, load_ca
@@ -50,6 +51,9 @@ from fedad_tutorial.flower.processes import (
     remove_abandoned,
 )
 from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
+
+if TYPE_CHECKING:
+    from fedad_tutorial.flower.checkpoint import Checkpoint
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: Seconds between a client's checks for a message it was not told of (see :func:`_serve_messages`).
@@ -234,10 +238,13 @@ def _submit(control, app_dir: Path) -> tuple[int, str]:
 def serve(settings: FlowerSettings, address: str, certificates: Path | None, insecure: bool,
           authorized_keys: Path | None = None, on_round: Callable[[dict], None] | None = None,
           startup_timeout: float = 60.0, threads: int | None = None,
-          on_count: Callable[[int], None] | None = None) -> dict:
+          on_count: Callable[[int], None] | None = None, resume: Checkpoint | None = None) -> dict:
     """Run the whole server side; return the run's summary (RuntimeError on failure).
 
-    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting."""
+    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting. The
+    run folder keeps a checkpoint after every completed round; ``resume`` continues the run of one.
+    A killed server's state folder (``.NAME.flower`` beside the run folder) is removed here, never the
+    run folder, so its checkpoint survives the kill and the restart."""
     from flwr.supercore.control import ControlHttpClient
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
@@ -288,7 +295,8 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
                 control.close()
 
             def main(grid, _context) -> None:
-                fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count)
+                fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count,
+                                 checkpoints=True, resume=resume)
                 result["summary"] = fed.summary()
 
             run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)

@@ -50,10 +50,12 @@ from fedad_tutorial.federated import (
     ModelFileCounts,
     Update,
     check_federation,
+    fedavg_aggregator,
     federated_rounds,
     model_detector,
     round_means,
 )
+from fedad_tutorial.flower.checkpoint import Checkpoint, NodeRecord, save_checkpoint
 from fedad_tutorial.flower.settings import (
     CENTER,
     EVALUATE,
@@ -167,6 +169,8 @@ class FlowerTransport:
         self._sent_at = time.monotonic()
         self._pending: tuple[ConfigRecord, Callable[[Evaluations], None]] | None = None
         self._final: ModelFileCounts | None = None
+        #: The global weights the last :meth:`fit` started from: the round whose evaluation it reports.
+        self.evaluated_state: dict[str, torch.Tensor] | None = None
 
     def _alive_ids(self) -> list[int]:
         return [n.node_id for n in self.nodes if n.node_id in self.alive]
@@ -221,6 +225,7 @@ class FlowerTransport:
 
     def fit(self, model: torch.nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
         train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        self.evaluated_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log(INFO, "round %d: %d of %d nodes train", rnd, len(train_ids), len(self.alive))
         arrays = to_record(model.state_dict())
         pending, self._pending = self._pending, None
@@ -303,29 +308,84 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
     return nodes
 
 
+def _resumed_nodes(nodes: list[Node], done: Checkpoint) -> list[Node]:
+    """The checkpoint's federation with the Flower node ids of this server's nodes: each node that answered
+    must be one the checkpoint lists as still answering, with the same data and key; a node dropped before
+    the checkpoint stays dropped (id -1 - index). :class:`FlowerRunError` naming the first mismatch."""
+    now = {n.index: n for n in nodes}
+    wanted = {r.index for r in done.nodes if r.alive}
+    extra = sorted(set(now) - wanted)
+    if extra:
+        raise FlowerRunError(f"node(s) {', '.join(now[k].label() for k in extra)} joined the resumed run, but its "
+                             "checkpoint does not list them as taking part")
+    out = []
+    for r in done.nodes:
+        node = now.get(r.index)
+        if node is None:
+            out.append(Node(-1 - r.index, r.index, r.name, r.n_train, r.n_test, list(r.features), r.labelled,
+                            FeatureStats(r.n_train, np.zeros(len(r.features)), np.zeros(len(r.features))), r.key))
+            continue
+        seen = (node.name, node.key, node.n_train, node.n_test, tuple(node.features), node.labelled)
+        then = (r.name, r.key, r.n_train, r.n_test, r.features, r.labelled)
+        if seen != then:
+            raise FlowerRunError(f"{node.label()} is not the node the checkpoint knows as node {r.index + 1} "
+                                 f"(then: {r.name}, key {r.key or 'none'}, {r.n_train} + {r.n_test} rows); start "
+                                 "each client with the data and key it had")
+        out.append(node)
+    return out
+
+
+def _checkpoint(settings: FlowerSettings, transport: FlowerTransport, scaler: Scaler, authentication: bool,
+                rnd: int, records: list[dict]) -> Checkpoint:
+    nodes = [NodeRecord(n.index, n.name, n.key, n.n_train, n.n_test, tuple(n.features), n.labelled,
+                        n.node_id in transport.alive) for n in transport.nodes]
+    return Checkpoint(rnd, settings.to_run_config(), transport.evaluated_state, records, scaler, nodes,
+                      list(transport.missing), authentication)
+
+
 def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
-               on_count: Callable[[int], None] | None = None, new_output: bool = False) -> FederationResult:
+               on_count: Callable[[int], None] | None = None, new_output: bool = False,
+               checkpoints: bool = False, resume: Checkpoint | None = None) -> FederationResult:
     """The whole run on the ServerApp side: :func:`~fedad_tutorial.federated.federated_rounds` over the nodes,
     :func:`~fedad_tutorial.federated.model_detector` for the model file; writes the run folder if
-    ``settings.output_dir`` is set. ``progress(round, means)`` hears each round's means.
+    ``settings.output_dir`` is set. ``checkpoints`` (``fedad server``): while it trains, it replaces the run
+    folder's checkpoint after every completed round but the last (:mod:`~fedad_tutorial.flower.checkpoint`).
+    ``progress(round, means)`` hears each round's means.
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part. ``new_output``: the
-    run folder must not exist or be empty when it is written, even a former run folder is kept."""
+    run folder must not exist or be empty when it is written, even a former run folder is kept. ``resume``:
+    continue that checkpoint's run after its round, with the nodes it lists as still answering."""
     config = replace(settings.config, engine="loop", scaling="global")
     settings = replace(settings, config=config)
-    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed, on_count=on_count)
+    wanted = settings.min_clients if resume is None else sum(r.alive for r in resume.nodes)
+    node_ids = wait_for_nodes(grid, wanted, settings.wait_timeout, allowed, on_count=on_count)
     keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
     nodes = _query_stats(grid, settings, node_ids, keys)
-    scaler = federated_scaler([n.stats for n in nodes])
+    if resume is None:
+        scaler, history, first = federated_scaler([n.stats for n in nodes]), [], 1
+    else:
+        nodes, scaler, history, first = _resumed_nodes(nodes, resume), resume.scaler, list(resume.history), \
+            resume.round + 1
     features = nodes[0].features
     transport = FlowerTransport(grid, settings, nodes, scaler)
+    if resume is not None:
+        transport.alive = {n.node_id for n in nodes if n.node_id >= 0}
+        transport.missing = list(resume.missing)
+        transport.missing_names = [r.name for r in resume.nodes if not r.alive]
+        log(INFO, "resuming after round %d of %d with %d node(s)", resume.round, config.rounds, len(transport.alive))
 
     def on_round(rnd: int, rows: list[dict]) -> None:
+        history.extend(rows)
+        if checkpoints and rnd < config.rounds:  # the last round's state is the run folder itself
+            save_checkpoint(settings.output_dir, _checkpoint(settings, transport, scaler, allowed is not None,
+                                                             rnd, history))
         if progress is not None:
             progress(rnd, round_means(rows, _PROGRESS))
 
-    model, records, counts = federated_rounds(transport, config, len(features), on_round=on_round)
-    fed = FederationResult(records, model_detector(model, scaler, features, config, counts), {}, config)
+    hooks = (fedavg_aggregator, None, resume.state if resume is not None else None)
+    model, _, counts = federated_rounds(transport, config, len(features), on_round=on_round, hooks=hooks,
+                                        first_round=first)
+    fed = FederationResult(history, model_detector(model, scaler, features, config, counts), {}, config)
     if settings.output_dir:
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
