@@ -24,7 +24,7 @@ import io
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -244,10 +244,16 @@ def _from_plain(plain, path: Path) -> Checkpoint:
                       records, missing, plain["authentication"])
 
 
+def served(settings: FlowerSettings) -> FlowerSettings:
+    """The settings a deployment trains with: the loop engine (each node trains its own model) and the global
+    scaler (from the nodes' statistics), whatever the flags say."""
+    return replace(settings, config=replace(settings.config, engine="loop", scaling="global"))
+
+
 def check_same_settings(checkpoint: Checkpoint, settings: FlowerSettings, path: Path) -> None:
     """The resumed run must train what the checkpoint's run trained: every setting but the waiting times
     (:data:`OPERATIONAL`) equal, else a one-line :class:`UserError` naming the first differences."""
-    now = settings.to_run_config()
+    now = served(settings).to_run_config()
     then: Mapping = checkpoint.settings
     differ = [k for k in sorted(set(now) | set(then)) if k not in OPERATIONAL and now.get(k) != then.get(k)]
     if differ:

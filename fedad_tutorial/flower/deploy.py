@@ -356,26 +356,77 @@ def _progress(on_round: Callable[[dict], None] | None):
     return lambda rnd, means: on_round({"round": rnd, **means})
 
 
+class ServerLost(RuntimeError):
+    """The fedad server stopped answering while this node served it: it may be restarting (``--resume``)."""
+
+    def __init__(self, answered: int) -> None:
+        super().__init__(f"lost the fedad server after {answered} message(s)")
+        self.answered = answered
+
+
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
          wait_timeout: float, auth_key: Path | None = None, say: Callable[[str], None] = print,
          threads: int | None = None) -> str:
     """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary.
 
-    Its state (Flower's home, logs, the SuperExec secret) lives in a folder of this user's
+    If the server goes away before its last message (killed, restarting with ``--resume``, a network
+    outage), the node waits up to ``wait_timeout`` s for it to come back and joins again with a new
+    SuperNode (with node authentication, under the same key, so the same Flower node id); if it does
+    not come back, one line and :class:`UserError` (exit 2).
+
+    Each SuperNode's state (Flower's home, logs, the SuperExec secret) lives in a folder of this user's
     :func:`~fedad_tutorial.flower.processes.state_root`, removed at the end, or by the next client if
     this one is killed."""
-    from fedad_tutorial.flower.preflight import check_server, supernode_failure
+    from fedad_tutorial.flower.preflight import check_server
 
-    tls = tls_args(root_certificates, insecure, server=False)
+    tls_args(root_certificates, insecure, server=False)
     key = client_key(root_certificates, insecure, auth_key)
     host, port = split_address(server_address)
     check_server(host, port, root_certificates, wait_timeout)  # before the slow imports below
 
-    from fedad_tutorial.flower.client_app import make_client_app, warm_up
-    from fedad_tutorial.flower.runtime import ClientWorker
+    from fedad_tutorial.flower.client_app import warm_up
     from fedad_tutorial.threads import set_threads
 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
+    name = f"node {node_id} ({data_path.name})"
+    answered, rejoining_since = 0, None
+    while True:
+        try:
+            summary = _supernode_session(data_path, node_id, server_address, root_certificates, insecure,
+                                         wait_timeout, auth_key, key, name, say, answered,
+                                         warm_up if rejoining_since is None else None)
+            return summary
+        except ServerLost as lost:
+            answered += lost.answered
+            if lost.answered or rejoining_since is None:
+                rejoining_since = time.monotonic()
+                say(f"{name}: lost the fedad server at {server_address} after {answered} message(s); waiting up "
+                    f"to {wait_timeout:g} s (--wait-timeout) for it to come back")
+        except RuntimeError:  # a SuperNode that could not join a restarted server yet (its keys not registered)
+            if rejoining_since is None or time.monotonic() - rejoining_since > wait_timeout:
+                raise
+            time.sleep(1.0)
+        left = wait_timeout - (time.monotonic() - rejoining_since)
+        try:
+            check_server(host, port, root_certificates, max(left, 0.0))
+        except RuntimeError:
+            raise UserError(f"{name}: the fedad server at {server_address} did not come back within "
+                            f"{wait_timeout:g} s (--wait-timeout) after {answered} message(s); giving up") from None
+        say(f"{name}: the fedad server at {server_address} answers again; joining it")
+
+
+def _supernode_session(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None,
+                       insecure: bool, wait_timeout: float, auth_key: Path | None, key: PublicKey | None,
+                       name: str, say: Callable[[str], None], answered_before: int,
+                       warm_up: Callable[[], None] | None) -> str:
+    """One SuperNode and the worker answering its messages, until the last message (the summary line) or
+    until the server is lost (:class:`ServerLost`); both stopped, their state removed, however it ends."""
+    from fedad_tutorial.flower.client_app import make_client_app
+    from fedad_tutorial.flower.preflight import supernode_failure
+    from fedad_tutorial.flower.runtime import ClientWorker
+
+    tls = tls_args(root_certificates, insecure, server=False)
+    host, port = split_address(server_address)
     node_config = f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)}'
     runtime_port = free_port()
     auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
@@ -396,15 +447,18 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
                                 "--max-wait-time", str(wait_timeout)], env, log, pass_fds=(notify_write,))
         finally:
             os.close(notify_write)
-        warm_up()  # while the SuperNode starts, not during the first round
+        if warm_up is not None:
+            warm_up()  # while the SuperNode starts, not during the first round
         try:
             _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
         except RuntimeError:
+            if not reachable(host, port):
+                raise ServerLost(0) from None
             raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
         with _FlowerLog(state / "clientapp.log"):
             worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
-            return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key,
-                                   f"node {node_id} ({data_path.name})", say, notify_read)
+            return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key, name, say,
+                                   notify_read, answered_before)
     finally:
         if notify_read is not None:
             os.close(notify_read)
@@ -416,8 +470,10 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
-                    key: PublicKey | None, name: str, say: Callable[[str], None], notified: int) -> str:
-    """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s.
+                    key: PublicKey | None, name: str, say: Callable[[str], None], notified: int,
+                    answered_before: int = 0) -> str:
+    """Answer messages until the last one; :class:`ServerLost` as soon as the server does not accept
+    connections (checked every second), RuntimeError if the SuperNode stops for another reason.
 
     Between messages it waits on ``notified`` (the SuperNode's pipe), asking the SuperNode for a
     task only when told of a message, or every :data:`FALLBACK_POLL` s."""
@@ -427,12 +483,12 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
 
     answered = 0
 
-    def lost() -> str | None:
-        if answered and not reachable(host, port):
-            return f"lost the fedad server at {address}: it stopped answering after {answered} message(s)"
-        return None
+    def lost() -> None:
+        if not reachable(host, port):
+            raise ServerLost(answered)
 
-    last_contact = checked = time.monotonic()
+    checked = time.monotonic()
+    misses = 0  # checks in a row that found the server's port closed
     exit_code = _LogWatch(log)
     connected = False
     finished_at = None
@@ -441,18 +497,19 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
             message = worker.step()
         except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
             code = exit_code.check()
-            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key,
-                                                           code if code is not None else node.poll())) from None
+            lost()
+            raise RuntimeError(supernode_failure(_tail(log, 12), address, key,
+                                                 code if code is not None else node.poll())) from None
         now = time.monotonic()
         if message is not None:
             answered += 1
-            last_contact = now
             if message.metadata.message_type == EVALUATE and message.content["config"].get("last", False):
                 finished_at = now
         if node.poll() is not None:
             if finished_at is not None:
                 break
-            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, node.returncode))
+            lost()
+            raise RuntimeError(supernode_failure(_tail(log, 12), address, key, node.returncode))
         if now - checked > 1.0:
             checked = now
             code = exit_code.check()
@@ -460,18 +517,17 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
                 connected = True
                 say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
             if code is not None and finished_at is None:  # Flower reported its exit but may linger
-                raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, code))
-            if reachable(host, port):
-                last_contact = now
-            elif finished_at is not None:
+                lost()
+                raise RuntimeError(supernode_failure(_tail(log, 12), address, key, code))
+            misses = 0 if reachable(host, port) else misses + 1
+            if misses and finished_at is not None:
                 break  # the server stopped after collecting the last replies
-            elif now - last_contact > wait_timeout:
-                raise RuntimeError(f"lost the fedad server at {address}: unreachable for {wait_timeout:g} s "
-                                   f"(--wait-timeout) after {answered} message(s)")
+            if misses >= 2:  # closed twice a second apart: killed or restarting, and join() waits for it
+                raise ServerLost(answered)
         if finished_at is not None and now - finished_at > wait_timeout:
             break
         if message is None and select.select([notified], [], [], FALLBACK_POLL)[0]:
             os.read(notified, 4096)  # drain: the next step takes the task
     if worker.failures:
         raise RuntimeError(f"{name}: training finished, but this node failed to answer: {worker.failures[-1]}")
-    return f"{name}: training finished ({answered} messages answered)"
+    return f"{name}: training finished ({answered_before + answered} messages answered)"

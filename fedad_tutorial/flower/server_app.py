@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -55,7 +55,7 @@ from fedad_tutorial.federated import (
     model_detector,
     round_means,
 )
-from fedad_tutorial.flower.checkpoint import Checkpoint, NodeRecord, save_checkpoint
+from fedad_tutorial.flower.checkpoint import Checkpoint, NodeRecord, save_checkpoint, served
 from fedad_tutorial.flower.settings import (
     CENTER,
     EVALUATE,
@@ -355,8 +355,8 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part. ``new_output``: the
     run folder must not exist or be empty when it is written, even a former run folder is kept. ``resume``:
     continue that checkpoint's run after its round, with the nodes it lists as still answering."""
-    config = replace(settings.config, engine="loop", scaling="global")
-    settings = replace(settings, config=config)
+    settings = served(settings)
+    config = settings.config
     wanted = settings.min_clients if resume is None else sum(r.alive for r in resume.nodes)
     node_ids = wait_for_nodes(grid, wanted, settings.wait_timeout, allowed, on_count=on_count)
     keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
