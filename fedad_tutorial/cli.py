@@ -521,11 +521,11 @@ def _cmd_server(args: argparse.Namespace) -> int:
             raise UserError(f"--resume {args.resume} continues the run in that folder; leave out "
                             f"--output-dir {args.output_dir}")
         args.output_dir = args.resume
-    check_run_dir(args.output_dir)
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
-    resume = _resumable(args, settings, keys)
+    resume = _resumable(args, settings, keys)  # first: it names what is wrong with a checkpoint
+    check_run_dir(args.output_dir)
     check_port(*split_address(args.address))
     mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
     if resume is None:
@@ -544,7 +544,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
             check_run_dir(args.output_dir)
             resume = _resumable(args, settings, keys)  # again, now that no other command may change it
             status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
-                           progress.round, threads=args.threads, on_count=progress.count, resume=resume)
+                           progress.round, threads=args.threads, on_count=progress.count, resume=resume,
+                           say=lambda line: print(f"fedad server: {line}", file=sys.stderr, flush=True))
     except RuntimeError as exc:
         progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)

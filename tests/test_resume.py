@@ -138,3 +138,219 @@ def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(d
     print(f"resumed after round {killed_after} of {ROUNDS}: max |weight difference| {diff:g}, "
           f"threshold {a.threshold!r} vs {b.threshold!r}")
     assert diff == 0 and a.threshold == b.threshold
+
+
+@pytest.mark.slow
+def test_a_killed_client_restarted_with_its_key_rejoins_and_one_not_restarted_is_dropped(data, tls, procs, tmp_path):
+    """Over TLS, four clients, 6 rounds, ``--round-timeout 15``: clients 3 and 4 are killed (``kill -9`` of their
+    process groups) after round 1; client 3 starts again with the same key and takes part again within the
+    next round after it was dropped; client 4 does not come back: the server says once that it dropped it, and
+    finishes with the other three."""
+    import json
+    import re
+    import shutil
+    import time
+
+    import pandas as pd
+
+    from fedad_tutorial.flower.keys import generate_key
+    from fedad_tutorial.flower.processes import free_port
+
+    generate_key(tmp_path / "k4")
+    (tmp_path / "keys").write_text("".join(p.read_text() for p in [*(tls / f"k{k}.pub" for k in (1, 2, 3)),
+                                                                   tmp_path / "k4.pub"]))
+    port, out = free_port(), tmp_path / "run"
+    args = [a for a in _server(out, port, 6, tls, "--round-timeout", "15") if a != "--quiet"]
+    args[args.index("--authorized-keys") + 1] = str(tmp_path / "keys")
+    server = procs("server", args)
+    client_args = {k: _client(data, k, port, tls) for k in (1, 2, 3)}
+    shutil.copy(data / "node_3.csv", tmp_path / "node_4.csv")  # node 3's rows as a fourth node, with its own key
+    client_args[4] = _client(tmp_path, 4, port, tls, key=3)
+    client_args[4][client_args[4].index("--auth-key") + 1] = str(tmp_path / "k4")
+    clients = {k: procs(f"client{k}", a) for k, a in client_args.items()}
+    start = time.monotonic()
+    _until(lambda: re.search(r"^1 ", _log(tmp_path, "server"), re.M) or server.poll() is not None, TIMEOUT,
+           "round 1")
+    assert server.poll() is None, _log(tmp_path, "server")
+    for k in (3, 4):
+        _kill_group(clients[k])
+    killed = time.monotonic() - start
+    time.sleep(2.0)
+    restarted = time.monotonic() - start
+    again = procs("client3-again", client_args[3])
+    assert _wait(server) == 0, _log(tmp_path, "server")
+    assert [_wait(c, 60) for c in (clients[1], clients[2], again)] == [0, 0, 0], _log(tmp_path, "client3-again")
+    log = _log(tmp_path, "server")
+    dropped = re.findall(r"fedad server: round (\d+): dropped (\S+) .*", log)
+    rejoined = re.findall(r"fedad server: (\S+) .* rejoined at round (\d+)", log)
+    summary = json.loads((out / "summary.json").read_text())["flower"]
+    history = pd.read_csv(out / "history.csv")
+    rounds = history.groupby("client")["round"].apply(list).to_dict()
+    print(f"killed after {killed:.1f} s, node_3 restarted after {restarted:.1f} s; dropped: {dropped}; "
+          f"rejoined: {rejoined}; rounds per client: {rounds}")
+    print(*[line for line in log.splitlines() if "dropped" in line or "rejoined" in line], sep="\n")
+    drop_round = {name: int(r) for r, name in dropped}
+    assert set(drop_round) == {"node_4"} or set(drop_round) == {"node_3", "node_4"}, log
+    assert summary["missing_clients"] == ["node_4"] and rounds["node_4"] == [1]
+    if "node_3" in drop_round:  # killed while it trained: dropped after --round-timeout, back the round after
+        assert rejoined == [("node_3", str(drop_round["node_3"] + 1))], log
+        assert summary["rejoined"] == [f"node_3 (round {drop_round['node_3'] + 1})"]
+    assert rounds["node_3"][-1] == 6 and rounds["node_1"] == rounds["node_2"] == list(range(1, 7))
+
+
+# -- what --resume refuses ----------------------------------------------------------------------------------------
+from test_hostile_deploy import BUSY, KIND, SPECIAL, dangling, guard, huge, snapshot, user_file  # noqa: E402
+
+guard = guard  # the same fixture: a case that blocks fails instead of hanging
+RESUME_ROUNDS = ["--rounds", "5"]
+
+
+def _saved(run, *, rounds: int = 5, authentication: bool = False, round_: int = 2):
+    """A checkpoint as ``fedad server --insecure --rounds ROUNDS --output-dir RUN`` writes it after ``round_``."""
+    from fedad_tutorial.config import FederatedConfig
+    from fedad_tutorial.flower.checkpoint import Checkpoint, NodeRecord, save_checkpoint, served
+    from fedad_tutorial.flower.settings import FlowerSettings
+    from fedad_tutorial.scaling import Scaler
+
+    settings = served(FlowerSettings(config=FederatedConfig(rounds=rounds), output_dir=str(run.resolve())))
+    state = settings.config.model_spec(4).build().state_dict()
+    nodes = [NodeRecord(k, f"node_{k + 1}", "", 40, 20, ("a", "b", "c", "d"), True, True) for k in range(2)]
+    history = [{"round": 1, "client": "node_1", "selected": True, "loss": 0.5, "f1": float("nan")}]
+    checkpoint = Checkpoint(round_, settings.to_run_config(), state, history, Scaler(np.zeros(4, np.float32),
+                            np.ones(4, np.float32)), nodes, [], authentication)
+    return save_checkpoint(run, checkpoint)
+
+
+def _argv(run, *extra: str) -> list[str]:
+    return ["server", "--insecure", "--address", f"127.0.0.1:{BUSY.port}", "--quiet", *RESUME_ROUNDS,
+            "--resume", str(run), *extra]
+
+
+def _truncated(run):
+    path = _saved(run)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+class _Payload:
+    """An object whose unpickling runs code: it makes the folder ``pwned`` (the snapshot would show it)."""
+
+    def __init__(self, where) -> None:
+        self.where = str(where)
+
+    def __reduce__(self):
+        return os.mkdir, (self.where,)
+
+
+def _pickled_object(run):
+    _saved(run)
+    torch.save({"format": 1, "round": _Payload(run / "pwned")}, run / "checkpoint.pt")
+
+
+def _special(kind):
+    def make(run):
+        _saved(run)
+        (run / "checkpoint.pt").unlink()
+        SPECIAL[kind](run / "checkpoint.pt")
+    return make
+
+
+def _linked_checkpoint(run):
+    _saved(run.parent / "elsewhere")
+    run.mkdir()
+    (run / "checkpoint.pt").symlink_to(run.parent / "elsewhere" / "checkpoint.pt")
+
+
+def _huge_checkpoint(run, monkeypatch):
+    from fedad_tutorial.flower import checkpoint
+
+    monkeypatch.setattr(checkpoint, "MAX_CHECKPOINT_BYTES", 1 << 20)  # huge() writes 2 MiB (sparse)
+    _saved(run)
+    (run / "checkpoint.pt").unlink()
+    huge(run / "checkpoint.pt")
+
+
+def _complete(run):
+    from fedad_tutorial.outputs import write_marker
+
+    run.mkdir()
+    write_marker(run, "test")
+    (run / "summary.json").write_text('{"fedad_tutorial_version": "test"}\n')
+
+
+REFUSED = [
+    ("missing folder", lambda run: None, (), ("does not exist",)),
+    ("a file", lambda run: user_file(run), (), ("is not a folder",)),
+    ("a symlink to a run folder", lambda run: (_saved(run.parent / "real"), run.symlink_to(run.parent / "real")),
+     (), ("symbolic link",)),
+    ("an empty folder", lambda run: run.mkdir(), (), ("holds no checkpoint.pt",)),
+    ("a complete run", _complete, (), ("complete run", "nothing to resume")),
+    ("a dangling checkpoint symlink", lambda run: (run.mkdir(), dangling(run / "checkpoint.pt")), (),
+     ("symbolic link",)),
+    ("a live checkpoint symlink", _linked_checkpoint, (), ("symbolic link",)),
+    *[(f"a {kind} as the checkpoint", _special(kind), (), (KIND[kind],)) for kind in SPECIAL],
+    ("a truncated checkpoint", _truncated, (), ("not a checkpoint written by fedad server",)),
+    ("garbage", lambda run: (_saved(run), (run / "checkpoint.pt").write_bytes(b"\0garbage" * 99)), (),
+     ("not a checkpoint written by fedad server",)),
+    ("a pickled object", _pickled_object, (), ("not a checkpoint written by fedad server",)),
+    ("other settings", lambda run: _saved(run, rounds=7), (), ("--rounds 7 (checkpoint) vs 5 (now)",)),
+    ("another security mode", lambda run: _saved(run, authentication=True), (), ("TLS and node keys",)),
+    ("a round out of range", lambda run: _saved(run, round_=5), (), ("damaged (round 5 of 5)",)),
+    ("--output-dir elsewhere", _saved, ("--output-dir", "elsewhere"), ("leave out --output-dir",)),
+]
+
+
+@pytest.mark.parametrize("name, make, extra, needles", REFUSED, ids=[c[0] for c in REFUSED])
+def test_resume_refuses_in_one_line_and_touches_nothing(name, make, extra, needles, tmp_path, capsys, guard,
+                                                        monkeypatch):
+    from fedad_tutorial.cli import main
+
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    make(run)
+    before = snapshot(tmp_path)
+    code = main(_argv(run, *extra))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("fedad server: error: "), err
+    assert all(n in err for n in needles), err
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_refuses_a_checkpoint_too_large_to_be_ours(tmp_path, capsys, guard, monkeypatch):
+    from fedad_tutorial.cli import main
+
+    run = tmp_path / "run"
+    _huge_checkpoint(run, monkeypatch)
+    before = snapshot(tmp_path)
+    assert main(_argv(run)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "larger than any checkpoint fedad writes" in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_valid_checkpoint_gets_past_every_check_and_a_new_run_never_replaces_it(tmp_path, capsys, guard):
+    """Accepted, ``--resume`` stops only at the taken port; without ``--resume`` the same folder is refused,
+    since the new run would replace the only way to continue the old one."""
+    from fedad_tutorial.cli import main
+
+    run = tmp_path / "run"
+    _saved(run)
+    before = snapshot(tmp_path)
+    assert main(_argv(run)) == 2
+    assert "already in use" in capsys.readouterr().err
+    fresh = [a for a in _argv(run) if a not in ("--resume", str(run))] + ["--output-dir", str(run)]
+    assert main(fresh) == 2
+    err = capsys.readouterr().err
+    assert "holds an unfinished run (round 2 of 5)" in err and f"--resume {run}" in err, err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_holds_only_tensors_and_plain_containers(tmp_path):
+    """``weights_only=True`` loads it (no code runs), and what comes back is what was saved."""
+    from fedad_tutorial.flower.checkpoint import load_checkpoint
+
+    path = _saved(tmp_path / "run")
+    plain = torch.load(path, weights_only=True)
+    assert plain["format"] == 1 and plain["round"] == 2
+    done = load_checkpoint(tmp_path / "run")
+    assert done.round == 2 and done.rounds == 5 and [n.name for n in done.nodes] == ["node_1", "node_2"]
+    assert math.isnan(done.history[0]["f1"]) and done.history[0]["loss"] == 0.5

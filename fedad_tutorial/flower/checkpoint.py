@@ -146,13 +146,14 @@ def _bad(path: Path, why: str) -> UserError:
 
 def _read(path: Path) -> bytes:
     """The checkpoint's bytes: a regular file (never through a symlink), at most MAX_CHECKPOINT_BYTES."""
+    mode = os.lstat(path).st_mode  # FileNotFoundError: the caller says what a missing checkpoint means
+    if stat.S_ISLNK(mode):
+        raise _bad(path, "is a symbolic link, not a checkpoint written by fedad server")
+    if not stat.S_ISREG(mode):  # a FIFO, a socket or a device is never even opened
+        raise _bad(path, f"is {describe_mode(mode)}, not a checkpoint (a regular file)")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise  # the caller says what a missing checkpoint means
     except OSError as exc:
-        if os.path.islink(path):
-            raise _bad(path, "is a symbolic link, not a checkpoint written by fedad server") from None
         raise _bad(path, f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
     try:
         info = os.fstat(fd)

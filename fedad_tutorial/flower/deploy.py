@@ -238,10 +238,12 @@ def _submit(control, app_dir: Path) -> tuple[int, str]:
 def serve(settings: FlowerSettings, address: str, certificates: Path | None, insecure: bool,
           authorized_keys: Path | None = None, on_round: Callable[[dict], None] | None = None,
           startup_timeout: float = 60.0, threads: int | None = None,
-          on_count: Callable[[int], None] | None = None, resume: Checkpoint | None = None) -> dict:
+          on_count: Callable[[int], None] | None = None, resume: Checkpoint | None = None,
+          say: Callable[[str], None] | None = None) -> dict:
     """Run the whole server side; return the run's summary (RuntimeError on failure).
 
-    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting. The
+    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting, ``say``
+    a line for each node dropped or rejoining. The
     run folder keeps a checkpoint after every completed round; ``resume`` continues the run of one.
     A killed server's state folder (``.NAME.flower`` beside the run folder) is removed here, never the
     run folder, so its checkpoint survives the kill and the restart."""
@@ -296,7 +298,7 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
 
             def main(grid, _context) -> None:
                 fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count,
-                                 checkpoints=True, resume=resume)
+                                 checkpoints=True, resume=resume, say=say)
                 result["summary"] = fed.summary()
 
             run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)

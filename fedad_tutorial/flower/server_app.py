@@ -73,6 +73,8 @@ from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
 
+#: Seconds a round waits at most for the answers of nodes that may be rejoining (:meth:`FlowerTransport._readmit`).
+PROBE_WAIT = 2.0
 #: The per-round means a deployment reports (progress lines).
 _PROGRESS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc")
 
@@ -156,8 +158,13 @@ class FlowerTransport:
 
     A node that does not answer within ``round_timeout`` is dropped (:meth:`_collect`)."""
 
-    def __init__(self, grid: Grid, settings: FlowerSettings, nodes: list[Node], scaler: Scaler) -> None:
+    def __init__(self, grid: Grid, settings: FlowerSettings, nodes: list[Node], scaler: Scaler,
+                 allowed: dict | None = None, say: Callable[[str], None] | None = None) -> None:
         self.grid, self.settings, self.scaler = grid, settings, scaler
+        self.allowed, self.say = allowed, say
+        self.keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
+        self.probes: dict[str, int] = {}  # message id of a query.stats sent to a node that may be rejoining -> node id
+        self.probed: set[int] = set()
         self.nodes = sorted(nodes, key=lambda n: n.index)
         self.names = [n.name for n in self.nodes]
         self.trainer_names = [f"client {n.name}" for n in self.nodes]
@@ -166,11 +173,59 @@ class FlowerTransport:
         self.missing: list[str] = []  # "name (why)"
         self.missing_names: list[str] = []
         self.errors: dict[int, str] = {}  # node id -> the reason of its last error reply
+        self.rejoined: list[str] = []  # "name (round r)"
+        self.round = 0  # the round being sent (0: before round 1)
         self._sent_at = time.monotonic()
         self._pending: tuple[ConfigRecord, Callable[[Evaluations], None]] | None = None
         self._final: ModelFileCounts | None = None
         #: The global weights the last :meth:`fit` started from: the round whose evaluation it reports.
         self.evaluated_state: dict[str, torch.Tensor] | None = None
+
+    def _tell(self, level: int, text: str) -> None:
+        """One line to Flower's log and, in ``fedad server``, to its console."""
+        log(level, "%s", text)
+        if self.say is not None:
+            self.say(text)
+
+    def _readmit(self, rnd: int) -> None:
+        """Let dropped nodes back in: every connected (authorized) node the run is not using is asked
+        ``query.stats`` once; a reply from a dropped node's ``--node-id`` with the same data (and key) makes
+        it take part again from this round. The replies are awaited :data:`PROBE_WAIT` s at most, and
+        collected again at each later round (a node restarted under the same key takes its query then)."""
+        fresh = [i for i in _connected(self.grid, self.allowed) if i not in self.alive and i not in self.probed]
+        if fresh:
+            record = RecordDict({"config": message_config(self.settings, 0)})
+            ids = self.grid.push_messages(self._messages(fresh, record, STATS))
+            self.probes.update({m: i for m, i in zip(ids, fresh, strict=True) if m})
+            self.probed.update(fresh)
+        end = time.monotonic() + (min(PROBE_WAIT, self.settings.round_timeout) if fresh else 0.0)
+        while self.probes:
+            for reply in self.grid.pull_messages(list(self.probes)):
+                node_id = self.probes.pop(reply.metadata.reply_to_message_id, None)
+                if node_id is None:
+                    continue
+                if reply.has_error():  # Flower's word that the node is gone: it may be asked again later
+                    self.probed.discard(node_id)
+                    continue
+                self._rejoin(_node(node_id, reply, self.keys), rnd)
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.1)
+
+    def _rejoin(self, node: Node, rnd: int) -> None:
+        known = next((n for n in self.nodes if n.index == node.index), None)
+        if known is None or known.node_id in self.alive or _identity(known) != _identity(node):
+            why = ("it is not part of this run" if known is None else "its --node-id already takes part"
+                   if known.node_id in self.alive else "its data or key differ from the node's that was dropped")
+            self._tell(WARNING, f"{node.label()} connected but does not take part: {why}")
+            return
+        del self.position[known.node_id]
+        known.node_id = node.node_id
+        self.position[node.node_id] = self.nodes.index(known)
+        self.alive.add(node.node_id)
+        self.missing_names.remove(known.name)
+        self.rejoined.append(f"{known.name} (round {rnd})")
+        self._tell(INFO, f"{known.label()} rejoined at round {rnd}")
 
     def _alive_ids(self) -> list[int]:
         return [n.node_id for n in self.nodes if n.node_id in self.alive]
@@ -195,7 +250,8 @@ class FlowerTransport:
                    f"no reply after {waited:.0f} s (--round-timeout {self.settings.round_timeout:g} s)"
                    for i in lost}
             for i in lost:
-                log(WARNING, "%s: %s to %s; continuing without it", by_id[i].label(), why[i], what)
+                self._tell(WARNING, f"round {self.round}: dropped {by_id[i].label()}: {why[i]} to {what}; "
+                                    "continuing without it")
             self.alive -= set(lost)
             self.missing += [f"{by_id[i].name} ({why[i]})" for i in lost]
             self.missing_names += [by_id[i].name for i in lost]
@@ -224,6 +280,8 @@ class FlowerTransport:
                 for r in got.values()]
 
     def fit(self, model: torch.nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
+        self.round = rnd
+        self._readmit(rnd)
         train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
         self.evaluated_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log(INFO, "round %d: %d of %d nodes train", rnd, len(train_ids), len(self.alive))
@@ -250,6 +308,7 @@ class FlowerTransport:
         return updates
 
     def histograms(self, model: torch.nn.Module, rnd: int) -> list[ScoreHistogram]:
+        self.round = rnd
         record = RecordDict({"arrays": to_record(model.state_dict()),
                              "config": message_config(self.settings, rnd, self.scaler)})
         got = self._send(self._messages(self._alive_ids(), record, HISTOGRAM), "histogram")
@@ -262,6 +321,7 @@ class FlowerTransport:
             self._pending = (config, report)  # sent with the next round's training
             return
         config["last"] = True
+        self.round = rnd
         record = RecordDict({"arrays": to_record(model.state_dict()), "config": config})
         got = self._send(self._messages(self._alive_ids(), record, EVALUATE), "evaluate")
         report(self._evaluations(got))
@@ -278,6 +338,20 @@ def _histogram(reply: Message) -> ScoreHistogram:
     return ScoreHistogram.from_counts(reply.content["histogram"]["counts"].numpy().astype(np.int64))
 
 
+def _node(node_id: int, reply: Message, keys: dict[int, str]) -> Node:
+    """The node that sent this ``query.stats`` reply."""
+    m, info = reply.content["metrics"], reply.content["info"]
+    return Node(node_id, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
+                [str(f) for f in info["features"]], bool(info["labelled"]),
+                FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
+                             np.asarray(m["total-sq"], dtype=np.float64)), keys.get(node_id, ""))
+
+
+def _identity(node: Node) -> tuple:
+    """What must not change when a node comes back: its data's name, key, row counts, features and labels."""
+    return node.index, node.name, node.key, node.n_train, node.n_test, tuple(node.features), node.labelled
+
+
 def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys: dict[int, str]) -> list[Node]:
     record = RecordDict({"config": message_config(settings, 0)})
     messages = [Message(content=record, message_type=STATS, dst_node_id=i) for i in node_ids]
@@ -288,13 +362,7 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
         raise FlowerRunError(f"only {len(replies)} of {len(node_ids)} connected nodes answered the first "
                              f"message within {settings.round_timeout:g} s; silent Flower node ids: "
                              f"{', '.join(silent)}")
-    nodes = []
-    for i, reply in replies.items():
-        m, info = reply.content["metrics"], reply.content["info"]
-        nodes.append(Node(i, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
-                          [str(f) for f in info["features"]], bool(info["labelled"]),
-                          FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
-                                       np.asarray(m["total-sq"], dtype=np.float64)), keys.get(i, "")))
+    nodes = [_node(i, reply, keys) for i, reply in replies.items()]
     nodes.sort(key=lambda n: n.index)
     indices = [n.index for n in nodes]
     for index in sorted({v for v in indices if indices.count(v) > 1}):
@@ -345,7 +413,8 @@ def _checkpoint(settings: FlowerSettings, transport: FlowerTransport, scaler: Sc
 
 def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
                on_count: Callable[[int], None] | None = None, new_output: bool = False,
-               checkpoints: bool = False, resume: Checkpoint | None = None) -> FederationResult:
+               checkpoints: bool = False, resume: Checkpoint | None = None,
+               say: Callable[[str], None] | None = None) -> FederationResult:
     """The whole run on the ServerApp side: :func:`~fedad_tutorial.federated.federated_rounds` over the nodes,
     :func:`~fedad_tutorial.federated.model_detector` for the model file; writes the run folder if
     ``settings.output_dir`` is set. ``checkpoints`` (``fedad server``): while it trains, it replaces the run
@@ -354,7 +423,8 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part. ``new_output``: the
     run folder must not exist or be empty when it is written, even a former run folder is kept. ``resume``:
-    continue that checkpoint's run after its round, with the nodes it lists as still answering."""
+    continue that checkpoint's run after its round, with the nodes it lists as still answering. ``say`` hears
+    a line for each node dropped or rejoining."""
     settings = served(settings)
     config = settings.config
     wanted = settings.min_clients if resume is None else sum(r.alive for r in resume.nodes)
@@ -367,7 +437,7 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
         nodes, scaler, history, first = _resumed_nodes(nodes, resume), resume.scaler, list(resume.history), \
             resume.round + 1
     features = nodes[0].features
-    transport = FlowerTransport(grid, settings, nodes, scaler)
+    transport = FlowerTransport(grid, settings, nodes, scaler, allowed, say)
     if resume is not None:
         transport.alive = {n.node_id for n in nodes if n.node_id >= 0}
         transport.missing = list(resume.missing)
@@ -391,7 +461,8 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
                 "test_fraction": settings.test_fraction}
         flower = {"min_clients": settings.min_clients, "missing_clients": transport.missing_names,
-                  "missing_reasons": transport.missing, "round_timeout": settings.round_timeout,
+                  "missing_reasons": transport.missing, "rejoined": transport.rejoined,
+                  "round_timeout": settings.round_timeout,
                   "authentication": allowed is not None,
                   "nodes": {n.name: {"flower_node_id": n.node_id, "node_id": n.index + 1, "key": n.key or None}
                             for n in nodes}}
