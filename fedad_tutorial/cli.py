@@ -295,7 +295,8 @@ def _add_flower_commands(sub, fmt) -> None:
     client.add_argument("--insecure", action="store_true", help="no TLS and no authentication (local experiments only)")
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server (before training and whenever it "
-                             "is lost) before giving up")
+                             "is lost, e.g. restarting with --resume: then the client joins it again) before "
+                             "giving up")
     _threads_flag(client)
     _add_keygen_command(sub, fmt)
     _add_certs_command(sub, fmt)
