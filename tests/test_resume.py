@@ -84,6 +84,7 @@ from test_flower import TIMEOUT, _client, _log, _server, _until, _wait  # noqa: 
 data, tls, procs = test_flower.data, test_flower.tls, test_flower.procs  # the same fixtures
 
 ROUNDS = 5
+ROUNDS_REJOIN = 8
 
 
 def _checkpoint_round(run) -> int:
@@ -142,10 +143,10 @@ def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(d
 
 @pytest.mark.slow
 def test_a_killed_client_restarted_with_its_key_rejoins_and_one_not_restarted_is_dropped(data, tls, procs, tmp_path):
-    """Over TLS, four clients, 6 rounds, ``--round-timeout 15``: clients 3 and 4 are killed (``kill -9`` of their
-    process groups) after round 1; client 3 starts again with the same key and takes part again within the
-    next round after it was dropped; client 4 does not come back: the server says once that it dropped it, and
-    finishes with the other three."""
+    """Over TLS, four clients, 8 rounds, ``--round-timeout 15``: clients 3 and 4 are killed (``kill -9`` of
+    their process groups) once round 1 is checkpointed; client 3 starts again with the same key and takes part
+    again within the next round after it was dropped; client 4 does not come back: the server says once that it
+    dropped it, and finishes with the other three."""
     import json
     import re
     import shutil
@@ -160,7 +161,7 @@ def test_a_killed_client_restarted_with_its_key_rejoins_and_one_not_restarted_is
     (tmp_path / "keys").write_text("".join(p.read_text() for p in [*(tls / f"k{k}.pub" for k in (1, 2, 3)),
                                                                    tmp_path / "k4.pub"]))
     port, out = free_port(), tmp_path / "run"
-    args = [a for a in _server(out, port, 6, tls, "--round-timeout", "15") if a != "--quiet"]
+    args = [a for a in _server(out, port, ROUNDS_REJOIN, tls, "--round-timeout", "15") if a != "--quiet"]
     args[args.index("--authorized-keys") + 1] = str(tmp_path / "keys")
     server = procs("server", args)
     client_args = {k: _client(data, k, port, tls) for k in (1, 2, 3)}
@@ -169,9 +170,12 @@ def test_a_killed_client_restarted_with_its_key_rejoins_and_one_not_restarted_is
     client_args[4][client_args[4].index("--auth-key") + 1] = str(tmp_path / "k4")
     clients = {k: procs(f"client{k}", a) for k, a in client_args.items()}
     start = time.monotonic()
-    _until(lambda: re.search(r"^1 ", _log(tmp_path, "server"), re.M) or server.poll() is not None, TIMEOUT,
-           "round 1")
+    _until(lambda: _checkpoint_round(out) >= 1 or server.poll() is not None, TIMEOUT, "round 1's checkpoint")
     assert server.poll() is None, _log(tmp_path, "server")
+    from fedad_tutorial.flower.checkpoint import load_checkpoint
+
+    # --min-clients 2 (so that two may go): the four started together, within the server's settling second
+    assert len(load_checkpoint(out).nodes) == 4, _log(tmp_path, "server")
     for k in (3, 4):
         _kill_group(clients[k])
     killed = time.monotonic() - start
@@ -195,7 +199,7 @@ def test_a_killed_client_restarted_with_its_key_rejoins_and_one_not_restarted_is
     if "node_3" in drop_round:  # killed while it trained: dropped after --round-timeout, back the round after
         assert rejoined == [("node_3", str(drop_round["node_3"] + 1))], log
         assert summary["rejoined"] == [f"node_3 (round {drop_round['node_3'] + 1})"]
-    assert rounds["node_3"][-1] == 6 and rounds["node_1"] == rounds["node_2"] == list(range(1, 7))
+    assert rounds["node_3"][-1] == ROUNDS_REJOIN and rounds["node_1"] == list(range(1, ROUNDS_REJOIN + 1))
 
 
 # -- what --resume refuses ----------------------------------------------------------------------------------------
@@ -354,3 +358,48 @@ def test_a_checkpoint_holds_only_tensors_and_plain_containers(tmp_path):
     done = load_checkpoint(tmp_path / "run")
     assert done.round == 2 and done.rounds == 5 and [n.name for n in done.nodes] == ["node_1", "node_2"]
     assert math.isnan(done.history[0]["f1"]) and done.history[0]["loss"] == 0.5
+
+
+def test_a_client_waits_for_a_lost_server_then_gives_up_in_one_line(tmp_path, monkeypatch, capsys):
+    """The server goes away after 3 messages and its port stays closed: the client says it waits, keeps
+    trying for ``--wait-timeout`` s (here the preflight's retries are counted, not timed), then stops with one
+    line and exit code 2; a server that comes back is joined again, and the messages are counted across both."""
+    from fedad_tutorial.cli import main
+    from fedad_tutorial.csvio import write_node_csv
+    from fedad_tutorial.flower import deploy, preflight
+
+    [node] = make_cloud_federation(1, 40, 4, seed=1)
+    write_node_csv(tmp_path / "node_1.csv", node)
+    sessions, waits = [], []
+
+    def session(*args):
+        sessions.append(args[10])  # messages answered before this session
+        if len(sessions) == 1:
+            raise deploy.ServerLost(3)
+        if back:
+            return f"node 1 (node_1.csv): training finished ({args[10] + 2} messages answered)"
+        raise deploy.ServerLost(0)
+
+    def check_server(host, port, root, wait):
+        waits.append(wait)
+        if len(waits) > 1 and not back:
+            raise RuntimeError("cannot reach the fedad server")
+
+    monkeypatch.setattr(deploy, "_supernode_session", session)
+    monkeypatch.setattr(preflight, "check_server", check_server)
+    argv = ["client", "--node-id", "1", "--data-path", str(tmp_path / "node_1.csv"), "--insecure",
+            "--server-address", "127.0.0.1:1", "--wait-timeout", "7"]
+    back = False
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "lost the fedad server at 127.0.0.1:1 after 3 message(s); waiting up to 7 s (--wait-timeout)" in out
+    assert err == ("fedad client: error: node 1 (node_1.csv): the fedad server at 127.0.0.1:1 did not come back "
+                   "within 7 s (--wait-timeout) after 3 message(s); giving up\n"), err
+    assert waits[0] == 7 and 0 < waits[1] <= 7
+    sessions.clear()
+    waits.clear()
+    back = True
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "answers again; joining it" in out and "training finished (5 messages answered)" in out
+    assert sessions == [0, 3]
