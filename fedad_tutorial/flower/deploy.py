@@ -51,11 +51,15 @@ from fedad_tutorial.flower.processes import (
     remove_abandoned,
 )
 from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
+from fedad_tutorial.flower.supernode import HEARTBEAT
 
 if TYPE_CHECKING:
     from fedad_tutorial.flower.checkpoint import Checkpoint
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: What Flower's SuperNode logs when the SuperLink does not activate its key's node: the key is unknown, or
+#: its node still counts as online (Flower tells the two apart only in the SuperLink's own log).
+_ACTIVATION_REFUSED = "Failed to activate SuperNode"
 #: Seconds between a client's checks for a message it was not told of (see :func:`_serve_messages`).
 FALLBACK_POLL = 0.5
 
@@ -358,6 +362,19 @@ def _progress(on_round: Callable[[dict], None] | None):
     return lambda rnd, means: on_round({"round": rnd, **means})
 
 
+#: Seconds between a client's tries to join while the server does not activate its key's node.
+STILL_ONLINE_RETRY = 2.0
+#: How long a client tries again: a SuperLink counts a node as online until two heartbeats are missed
+#: (:data:`~fedad_tutorial.flower.supernode.HEARTBEAT` s apart), so a client killed and started again under the
+#: same key is let in by then; a key the server does not know is reported after this long.
+STILL_ONLINE_WINDOW = 2 * HEARTBEAT + 5.0
+
+
+class NodeStillOnline(RuntimeError):
+    """The SuperLink did not activate this key's node: it may still count it as online (a client with this key
+    killed less than two heartbeats ago), or not know the key at all."""
+
+
 class ServerLost(RuntimeError):
     """The fedad server stopped answering while this node served it: it may be restarting (``--resume``)."""
 
@@ -391,13 +408,23 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
     name = f"node {node_id} ({data_path.name})"
-    answered, rejoining_since = 0, None
+    answered, rejoining_since, busy_since = 0, None, None
     while True:
         try:
-            summary = _supernode_session(data_path, node_id, server_address, root_certificates, insecure,
-                                         wait_timeout, auth_key, key, name, say, answered,
-                                         warm_up if rejoining_since is None else None)
-            return summary
+            return _supernode_session(data_path, node_id, server_address, root_certificates, insecure, wait_timeout,
+                                      auth_key, key, name, say, answered,
+                                      warm_up if rejoining_since is None and busy_since is None else None)
+        except NodeStillOnline as refused:
+            now = time.monotonic()
+            window = min(wait_timeout, STILL_ONLINE_WINDOW)
+            if busy_since is None:
+                busy_since = now
+                say(f"{name}: the fedad server did not let this node's key in (it may still count a client with "
+                    f"this key, stopped moments ago, as connected); trying again for up to {window:g} s")
+            if now - busy_since > window:
+                raise RuntimeError(str(refused)) from None
+            time.sleep(STILL_ONLINE_RETRY)
+            continue
         except ServerLost as lost:
             answered += lost.answered
             if lost.answered or rejoining_since is None:
@@ -452,15 +479,20 @@ def _supernode_session(data_path: Path, node_id: int, server_address: str, root_
         if warm_up is not None:
             warm_up()  # while the SuperNode starts, not during the first round
         try:
-            _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
-        except RuntimeError:
-            if not reachable(host, port):
-                raise ServerLost(0) from None
-            raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
-        with _FlowerLog(state / "clientapp.log"):
-            worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
-            return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key, name, say,
-                                   notify_read, answered_before)
+            try:
+                _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
+            except RuntimeError:
+                if not reachable(host, port):
+                    raise ServerLost(0) from None
+                raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
+            with _FlowerLog(state / "clientapp.log"):
+                worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
+                return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key, name, say,
+                                       notify_read, answered_before)
+        except RuntimeError as exc:
+            if not isinstance(exc, ServerLost) and _ACTIVATION_REFUSED in _tail(log, 20):
+                raise NodeStillOnline(str(exc)) from None
+            raise
     finally:
         if notify_read is not None:
             os.close(notify_read)
