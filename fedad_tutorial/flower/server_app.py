@@ -347,8 +347,9 @@ def _node(node_id: int, reply: Message, keys: dict[int, str]) -> Node:
                              np.asarray(m["total-sq"], dtype=np.float64)), keys.get(node_id, ""))
 
 
-def _identity(node: Node) -> tuple:
-    """What must not change when a node comes back: its data's name, key, row counts, features and labels."""
+def _identity(node: Node | NodeRecord) -> tuple:
+    """What must not change when a node comes back (after a drop, or a server's restart): its ``--node-id``,
+    its data's name, row counts, features and labels, and its key."""
     return node.index, node.name, node.key, node.n_train, node.n_test, tuple(node.features), node.labelled
 
 
@@ -393,9 +394,7 @@ def _resumed_nodes(nodes: list[Node], done: Checkpoint) -> list[Node]:
             out.append(Node(-1 - r.index, r.index, r.name, r.n_train, r.n_test, list(r.features), r.labelled,
                             FeatureStats(r.n_train, np.zeros(len(r.features)), np.zeros(len(r.features))), r.key))
             continue
-        seen = (node.name, node.key, node.n_train, node.n_test, tuple(node.features), node.labelled)
-        then = (r.name, r.key, r.n_train, r.n_test, r.features, r.labelled)
-        if seen != then:
+        if _identity(node) != _identity(r):
             raise FlowerRunError(f"{node.label()} is not the node the checkpoint knows as node {r.index + 1} "
                                  f"(then: {r.name}, key {r.key or 'none'}, {r.n_train} + {r.n_test} rows); start "
                                  "each client with the data and key it had")
