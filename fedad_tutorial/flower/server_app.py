@@ -23,7 +23,12 @@ the ``Grid``. A run:
    deployed node knows it is done.
 
 A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
-``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
+``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise. A dropped node
+that connects again (the same ``--node-id``, data and key) takes part again from the next round
+(:meth:`FlowerTransport._readmit`).
+
+``fedad server`` keeps a checkpoint of every completed round in the run folder, and continues a killed
+server's run from it (:mod:`~fedad_tutorial.flower.checkpoint`, ``--resume``).
 
 In a deployment with node authentication, ``allowed`` maps the Flower node ids of the registered
 keys to those keys: any other node connected to the SuperLink is never sent a message.
