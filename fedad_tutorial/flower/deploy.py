@@ -409,12 +409,14 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
     name = f"node {node_id} ({data_path.name})"
     answered, rejoining_since, busy_since = 0, None, None
+    refused: NodeStillOnline | None = None  # the last time the server did not let this node's key in
     while True:
         try:
             return _supernode_session(data_path, node_id, server_address, root_certificates, insecure, wait_timeout,
                                       auth_key, key, name, say, answered,
                                       warm_up if rejoining_since is None and busy_since is None else None)
-        except NodeStillOnline as refused:
+        except NodeStillOnline as refusal:
+            refused = refusal
             now = time.monotonic()
             window = min(wait_timeout, STILL_ONLINE_WINDOW)
             if busy_since is None:
@@ -426,6 +428,8 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
             time.sleep(STILL_ONLINE_RETRY)
             continue
         except ServerLost as lost:
+            if refused is not None and not answered + lost.answered:  # never let in, and now the server is gone
+                raise RuntimeError(str(refused)) from None
             answered += lost.answered
             if lost.answered or rejoining_since is None:
                 rejoining_since = time.monotonic()
