@@ -538,7 +538,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
               f"waiting for its {alive} clients (at most {args.wait_timeout:g} s), then rounds "
               f"{resume.round + 1}-{args.rounds}", flush=True)
     print(_header("round"), flush=True)
-    progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
+    done = resume.round if resume is not None else 0  # the bar counts the rounds this server trains
+    progress = ServerProgress(args.rounds - done, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
         with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
