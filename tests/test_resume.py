@@ -125,6 +125,7 @@ def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(d
     _kill_group(server)
     killed_after = _checkpoint_round(cut)
     assert 2 <= killed_after < ROUNDS and not (cut / "summary.json").exists(), _log(tmp_path, "cut")
+    assert (tmp_path / ".cut.flower").is_dir()  # the killed server's state (its owner is dead): the restart clears it
     _until(lambda: not reachable("127.0.0.1", port), 30, "the killed server's port to close")
     resumed = procs("resumed", [*_server(cut, port, ROUNDS, tls), "--resume", str(cut)])
     assert _wait(resumed) == 0, _log(tmp_path, "resumed")
@@ -133,6 +134,7 @@ def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(d
     for k in (1, 2):
         assert "waiting up to 60 s (--wait-timeout) for it to come back" in _log(tmp_path, f"cut{k}")
     assert not (cut / "checkpoint.pt").exists()
+    assert not (tmp_path / ".cut.flower").exists() and (cut / "flower" / "superlink.log").is_file()
     assert (cut / "history.csv").read_text() == (whole / "history.csv").read_text()
     a, b = (Detector.load(run / "model.pt") for run in (whole, cut))
     diff = max(float((a.model.state_dict()[n] - t).abs().max()) for n, t in b.model.state_dict().items())
