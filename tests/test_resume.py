@@ -104,14 +104,17 @@ def _kill_group(proc) -> None:
 
 
 @pytest.mark.slow
-def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(data, tls, procs, tmp_path):
-    """Over TLS with node keys, two clients, 5 rounds: the server is killed (``kill -9`` of its process group)
-    once its checkpoint holds round 2; ``fedad server --resume`` with the same flags gets the same two nodes
-    back (they waited for it) and writes the model and history of an uninterrupted run."""
+@pytest.mark.parametrize("secure", [True, False], ids=["tls", "insecure"])
+def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(data, tls, procs, tmp_path, secure):
+    """Over TLS with node keys (or ``--insecure``, nodes known by ``--node-id`` and data), two clients, 5 rounds:
+    the server is killed (``kill -9`` of its process group) once its checkpoint holds round 2; ``fedad server
+    --resume`` with the same flags gets the same two nodes back (they waited for it) and writes the model and
+    history of an uninterrupted run."""
     from fedad_tutorial.detector import Detector
     from fedad_tutorial.flower.processes import free_port, reachable
 
     whole, cut = tmp_path / "whole", tmp_path / "cut"
+    tls = tls if secure else None
     port = free_port()
     server = procs("whole", _server(whole, port, ROUNDS, tls))
     clients = [procs(f"whole{k}", _client(data, k, port, tls)) for k in (1, 2)]
