@@ -261,7 +261,13 @@ def _add_flower_commands(sub, fmt) -> None:
                         default=FLOWER["min_clients"].default, help=FLOWER["min_clients"].help)
     server.add_argument("--address", default="127.0.0.1:8000", help="HOST:PORT the SuperLink listens on")
     server.add_argument("--output-dir", type=Path, default=Path("runs/flower"),
-                        help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/)")
+                        help="run folder to write (Flower's logs go to OUTPUT_DIR/flower/); while training it "
+                             "holds checkpoint.pt, the last completed round, and a new run never replaces "
+                             "a folder holding one")
+    server.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                        help="continue the unfinished run in the run folder RUN (a server killed after a "
+                             "round) from its checkpoint, with the same training flags and nodes; RUN "
+                             "replaces --output-dir")
     for name in ("wait_timeout", "round_timeout"):
         server.add_argument(f"--{name.replace('_', '-')}", type=_typed(float, FLOWER[name]),
                             default=FLOWER[name].default, help=FLOWER[name].help)
@@ -289,7 +295,8 @@ def _add_flower_commands(sub, fmt) -> None:
     client.add_argument("--insecure", action="store_true", help="no TLS and no authentication (local experiments only)")
     client.add_argument("--wait-timeout", type=_positive_float, default=120.0,
                         help="seconds to keep trying to reach the server (before training and whenever it "
-                             "is lost) before giving up")
+                             "is lost, e.g. restarting with --resume: then the client joins it again) before "
+                             "giving up")
     _threads_flag(client)
     _add_keygen_command(sub, fmt)
     _add_certs_command(sub, fmt)
@@ -512,24 +519,40 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from fedad_tutorial.flower.settings import FlowerSettings
     from fedad_tutorial.outputs import check_run_dir
 
-    # flag mistakes (TLS, keys), an output folder that must not be replaced and a busy port fail before anything
+    # flag mistakes (TLS, keys), an output folder that must not be replaced, a checkpoint that cannot be
+    # resumed and a busy port fail before anything
     keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
-    check_run_dir(args.output_dir)
-    check_port(*split_address(args.address))
+    if args.resume is not None:
+        if args.output_dir != Path("runs/flower") and args.output_dir != args.resume:
+            raise UserError(f"--resume {args.resume} continues the run in that folder; leave out "
+                            f"--output-dir {args.output_dir}")
+        args.output_dir = args.resume
     settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
+    resume = _resumable(args, settings, keys)  # first: it names what is wrong with a checkpoint
+    check_run_dir(args.output_dir)
+    check_port(*split_address(args.address))
     mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
-    print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
-          f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+    if resume is None:
+        print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
+              f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+    else:
+        alive = sum(n.alive for n in resume.nodes)
+        print(f"Flower server on {args.address} ({mode}): resuming {args.output_dir} after round {resume.round}: "
+              f"waiting for its {alive} clients (at most {args.wait_timeout:g} s), then rounds "
+              f"{resume.round + 1}-{args.rounds}", flush=True)
     print(_header("round"), flush=True)
-    progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
+    done = resume.round if resume is not None else 0  # the bar counts the rounds this server trains
+    progress = ServerProgress(args.rounds - done, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
         with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
             check_run_dir(args.output_dir)
+            resume = _resumable(args, settings, keys)  # again, now that no other command may change it
             status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
-                           progress.round, threads=args.threads, on_count=progress.count)
+                           progress.round, threads=args.threads, on_count=progress.count, resume=resume,
+                           say=lambda line: print(f"fedad server: {line}", file=sys.stderr, flush=True))
     except RuntimeError as exc:
         progress.close()  # first: the message starts a line of its own
         print(f"fedad server: error: {exc}", file=sys.stderr)
@@ -545,6 +568,34 @@ def _cmd_server(args: argparse.Namespace) -> int:
         print(describe(json.loads((args.output_dir / "summary.json").read_text())["privacy"]))
     print(f"Wrote {args.output_dir}/ ({_run_files(args.output_dir)}, flower/)")
     return 0
+
+
+def _resumable(args: argparse.Namespace, settings, keys):
+    """``--resume``: the run folder's checkpoint, written with these settings and (with authentication)
+    for keys this server admits; a new run: ``None``, and the folder must not hold an unfinished run."""
+    from fedad_tutorial.flower.checkpoint import (
+        check_not_unfinished,
+        check_same_settings,
+        checkpoint_path,
+        load_checkpoint,
+    )
+
+    if args.resume is None:
+        check_not_unfinished(args.output_dir)
+        return None
+    done = load_checkpoint(args.resume)
+    path = checkpoint_path(args.resume)
+    check_same_settings(done, settings, path)
+    if done.authentication != (keys is not None):
+        was = "with TLS and node keys" if done.authentication else "with --insecure"
+        raise UserError(f"{path}: the run was started {was}; resume it the same way")
+    if keys is not None:
+        known = {k.fingerprint for k in keys}
+        lost = [f"{n.name} ({n.key})" for n in done.nodes if n.alive and n.key not in known]
+        if lost:
+            raise UserError(f"{path}: the run's node(s) {', '.join(lost)} have no key in --authorized-keys "
+                            f"{args.authorized_keys}; resume with the keys the run was started with")
+    return done
 
 
 def _cmd_client(args: argparse.Namespace) -> int:

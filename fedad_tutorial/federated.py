@@ -432,7 +432,7 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
                      hooks: tuple[Aggregator, UpdateHook | None, dict[str, torch.Tensor] | None] = (
                          fedavg_aggregator, None, None),
                      desc: str = "federated", seed_offset: int = 0, model_file: bool = True,
-                     ) -> tuple[nn.Module, Records, ModelFileCounts | None]:
+                     first_round: int = 1) -> tuple[nn.Module, Records, ModelFileCounts | None]:
     """The one round loop of every run, in one process or over Flower: initial weights (and Deep SVDD's
     centre), then per round sample, train (``transport.fit``), check, aggregate, evaluate; returns the
     final model, the history and (``model_file``) the counts :func:`model_detector` needs.
@@ -441,6 +441,10 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
     trainers :func:`sample_clients` picks with that seed, so a run depends only on its configuration.
     A configuration with ``dp_clip > 0`` aggregates with DP-FedAvg
     (:func:`fedad_tutorial.privacy.config_aggregator`) instead of FedAvg, here whichever the transport.
+
+    ``first_round`` > 1 continues a run (``fedad server --resume``): with the weights after round
+    ``first_round - 1`` as the initial state, the rounds left give what the whole run gives, since no
+    round draws from a random state that an earlier round moved.
     """
     aggregator, update_hook, initial_state = hooks
     if config.private:
@@ -463,7 +467,7 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
     records: Records = []
     losses: dict[int, float] = {}
     fixed = fixed_buffers(model)
-    bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
+    bar = tqdm(range(first_round, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
 
     def report(rnd: int, evaluations: Evaluations, losses: dict[int, float]) -> None:
         rows = [history_row(rnd, transport.names[k], trainer in losses, losses.get(trainer, math.nan), evaluations[k])

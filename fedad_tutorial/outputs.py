@@ -30,8 +30,10 @@ from fedad_tutorial.errors import UserError
 
 #: The file that marks a folder as a fedad run folder (it holds the package version).
 MARKER = ".fedad-run"
-#: What a run folder holds at its top level; ``flower`` keeps a Flower server's logs.
-RUN_ENTRIES = frozenset({MARKER, "model.pt", "history.csv", "summary.json", "figures", "flower", "tensorboard"})
+#: What a run folder holds at its top level; ``flower`` keeps a Flower server's logs, ``checkpoint.pt`` an
+#: unfinished ``fedad server`` run's last completed round (:mod:`fedad_tutorial.flower.checkpoint`).
+RUN_ENTRIES = frozenset({MARKER, "model.pt", "history.csv", "summary.json", "figures", "flower", "tensorboard",
+                         "checkpoint.pt"})
 #: What a run's ``figures`` folder holds.
 RUN_FIGURES = frozenset({"f1_per_round.png"})
 #: What a run's ``tensorboard`` folder holds: TensorBoard event files.

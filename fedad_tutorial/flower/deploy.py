@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.certs import CA_CERT, SERVER_CERT, SERVER_KEY, check_server_files, load_ca
@@ -50,8 +51,15 @@ from fedad_tutorial.flower.processes import (
     remove_abandoned,
 )
 from fedad_tutorial.flower.settings import EVALUATE, FlowerSettings
+from fedad_tutorial.flower.supernode import HEARTBEAT
+
+if TYPE_CHECKING:
+    from fedad_tutorial.flower.checkpoint import Checkpoint
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: What Flower's SuperNode logs when the SuperLink does not activate its key's node: the key is unknown, or
+#: its node still counts as online (Flower tells the two apart only in the SuperLink's own log).
+_ACTIVATION_REFUSED = "Failed to activate SuperNode"
 #: Seconds between a client's checks for a message it was not told of (see :func:`_serve_messages`).
 FALLBACK_POLL = 0.5
 
@@ -234,10 +242,15 @@ def _submit(control, app_dir: Path) -> tuple[int, str]:
 def serve(settings: FlowerSettings, address: str, certificates: Path | None, insecure: bool,
           authorized_keys: Path | None = None, on_round: Callable[[dict], None] | None = None,
           startup_timeout: float = 60.0, threads: int | None = None,
-          on_count: Callable[[int], None] | None = None) -> dict:
+          on_count: Callable[[int], None] | None = None, resume: Checkpoint | None = None,
+          say: Callable[[str], None] | None = None) -> dict:
     """Run the whole server side; return the run's summary (RuntimeError on failure).
 
-    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting."""
+    ``on_round`` hears each round's means, ``on_count`` the number of connected nodes while waiting, ``say``
+    a line for each node dropped or rejoining. The
+    run folder keeps a checkpoint after every completed round; ``resume`` continues the run of one.
+    A killed server's state folder (``.NAME.flower`` beside the run folder) is removed here, never the
+    run folder, so its checkpoint survives the kill and the restart."""
     from flwr.supercore.control import ControlHttpClient
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
 
@@ -288,7 +301,8 @@ def serve(settings: FlowerSettings, address: str, certificates: Path | None, ins
                 control.close()
 
             def main(grid, _context) -> None:
-                fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count)
+                fed = run_server(grid, settings, _progress(on_round), allowed=allowed, on_count=on_count,
+                                 checkpoints=True, resume=resume, say=say)
                 result["summary"] = fed.summary()
 
             run_server_task(local, root, secret, run_id, fab_hash, main, link_alive, startup_timeout)
@@ -348,26 +362,104 @@ def _progress(on_round: Callable[[dict], None] | None):
     return lambda rnd, means: on_round({"round": rnd, **means})
 
 
+#: Seconds between a client's tries to join while the server does not activate its key's node.
+STILL_ONLINE_RETRY = 2.0
+#: How long a client tries again: a SuperLink counts a node as online until two heartbeats are missed
+#: (:data:`~fedad_tutorial.flower.supernode.HEARTBEAT` s apart), so a client killed and started again under the
+#: same key is let in by then; a key the server does not know is reported after this long.
+STILL_ONLINE_WINDOW = 2 * HEARTBEAT + 5.0
+
+
+class NodeStillOnline(RuntimeError):
+    """The SuperLink did not activate this key's node: it may still count it as online (a client with this key
+    killed less than two heartbeats ago), or not know the key at all."""
+
+
+class ServerLost(RuntimeError):
+    """The fedad server stopped answering while this node served it: it may be restarting (``--resume``)."""
+
+    def __init__(self, answered: int) -> None:
+        super().__init__(f"lost the fedad server after {answered} message(s)")
+        self.answered = answered
+
+
 def join(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None, insecure: bool,
          wait_timeout: float, auth_key: Path | None = None, say: Callable[[str], None] = print,
          threads: int | None = None) -> str:
     """Run a SuperNode serving ``data_path`` until the server's last message; return a one-line summary.
 
-    Its state (Flower's home, logs, the SuperExec secret) lives in a folder of this user's
+    If the server goes away before its last message (killed, restarting with ``--resume``, a network
+    outage), the node waits up to ``wait_timeout`` s for it to come back and joins again with a new
+    SuperNode (with node authentication, under the same key, so the same Flower node id); if it does
+    not come back, one line and :class:`UserError` (exit 2).
+
+    Each SuperNode's state (Flower's home, logs, the SuperExec secret) lives in a folder of this user's
     :func:`~fedad_tutorial.flower.processes.state_root`, removed at the end, or by the next client if
     this one is killed."""
-    from fedad_tutorial.flower.preflight import check_server, supernode_failure
+    from fedad_tutorial.flower.preflight import check_server
 
-    tls = tls_args(root_certificates, insecure, server=False)
+    tls_args(root_certificates, insecure, server=False)
     key = client_key(root_certificates, insecure, auth_key)
     host, port = split_address(server_address)
     check_server(host, port, root_certificates, wait_timeout)  # before the slow imports below
 
-    from fedad_tutorial.flower.client_app import make_client_app, warm_up
-    from fedad_tutorial.flower.runtime import ClientWorker
+    from fedad_tutorial.flower.client_app import warm_up
     from fedad_tutorial.threads import set_threads
 
     set_threads(threads)  # this process trains: one intra-op thread unless told otherwise
+    name = f"node {node_id} ({data_path.name})"
+    answered, rejoining_since, busy_since = 0, None, None
+    refused: NodeStillOnline | None = None  # the last time the server did not let this node's key in
+    while True:
+        try:
+            return _supernode_session(data_path, node_id, server_address, root_certificates, insecure, wait_timeout,
+                                      auth_key, key, name, say, answered,
+                                      warm_up if rejoining_since is None and busy_since is None else None)
+        except NodeStillOnline as refusal:
+            refused = refusal
+            now = time.monotonic()
+            window = min(wait_timeout, STILL_ONLINE_WINDOW)
+            if busy_since is None:
+                busy_since = now
+                say(f"{name}: the fedad server did not let this node's key in (it may still count a client with "
+                    f"this key, stopped moments ago, as connected); trying again for up to {window:g} s")
+            if now - busy_since > window:
+                raise RuntimeError(str(refused)) from None
+            time.sleep(STILL_ONLINE_RETRY)
+            continue
+        except ServerLost as lost:
+            if refused is not None and not answered + lost.answered:  # never let in, and now the server is gone
+                raise RuntimeError(str(refused)) from None
+            answered += lost.answered
+            if lost.answered or rejoining_since is None:
+                rejoining_since = time.monotonic()
+                say(f"{name}: lost the fedad server at {server_address} after {answered} message(s); waiting up "
+                    f"to {wait_timeout:g} s (--wait-timeout) for it to come back")
+        except RuntimeError:  # a SuperNode that could not join a restarted server yet (its keys not registered)
+            if rejoining_since is None or time.monotonic() - rejoining_since > wait_timeout:
+                raise
+            time.sleep(1.0)
+        left = wait_timeout - (time.monotonic() - rejoining_since)
+        try:
+            check_server(host, port, root_certificates, max(left, 0.0))
+        except RuntimeError:
+            raise UserError(f"{name}: the fedad server at {server_address} did not come back within "
+                            f"{wait_timeout:g} s (--wait-timeout) after {answered} message(s); giving up") from None
+        say(f"{name}: the fedad server at {server_address} answers again; joining it")
+
+
+def _supernode_session(data_path: Path, node_id: int, server_address: str, root_certificates: Path | None,
+                       insecure: bool, wait_timeout: float, auth_key: Path | None, key: PublicKey | None,
+                       name: str, say: Callable[[str], None], answered_before: int,
+                       warm_up: Callable[[], None] | None) -> str:
+    """One SuperNode and the worker answering its messages, until the last message (the summary line) or
+    until the server is lost (:class:`ServerLost`); both stopped, their state removed, however it ends."""
+    from fedad_tutorial.flower.client_app import make_client_app
+    from fedad_tutorial.flower.preflight import supernode_failure
+    from fedad_tutorial.flower.runtime import ClientWorker
+
+    tls = tls_args(root_certificates, insecure, server=False)
+    host, port = split_address(server_address)
     node_config = f'data-path={json.dumps(str(data_path.resolve()))} node-id={int(node_id)}'
     runtime_port = free_port()
     auth = ["--auth-supernode-private-key", str(auth_key.resolve())] if key is not None else []
@@ -388,15 +480,23 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
                                 "--max-wait-time", str(wait_timeout)], env, log, pass_fds=(notify_write,))
         finally:
             os.close(notify_write)
-        warm_up()  # while the SuperNode starts, not during the first round
+        if warm_up is not None:
+            warm_up()  # while the SuperNode starts, not during the first round
         try:
-            _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
-        except RuntimeError:
-            raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
-        with _FlowerLog(state / "clientapp.log"):
-            worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
-            return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key,
-                                   f"node {node_id} ({data_path.name})", say, notify_read)
+            try:
+                _wait_listening(node, runtime_port, wait_timeout, "SuperNode", log)
+            except RuntimeError:
+                if not reachable(host, port):
+                    raise ServerLost(0) from None
+                raise RuntimeError(supernode_failure(_tail(log, 12), server_address, key, node.poll())) from None
+            with _FlowerLog(state / "clientapp.log"):
+                worker = ClientWorker(f"127.0.0.1:{runtime_port}", secret, make_client_app())
+                return _serve_messages(worker, node, log, host, port, server_address, wait_timeout, key, name, say,
+                                       notify_read, answered_before)
+        except RuntimeError as exc:
+            if not isinstance(exc, ServerLost) and _ACTIVATION_REFUSED in _tail(log, 20):
+                raise NodeStillOnline(str(exc)) from None
+            raise
     finally:
         if notify_read is not None:
             os.close(notify_read)
@@ -408,8 +508,10 @@ def join(data_path: Path, node_id: int, server_address: str, root_certificates: 
 
 
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
-                    key: PublicKey | None, name: str, say: Callable[[str], None], notified: int) -> str:
-    """Answer messages until the last one; RuntimeError if the server is lost for ``wait_timeout`` s.
+                    key: PublicKey | None, name: str, say: Callable[[str], None], notified: int,
+                    answered_before: int = 0) -> str:
+    """Answer messages until the last one; :class:`ServerLost` as soon as the server does not accept
+    connections (checked every second), RuntimeError if the SuperNode stops for another reason.
 
     Between messages it waits on ``notified`` (the SuperNode's pipe), asking the SuperNode for a
     task only when told of a message, or every :data:`FALLBACK_POLL` s."""
@@ -419,12 +521,12 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
 
     answered = 0
 
-    def lost() -> str | None:
-        if answered and not reachable(host, port):
-            return f"lost the fedad server at {address}: it stopped answering after {answered} message(s)"
-        return None
+    def lost() -> None:
+        if not reachable(host, port):
+            raise ServerLost(answered)
 
-    last_contact = checked = time.monotonic()
+    checked = time.monotonic()
+    misses = 0  # checks in a row that found the server's port closed
     exit_code = _LogWatch(log)
     connected = False
     finished_at = None
@@ -433,18 +535,19 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
             message = worker.step()
         except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
             code = exit_code.check()
-            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key,
-                                                           code if code is not None else node.poll())) from None
+            lost()
+            raise RuntimeError(supernode_failure(_tail(log, 12), address, key,
+                                                 code if code is not None else node.poll())) from None
         now = time.monotonic()
         if message is not None:
             answered += 1
-            last_contact = now
             if message.metadata.message_type == EVALUATE and message.content["config"].get("last", False):
                 finished_at = now
         if node.poll() is not None:
             if finished_at is not None:
                 break
-            raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, node.returncode))
+            lost()
+            raise RuntimeError(supernode_failure(_tail(log, 12), address, key, node.returncode))
         if now - checked > 1.0:
             checked = now
             code = exit_code.check()
@@ -452,18 +555,17 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
                 connected = True
                 say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
             if code is not None and finished_at is None:  # Flower reported its exit but may linger
-                raise RuntimeError(lost() or supernode_failure(_tail(log, 12), address, key, code))
-            if reachable(host, port):
-                last_contact = now
-            elif finished_at is not None:
+                lost()
+                raise RuntimeError(supernode_failure(_tail(log, 12), address, key, code))
+            misses = 0 if reachable(host, port) else misses + 1
+            if misses and finished_at is not None:
                 break  # the server stopped after collecting the last replies
-            elif now - last_contact > wait_timeout:
-                raise RuntimeError(f"lost the fedad server at {address}: unreachable for {wait_timeout:g} s "
-                                   f"(--wait-timeout) after {answered} message(s)")
+            if misses >= 2:  # closed twice a second apart: killed or restarting, and join() waits for it
+                raise ServerLost(answered)
         if finished_at is not None and now - finished_at > wait_timeout:
             break
         if message is None and select.select([notified], [], [], FALLBACK_POLL)[0]:
             os.read(notified, 4096)  # drain: the next step takes the task
     if worker.failures:
         raise RuntimeError(f"{name}: training finished, but this node failed to answer: {worker.failures[-1]}")
-    return f"{name}: training finished ({answered} messages answered)"
+    return f"{name}: training finished ({answered_before + answered} messages answered)"

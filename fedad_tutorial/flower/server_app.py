@@ -23,7 +23,12 @@ the ``Grid``. A run:
    deployed node knows it is done.
 
 A node that does not answer within ``round_timeout`` is dropped: the run goes on if at least
-``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise.
+``min_clients`` nodes remain, and stops with an error naming the missing nodes otherwise. A dropped node
+that connects again (the same ``--node-id``, data and key) takes part again from the next round
+(:meth:`FlowerTransport._readmit`).
+
+``fedad server`` keeps a checkpoint of every completed round in the run folder, and continues a killed
+server's run from it (:mod:`~fedad_tutorial.flower.checkpoint`, ``--resume``).
 
 In a deployment with node authentication, ``allowed`` maps the Flower node ids of the registered
 keys to those keys: any other node connected to the SuperLink is never sent a message.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from pathlib import Path
 
@@ -50,10 +55,12 @@ from fedad_tutorial.federated import (
     ModelFileCounts,
     Update,
     check_federation,
+    fedavg_aggregator,
     federated_rounds,
     model_detector,
     round_means,
 )
+from fedad_tutorial.flower.checkpoint import Checkpoint, NodeRecord, save_checkpoint, served
 from fedad_tutorial.flower.settings import (
     CENTER,
     EVALUATE,
@@ -71,6 +78,8 @@ from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
 
+#: Seconds a round waits at most for the answers of nodes that may be rejoining (:meth:`FlowerTransport._readmit`).
+PROBE_WAIT = 2.0
 #: The per-round means a deployment reports (progress lines).
 _PROGRESS = ("loss", "threshold", "precision", "recall", "f1", "roc_auc")
 
@@ -154,8 +163,13 @@ class FlowerTransport:
 
     A node that does not answer within ``round_timeout`` is dropped (:meth:`_collect`)."""
 
-    def __init__(self, grid: Grid, settings: FlowerSettings, nodes: list[Node], scaler: Scaler) -> None:
+    def __init__(self, grid: Grid, settings: FlowerSettings, nodes: list[Node], scaler: Scaler,
+                 allowed: dict | None = None, say: Callable[[str], None] | None = None) -> None:
         self.grid, self.settings, self.scaler = grid, settings, scaler
+        self.allowed, self.say = allowed, say
+        self.keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
+        self.probes: dict[str, int] = {}  # message id of a query.stats sent to a node that may be rejoining -> node id
+        self.probed: set[int] = set()
         self.nodes = sorted(nodes, key=lambda n: n.index)
         self.names = [n.name for n in self.nodes]
         self.trainer_names = [f"client {n.name}" for n in self.nodes]
@@ -164,9 +178,59 @@ class FlowerTransport:
         self.missing: list[str] = []  # "name (why)"
         self.missing_names: list[str] = []
         self.errors: dict[int, str] = {}  # node id -> the reason of its last error reply
+        self.rejoined: list[str] = []  # "name (round r)"
+        self.round = 0  # the round being sent (0: before round 1)
         self._sent_at = time.monotonic()
         self._pending: tuple[ConfigRecord, Callable[[Evaluations], None]] | None = None
         self._final: ModelFileCounts | None = None
+        #: The global weights the last :meth:`fit` started from: the round whose evaluation it reports.
+        self.evaluated_state: dict[str, torch.Tensor] | None = None
+
+    def _tell(self, level: int, text: str) -> None:
+        """One line to Flower's log and, in ``fedad server``, to its console."""
+        log(level, "%s", text)
+        if self.say is not None:
+            self.say(text)
+
+    def _readmit(self, rnd: int) -> None:
+        """Let dropped nodes back in: every connected (authorized) node the run is not using is asked
+        ``query.stats`` once; a reply from a dropped node's ``--node-id`` with the same data (and key) makes
+        it take part again from this round. The replies are awaited :data:`PROBE_WAIT` s at most, and
+        collected again at each later round (a node restarted under the same key takes its query then)."""
+        fresh = [i for i in _connected(self.grid, self.allowed) if i not in self.alive and i not in self.probed]
+        if fresh:
+            record = RecordDict({"config": message_config(self.settings, 0)})
+            ids = self.grid.push_messages(self._messages(fresh, record, STATS))
+            self.probes.update({m: i for m, i in zip(ids, fresh, strict=True) if m})
+            self.probed.update(fresh)
+        end = time.monotonic() + (min(PROBE_WAIT, self.settings.round_timeout) if fresh else 0.0)
+        while self.probes:
+            for reply in self.grid.pull_messages(list(self.probes)):
+                node_id = self.probes.pop(reply.metadata.reply_to_message_id, None)
+                if node_id is None:
+                    continue
+                if reply.has_error():  # Flower's word that the node is gone: it may be asked again later
+                    self.probed.discard(node_id)
+                    continue
+                self._rejoin(_node(node_id, reply, self.keys), rnd)
+            if time.monotonic() >= end:
+                break
+            time.sleep(0.1)
+
+    def _rejoin(self, node: Node, rnd: int) -> None:
+        known = next((n for n in self.nodes if n.index == node.index), None)
+        if known is None or known.node_id in self.alive or _identity(known) != _identity(node):
+            why = ("it is not part of this run" if known is None else "its --node-id already takes part"
+                   if known.node_id in self.alive else "its data or key differ from the node's that was dropped")
+            self._tell(WARNING, f"{node.label()} connected but does not take part: {why}")
+            return
+        del self.position[known.node_id]
+        known.node_id = node.node_id
+        self.position[node.node_id] = self.nodes.index(known)
+        self.alive.add(node.node_id)
+        self.missing_names.remove(known.name)
+        self.rejoined.append(f"{known.name} (round {rnd})")
+        self._tell(INFO, f"{known.label()} rejoined at round {rnd}")
 
     def _alive_ids(self) -> list[int]:
         return [n.node_id for n in self.nodes if n.node_id in self.alive]
@@ -191,7 +255,8 @@ class FlowerTransport:
                    f"no reply after {waited:.0f} s (--round-timeout {self.settings.round_timeout:g} s)"
                    for i in lost}
             for i in lost:
-                log(WARNING, "%s: %s to %s; continuing without it", by_id[i].label(), why[i], what)
+                self._tell(WARNING, f"round {self.round}: dropped {by_id[i].label()}: {why[i]} to {what}; "
+                                    "continuing without it")
             self.alive -= set(lost)
             self.missing += [f"{by_id[i].name} ({why[i]})" for i in lost]
             self.missing_names += [by_id[i].name for i in lost]
@@ -220,7 +285,10 @@ class FlowerTransport:
                 for r in got.values()]
 
     def fit(self, model: torch.nn.Module, chosen: list[int], rnd: int) -> dict[int, Update]:
+        self.round = rnd
+        self._readmit(rnd)
         train_ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        self.evaluated_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         log(INFO, "round %d: %d of %d nodes train", rnd, len(train_ids), len(self.alive))
         arrays = to_record(model.state_dict())
         pending, self._pending = self._pending, None
@@ -245,6 +313,7 @@ class FlowerTransport:
         return updates
 
     def histograms(self, model: torch.nn.Module, rnd: int) -> list[ScoreHistogram]:
+        self.round = rnd
         record = RecordDict({"arrays": to_record(model.state_dict()),
                              "config": message_config(self.settings, rnd, self.scaler)})
         got = self._send(self._messages(self._alive_ids(), record, HISTOGRAM), "histogram")
@@ -257,6 +326,7 @@ class FlowerTransport:
             self._pending = (config, report)  # sent with the next round's training
             return
         config["last"] = True
+        self.round = rnd
         record = RecordDict({"arrays": to_record(model.state_dict()), "config": config})
         got = self._send(self._messages(self._alive_ids(), record, EVALUATE), "evaluate")
         report(self._evaluations(got))
@@ -273,6 +343,21 @@ def _histogram(reply: Message) -> ScoreHistogram:
     return ScoreHistogram.from_counts(reply.content["histogram"]["counts"].numpy().astype(np.int64))
 
 
+def _node(node_id: int, reply: Message, keys: dict[int, str]) -> Node:
+    """The node that sent this ``query.stats`` reply."""
+    m, info = reply.content["metrics"], reply.content["info"]
+    return Node(node_id, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
+                [str(f) for f in info["features"]], bool(info["labelled"]),
+                FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
+                             np.asarray(m["total-sq"], dtype=np.float64)), keys.get(node_id, ""))
+
+
+def _identity(node: Node | NodeRecord) -> tuple:
+    """What must not change when a node comes back (after a drop, or a server's restart): its ``--node-id``,
+    its data's name, row counts, features and labels, and its key."""
+    return node.index, node.name, node.key, node.n_train, node.n_test, tuple(node.features), node.labelled
+
+
 def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys: dict[int, str]) -> list[Node]:
     record = RecordDict({"config": message_config(settings, 0)})
     messages = [Message(content=record, message_type=STATS, dst_node_id=i) for i in node_ids]
@@ -283,13 +368,7 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
         raise FlowerRunError(f"only {len(replies)} of {len(node_ids)} connected nodes answered the first "
                              f"message within {settings.round_timeout:g} s; silent Flower node ids: "
                              f"{', '.join(silent)}")
-    nodes = []
-    for i, reply in replies.items():
-        m, info = reply.content["metrics"], reply.content["info"]
-        nodes.append(Node(i, int(info["node-index"]), str(info["client"]), int(m["count"]), int(m["n-test"]),
-                          [str(f) for f in info["features"]], bool(info["labelled"]),
-                          FeatureStats(int(m["count"]), np.asarray(m["total"], dtype=np.float64),
-                                       np.asarray(m["total-sq"], dtype=np.float64)), keys.get(i, "")))
+    nodes = [_node(i, reply, keys) for i, reply in replies.items()]
     nodes.sort(key=lambda n: n.index)
     indices = [n.index for n in nodes]
     for index in sorted({v for v in indices if indices.count(v) > 1}):
@@ -303,35 +382,91 @@ def _query_stats(grid: Grid, settings: FlowerSettings, node_ids: list[int], keys
     return nodes
 
 
+def _resumed_nodes(nodes: list[Node], done: Checkpoint) -> list[Node]:
+    """The checkpoint's federation with the Flower node ids of this server's nodes: each node that answered
+    must be one the checkpoint lists as still answering, with the same data and key; a node dropped before
+    the checkpoint stays dropped (id -1 - index). :class:`FlowerRunError` naming the first mismatch."""
+    now = {n.index: n for n in nodes}
+    wanted = {r.index for r in done.nodes if r.alive}
+    extra = sorted(set(now) - wanted)
+    if extra:
+        raise FlowerRunError(f"node(s) {', '.join(now[k].label() for k in extra)} joined the resumed run, but its "
+                             "checkpoint does not list them as taking part")
+    out = []
+    for r in done.nodes:
+        node = now.get(r.index)
+        if node is None:
+            out.append(Node(-1 - r.index, r.index, r.name, r.n_train, r.n_test, list(r.features), r.labelled,
+                            FeatureStats(r.n_train, np.zeros(len(r.features)), np.zeros(len(r.features))), r.key))
+            continue
+        if _identity(node) != _identity(r):
+            raise FlowerRunError(f"{node.label()} is not the node the checkpoint knows as node {r.index + 1} "
+                                 f"(then: {r.name}, key {r.key or 'none'}, {r.n_train} + {r.n_test} rows); start "
+                                 "each client with the data and key it had")
+        out.append(node)
+    return out
+
+
+def _checkpoint(settings: FlowerSettings, transport: FlowerTransport, scaler: Scaler, authentication: bool,
+                rnd: int, records: list[dict]) -> Checkpoint:
+    nodes = [NodeRecord(n.index, n.name, n.key, n.n_train, n.n_test, tuple(n.features), n.labelled,
+                        n.node_id in transport.alive) for n in transport.nodes]
+    return Checkpoint(rnd, settings.to_run_config(), transport.evaluated_state, records, scaler, nodes,
+                      list(transport.missing), authentication)
+
+
 def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dict | None = None,
-               on_count: Callable[[int], None] | None = None, new_output: bool = False) -> FederationResult:
+               on_count: Callable[[int], None] | None = None, new_output: bool = False,
+               checkpoints: bool = False, resume: Checkpoint | None = None,
+               say: Callable[[str], None] | None = None) -> FederationResult:
     """The whole run on the ServerApp side: :func:`~fedad_tutorial.federated.federated_rounds` over the nodes,
     :func:`~fedad_tutorial.federated.model_detector` for the model file; writes the run folder if
-    ``settings.output_dir`` is set. ``progress(round, means)`` hears each round's means.
+    ``settings.output_dir`` is set. ``checkpoints`` (``fedad server``): while it trains, it replaces the run
+    folder's checkpoint after every completed round but the last (:mod:`~fedad_tutorial.flower.checkpoint`).
+    ``progress(round, means)`` hears each round's means.
 
     ``allowed`` (node id -> its key, with a ``fingerprint``): only these nodes take part. ``new_output``: the
-    run folder must not exist or be empty when it is written, even a former run folder is kept."""
-    config = replace(settings.config, engine="loop", scaling="global")
-    settings = replace(settings, config=config)
-    node_ids = wait_for_nodes(grid, settings.min_clients, settings.wait_timeout, allowed, on_count=on_count)
+    run folder must not exist or be empty when it is written, even a former run folder is kept. ``resume``:
+    continue that checkpoint's run after its round, with the nodes it lists as still answering. ``say`` hears
+    a line for each node dropped or rejoining."""
+    settings = served(settings)
+    config = settings.config
+    wanted = settings.min_clients if resume is None else sum(r.alive for r in resume.nodes)
+    node_ids = wait_for_nodes(grid, wanted, settings.wait_timeout, allowed, on_count=on_count)
     keys = {i: k.fingerprint for i, k in allowed.items()} if allowed is not None else {}
     nodes = _query_stats(grid, settings, node_ids, keys)
-    scaler = federated_scaler([n.stats for n in nodes])
+    if resume is None:
+        scaler, history, first = federated_scaler([n.stats for n in nodes]), [], 1
+    else:
+        nodes, scaler, history, first = _resumed_nodes(nodes, resume), resume.scaler, list(resume.history), \
+            resume.round + 1
     features = nodes[0].features
-    transport = FlowerTransport(grid, settings, nodes, scaler)
+    transport = FlowerTransport(grid, settings, nodes, scaler, allowed, say)
+    if resume is not None:
+        transport.alive = {n.node_id for n in nodes if n.node_id >= 0}
+        transport.missing = list(resume.missing)
+        transport.missing_names = [r.name for r in resume.nodes if not r.alive]
+        log(INFO, "resuming after round %d of %d with %d node(s)", resume.round, config.rounds, len(transport.alive))
 
     def on_round(rnd: int, rows: list[dict]) -> None:
+        history.extend(rows)
+        if checkpoints and rnd < config.rounds:  # the last round's state is the run folder itself
+            save_checkpoint(settings.output_dir, _checkpoint(settings, transport, scaler, allowed is not None,
+                                                             rnd, history))
         if progress is not None:
             progress(rnd, round_means(rows, _PROGRESS))
 
-    model, records, counts = federated_rounds(transport, config, len(features), on_round=on_round)
-    fed = FederationResult(records, model_detector(model, scaler, features, config, counts), {}, config)
+    hooks = (fedavg_aggregator, None, resume.state if resume is not None else None)
+    model, _, counts = federated_rounds(transport, config, len(features), on_round=on_round, hooks=hooks,
+                                        first_round=first)
+    fed = FederationResult(history, model_detector(model, scaler, features, config, counts), {}, config)
     if settings.output_dir:
         data = {"source": "Flower SuperNodes", "clients": [n.name for n in nodes],
                 "rows": [n.n_train + n.n_test for n in nodes], "features": features,
                 "test_fraction": settings.test_fraction}
         flower = {"min_clients": settings.min_clients, "missing_clients": transport.missing_names,
-                  "missing_reasons": transport.missing, "round_timeout": settings.round_timeout,
+                  "missing_reasons": transport.missing, "rejoined": transport.rejoined,
+                  "round_timeout": settings.round_timeout,
                   "authentication": allowed is not None,
                   "nodes": {n.name: {"flower_node_id": n.node_id, "node_id": n.index + 1, "key": n.key or None}
                             for n in nodes}}
