@@ -531,7 +531,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     resume = _resumable(args, settings, keys)  # first: it names what is wrong with a checkpoint
-    check_run_dir(args.output_dir)
+    check_run_dir(args.output_dir, unfinished=True)  # _resumable said what an unfinished run needs
     check_port(*split_address(args.address))
     mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
     if resume is None:
@@ -548,7 +548,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
                               lambda means: _format_row(str(means["round"]), means))
     try:
         with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
-            check_run_dir(args.output_dir)
+            check_run_dir(args.output_dir, unfinished=True)
             resume = _resumable(args, settings, keys)  # again, now that no other command may change it
             status = serve(settings, args.address, args.certificates, args.insecure, args.authorized_keys,
                            progress.round, threads=args.threads, on_count=progress.count, resume=resume,

@@ -30,10 +30,11 @@ from fedad_tutorial.errors import UserError
 
 #: The file that marks a folder as a fedad run folder (it holds the package version).
 MARKER = ".fedad-run"
-#: What a run folder holds at its top level; ``flower`` keeps a Flower server's logs, ``checkpoint.pt`` an
-#: unfinished ``fedad server`` run's last completed round (:mod:`fedad_tutorial.flower.checkpoint`).
+#: An unfinished ``fedad server`` run's last completed round (:mod:`fedad_tutorial.flower.checkpoint`).
+CHECKPOINT = "checkpoint.pt"
+#: What a run folder holds at its top level; ``flower`` keeps a Flower server's logs.
 RUN_ENTRIES = frozenset({MARKER, "model.pt", "history.csv", "summary.json", "figures", "flower", "tensorboard",
-                         "checkpoint.pt"})
+                         CHECKPOINT})
 #: What a run's ``figures`` folder holds.
 RUN_FIGURES = frozenset({"f1_per_round.png"})
 #: What a run's ``tensorboard`` folder holds: TensorBoard event files.
@@ -131,18 +132,22 @@ def is_run_dir(path: str | Path) -> bool:
         return False
 
 
-def check_run_dir(path: str | Path, inputs: Iterable[str | Path] = ()) -> Path:
+def check_run_dir(path: str | Path, inputs: Iterable[str | Path] = (), unfinished: bool = False) -> Path:
     """Check that a run folder may be written at ``path``; return ``path``.
 
     Allowed: a path that does not exist yet, an empty folder, or a previous run folder
     (:func:`is_run_dir`), which the new run replaces. Refused: a file, a symbolic link, the current
-    folder or one of its parents, a path that overlaps one of ``inputs`` (the data), and a folder
-    holding anything else.
+    folder or one of its parents, a path that overlaps one of ``inputs`` (the data), a folder
+    holding anything else, and, unless ``unfinished`` (``fedad server``, which resumes it or says how),
+    an unfinished server run: its :data:`CHECKPOINT` is the only way to continue it.
     """
     path = Path(path)
     _refuse_unsafe_place(path, inputs, "output folder")
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a folder; choose another output folder")
+    if not unfinished and os.path.lexists(path / CHECKPOINT):
+        raise UserError(f"{path}: holds an unfinished fedad server run ({CHECKPOINT}); continue it with "
+                        f"`fedad server --resume {path} ...`, or choose another output folder")
     if path.is_dir() and any(path.iterdir()) and not is_run_dir(path):
         raise UserError(f"{path}: is not empty and is not a fedad run folder (it holds files fedad did not "
                         "write); choose another output folder or empty it yourself")

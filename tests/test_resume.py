@@ -358,6 +358,27 @@ def test_a_valid_checkpoint_gets_past_every_check_and_a_new_run_never_replaces_i
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("command", ["simulate", "run"])
+def test_simulate_and_run_never_replace_an_unfinished_server_run(command, tmp_path, capsys, guard):
+    """The checkpoint is the only way to continue a killed server's run: the commands that write run folders
+    without resuming refuse a folder holding one, in one line, before training, touching nothing."""
+    from fedad_tutorial.cli import main
+
+    run = tmp_path / "run"
+    _saved(run)
+    data = tmp_path / "data"
+    assert main(["generate-data", "--num-nodes", "2", "--samples-per-node", "50", "--num-features", "4",
+                 "--output-dir", str(data)]) == 0
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    argv = [command, "--output-dir", str(run), "--rounds", "1", "--quiet"]
+    argv += ["--data-dir", str(data)] if command == "simulate" else ["--num-nodes", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds an unfinished fedad server run" in err and f"--resume {run}" in err, err
+    assert snapshot(tmp_path) == before
+
+
 def test_a_checkpoint_holds_only_tensors_and_plain_containers(tmp_path):
     """``weights_only=True`` loads it (no code runs), and what comes back is what was saved."""
     from fedad_tutorial.flower.checkpoint import load_checkpoint

@@ -34,11 +34,9 @@ from fedad_tutorial.atomic import atomic_path, describe_mode
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.flower.files import shown
 from fedad_tutorial.flower.settings import FlowerSettings
-from fedad_tutorial.outputs import MARKER, is_run_dir, write_marker
+from fedad_tutorial.outputs import CHECKPOINT, MARKER, is_run_dir, write_marker
 from fedad_tutorial.scaling import Scaler
 
-#: The checkpoint's name in the run folder.
-CHECKPOINT = "checkpoint.pt"
 #: The version of the checkpoint's layout (a file of another layout is refused, not guessed at).
 FORMAT = 1
 #: Largest checkpoint read: a model of this package and its history are far smaller; anything bigger is not ours.
