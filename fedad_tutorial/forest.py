@@ -245,8 +245,11 @@ def grow_trees(rows: np.ndarray, n_trees: int, max_samples: int, seed: int) -> T
 
 def shared_max_samples(max_samples: int, row_counts: Sequence[int]) -> int:
     """The sub-sample size every client uses: ``max_samples``, lowered to the smallest client's rows
-    (one size for all keeps pooling exact; chapter 07's rule)."""
-    return int(min(max_samples, *row_counts))
+    (one size for all keeps pooling exact; chapter 07's rule). A client with fewer than 2 rows: :class:`UserError`."""
+    psi = int(min(max_samples, *row_counts))
+    if psi < 2:
+        raise UserError(f"a client has {psi} training row(s); each client needs at least 2 to grow isolation trees")
+    return psi
 
 
 class ForestModel(nn.Module):
@@ -291,7 +294,8 @@ class ForestModel(nn.Module):
                 go_right = chunk[cols, feature[node]] > threshold[node]
                 nxt = self._next[go_right.long(), node]
                 node = torch.where(nxt < 0, node, nxt)
-            out[lo:lo + step] = self._value[node].sum(dim=0)
+            # a running sum, tree after tree (as scikit-learn adds them): a row's score never depends on its chunk
+            out[lo:lo + step] = self._value[node].cumsum(dim=0)[-1]
         return out
 
     @torch.no_grad()
