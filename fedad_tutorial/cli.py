@@ -331,9 +331,46 @@ def _add_certs_command(sub, fmt) -> None:
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
     """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
-    with every field the command has a flag for taken from the flags."""
+    with every field the command has a flag for taken from the flags. Flags the model has no use for
+    (:data:`UNUSED`) keep their defaults, with one line on stderr naming those given."""
+    unused = [name for name in UNUSED.get(args.model, UNUSED["network"]) if name in getattr(args, "given", ())]
+    if unused:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
+        print(f"fedad {args.command}: note: --model {args.model} does not use {flags}; ignored", file=sys.stderr)
+    skip = UNUSED.get(args.model, UNUSED["network"]) if hasattr(args, "model") else ()
     return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
-                                         if param.cli and hasattr(args, name)})
+                                         if param.cli and hasattr(args, name) and name not in skip})
+
+
+#: The training flags a model has no use for: a forest grows in one round, with no network, loss or engine;
+#: an ensemble's network is an autoencoder (no KL weight); a network grows no trees.
+UNUSED = {"iforest": ("rounds", "local_epochs", "batch_size", "lr", "latent_dim", "beta", "fraction", "engine",
+                      "trim"),
+          "ensemble": ("beta",), "network": ("trees_per_client", "max_samples")}
+
+
+def _given(argv: Sequence[str]) -> set[str]:
+    """The configuration fields whose flags appear in ``argv`` (already through :func:`_dashes`)."""
+    aliases = {flag: name for name, flags in _FLAG_ALIASES.items() for flag in flags}
+    out = set()
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--"):
+            flag = token.partition("=")[0]
+            out.add(aliases.get(flag, flag[2:].replace("-", "_")))
+    return out
+
+
+def inverted_hint(model: str, roc_auc: float | None) -> str | None:
+    """One line when held-out labels show ROC-AUC below 0.5: the model ranks these anomalies as *more* normal
+    than the normal rows (they look more regular to it, as chapter 13 shows on optdigits), and the other family
+    may see them; ``None`` otherwise (and for an ensemble, which already holds both families)."""
+    if roc_auc is None or not roc_auc < 0.5 or model == "ensemble":
+        return None
+    other = "--model ae or --model ensemble" if model == "iforest" else "--model iforest or --model ensemble"
+    return (f"hint: ROC-AUC {roc_auc:.3f} is below 0.5: these anomalies look more regular than the normal rows to "
+            f"this model ({model}); a detector of the other family may rank them: {other}")
 
 
 _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
@@ -363,9 +400,17 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     from fedad_tutorial.tensorboard_log import heldout_histograms
 
     labelled = all(s.test_labels is not None for s in splits)
-    print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
-          f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
-          f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
+    forest = (f"{config.trees_per_client} isolation trees per client on {config.max_samples} rows each (fewer if a "
+              "client has fewer)")
+    if config.model == "iforest":
+        what = f"Growing a federated isolation forest on {len(splits)} clients in one round: {forest}"
+    else:
+        what = (f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
+                f"x {config.local_epochs} local epochs (engine: {config.engine})")
+        if config.model == "ensemble":
+            what += f", the autoencoder's; in the last round {forest}"
+    print(f"{what}; metrics are means over clients' held-out rows"
+          f"{'' if labelled else ' (no labels: loss only)' if config.model != 'iforest' else ' (no labels)'}")
     print(_header("round"), flush=True)
     with progress_bar(config.rounds, "rounds", "round", quiet) as bar:
         def on_round(rnd: int, records: list[dict]) -> None:
@@ -388,6 +433,9 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
         from fedad_tutorial.runs import run_privacy
 
         print(describe(run_privacy(result, data_description)))
+    hint = inverted_hint(config.model, result.summary().get("roc_auc"))
+    if hint is not None:
+        print(hint)
     return result
 
 
@@ -493,6 +541,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         auc = (f"ROC-AUC {m['roc_auc']:.3f}" if m["roc_auc"] == m["roc_auc"] else  # NaN != NaN
                f"ROC-AUC undefined (every row is labelled {'anomalous' if anomalies else 'normal'})")
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  {auc}")
+        hint = inverted_hint(detector.spec.kind, m["roc_auc"])
+        if hint is not None:
+            print(hint)
     return 0
 
 
@@ -527,24 +578,26 @@ def _cmd_server(args: argparse.Namespace) -> int:
             raise UserError(f"--resume {args.resume} continues the run in that folder; leave out "
                             f"--output-dir {args.output_dir}")
         args.output_dir = args.resume
-    settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
+    config = config_from_args(args)
+    settings = FlowerSettings(config=config, test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     resume = _resumable(args, settings, keys)  # first: it names what is wrong with a checkpoint
     check_run_dir(args.output_dir, unfinished=True)  # _resumable said what an unfinished run needs
     check_port(*split_address(args.address))
     mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
+    rounds = f"{config.rounds} round{'s' if config.rounds > 1 else ''}"
     if resume is None:
         print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
-              f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+              f"(at most {args.wait_timeout:g} s), then {rounds}", flush=True)
     else:
         alive = sum(n.alive for n in resume.nodes)
         print(f"Flower server on {args.address} ({mode}): resuming {args.output_dir} after round {resume.round}: "
               f"waiting for its {alive} clients (at most {args.wait_timeout:g} s), then rounds "
-              f"{resume.round + 1}-{args.rounds}", flush=True)
+              f"{resume.round + 1}-{config.rounds}", flush=True)
     print(_header("round"), flush=True)
     done = resume.round if resume is not None else 0  # the bar counts the rounds this server trains
-    progress = ServerProgress(args.rounds - done, args.min_clients, args.quiet,
+    progress = ServerProgress(config.rounds - done, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
         with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state
@@ -660,10 +713,12 @@ _USES_TORCH = {"simulate", "run", "score", "client"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tokens = _dashes(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(tokens)
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
+    args.given = _given(tokens)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is shown escaped, never a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -165,6 +165,8 @@ def test_epsilon_is_chapter_10s_with_the_share_of_clients_sampled():
     (["--dp-noise-multiplier", "nan", "--dp-clip", "1"], "argument --dp-noise-multiplier: must be"),
     (["--dp-delta", "0"], "argument --dp-delta: must be in (0, 1), got 0"),
     (["--dp-delta", "1"], "argument --dp-delta: must be in (0, 1), got 1"),
+    (["--dp-clip", "1", "--model", "iforest"], "--model iforest sends each client's isolation trees"),
+    (["--dp-clip", "1", "--model", "ensemble"], "--model ensemble sends each client's isolation trees"),
 ])
 @pytest.mark.parametrize("command", ["simulate", "run", "server"])
 def test_bad_dp_flags_are_one_line_and_exit_2(command, flags, message, tmp_path, capsys):
