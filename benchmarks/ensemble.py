@@ -9,7 +9,8 @@ robust z-score, ``(score - median) / IQR``, with the median and interquartile ra
 shared bins: the same summary the federation already sends for its threshold, never a raw score).
 
 A candidate default measured by `real_panel.py --candidates`; the panel did not adopt it, so it lives
-beside the benchmark, not in the package.
+beside the benchmark, not in the package. The calibration is the package's
+(:class:`~fedad_tutorial.ensemble.RobustCalibration`, which ``--model ensemble`` uses).
 
 >>> rng = np.random.default_rng(0)
 >>> train = rng.normal(size=(500, 4)).astype("float32")
@@ -24,38 +25,17 @@ beside the benchmark, not in the package.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from fedad_tutorial.ensemble import RobustCalibration
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.scaling import Scaler
-from fedad_tutorial.thresholds import ScoreHistogram
-
-#: Smallest interquartile range used as a divisor (a score constant on half the training rows).
-MIN_IQR = 1e-12
 
 
 def squared_norm(scaler: Scaler, rows: np.ndarray) -> np.ndarray:
     """The norm score of raw rows: the squared length of the standardised row (``NormBaseline``'s score)."""
     return (scaler.transform(rows).astype(np.float64) ** 2).sum(axis=1)
-
-
-@dataclass(frozen=True)
-class RobustCalibration:
-    """The median and interquartile range of training scores: ``(score - median) / iqr`` is a robust z-score."""
-
-    median: float
-    iqr: float
-
-    @classmethod
-    def of(cls, histogram: ScoreHistogram) -> RobustCalibration:
-        """From a histogram of training scores (quantiles within one shared bin's width of the exact ones)."""
-        q1, median, q3 = (histogram.quantile(q) for q in (25.0, 50.0, 75.0))
-        return cls(median, max(q3 - q1, MIN_IQR))
-
-    def z(self, scores: np.ndarray) -> np.ndarray:
-        return (np.asarray(scores, dtype=np.float64) - self.median) / self.iqr
 
 
 def z_sum(scores: Sequence[np.ndarray], calibrations: Sequence[RobustCalibration]) -> np.ndarray:

@@ -324,9 +324,45 @@ def _add_certs_command(sub, fmt) -> None:
 
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
     """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
-    with every field the command has a flag for taken from the flags."""
+    with every field the command has a flag for taken from the flags. Flags the model has no use for
+    (:data:`UNUSED`) are ignored, with one line on stderr naming those given."""
+    unused = [name for name in UNUSED.get(args.model, UNUSED["network"]) if name in getattr(args, "given", ())]
+    if unused:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
+        print(f"fedad {args.command}: note: --model {args.model} does not use {flags}; ignored", file=sys.stderr)
     return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
                                          if param.cli and hasattr(args, name)})
+
+
+#: The training flags a model has no use for: a forest grows in one round, with no network, loss or engine;
+#: an ensemble's network is an autoencoder (no KL weight); a network grows no trees.
+UNUSED = {"iforest": ("rounds", "local_epochs", "batch_size", "lr", "latent_dim", "beta", "fraction", "engine",
+                      "trim"),
+          "ensemble": ("beta",), "network": ("trees_per_client", "max_samples")}
+
+
+def _given(argv: Sequence[str]) -> set[str]:
+    """The configuration fields whose flags appear in ``argv`` (already through :func:`_dashes`)."""
+    aliases = {flag: name for name, flags in _FLAG_ALIASES.items() for flag in flags}
+    out = set()
+    for token in argv:
+        if token == "--":
+            break
+        if token.startswith("--"):
+            flag = token.partition("=")[0]
+            out.add(aliases.get(flag, flag[2:].replace("-", "_")))
+    return out
+
+
+def inverted_hint(model: str, roc_auc: float | None) -> str | None:
+    """One line when held-out labels show ROC-AUC below 0.5: the model ranks these anomalies as *more* normal
+    than the normal rows (they look more regular to it, as chapter 13 shows on optdigits), and the other family
+    may see them; ``None`` otherwise (and for an ensemble, which already holds both families)."""
+    if roc_auc is None or not roc_auc < 0.5 or model == "ensemble":
+        return None
+    other = "--model ae or --model ensemble" if model == "iforest" else "--model iforest or --model ensemble"
+    return (f"hint: ROC-AUC {roc_auc:.3f} is below 0.5: these anomalies look more regular than the normal rows to "
+            f"this model ({model}); a detector of the other family may rank them: {other}")
 
 
 _COLUMNS = (("loss", "loss", 9, ".4f"), ("precision", "precision", 10, ".3f"), ("recall", "recall", 8, ".3f"),
@@ -356,9 +392,17 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     from fedad_tutorial.tensorboard_log import heldout_histograms
 
     labelled = all(s.test_labels is not None for s in splits)
-    print(f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
-          f"x {config.local_epochs} local epochs (engine: {config.engine}); metrics are means over "
-          f"clients' held-out rows{'' if labelled else ' (no labels: loss only)'}")
+    forest = (f"{config.trees_per_client} isolation trees per client on {config.max_samples} rows each (fewer if a "
+              "client has fewer)")
+    if config.model == "iforest":
+        what = f"Growing a federated isolation forest on {len(splits)} clients in one round: {forest}"
+    else:
+        what = (f"Training a federated {config.model.upper()} on {len(splits)} clients, {config.rounds} rounds "
+                f"x {config.local_epochs} local epochs (engine: {config.engine})")
+        if config.model == "ensemble":
+            what += f", the autoencoder's; in the last round {forest}"
+    print(f"{what}; metrics are means over clients' held-out rows"
+          f"{'' if labelled else ' (no labels: loss only)' if config.model != 'iforest' else ' (no labels)'}")
     print(_header("round"), flush=True)
     with progress_bar(config.rounds, "rounds", "round", quiet) as bar:
         def on_round(rnd: int, records: list[dict]) -> None:
@@ -376,6 +420,9 @@ def train_and_report(splits, feature_names: list[str], config: FederatedConfig, 
     for record in result.final_round_records():
         print(_format_row(record["client"], record, 10))
     print(_format_row("mean", result.summary(), 10))
+    hint = inverted_hint(config.model, result.summary().get("roc_auc"))
+    if hint is not None:
+        print(hint)
     return result
 
 
@@ -481,6 +528,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         auc = (f"ROC-AUC {m['roc_auc']:.3f}" if m["roc_auc"] == m["roc_auc"] else  # NaN != NaN
                f"ROC-AUC undefined (every row is labelled {'anomalous' if anomalies else 'normal'})")
         print(f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  F1 {m['f1']:.3f}  {auc}")
+        hint = inverted_hint(detector.spec.kind, m["roc_auc"])
+        if hint is not None:
+            print(hint)
     return 0
 
 
@@ -598,10 +648,12 @@ _USES_TORCH = {"simulate", "run", "score", "client"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tokens = _dashes(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(_dashes(sys.argv[1:] if argv is None else argv))
+        args = build_parser().parse_args(tokens)
     except SystemExit as exc:  # --help, --version and flag errors: return argparse's exit code
         return int(exc.code or 0)
+    args.given = _given(tokens)
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is shown escaped, never a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")

@@ -35,7 +35,8 @@ def _param(name: str) -> Any:
 class FederatedConfig:
     """Every setting of a run. ``FederatedConfig()`` is what ``fedad run`` trains (30 rounds; ``simulate``
     and ``server`` default to 10): local thresholds, the vectorized engine and trimmed training. A
-    chapter that teaches a plainer step asks for it explicitly (``engine="loop"``, ``trim=0.0``, ...)."""
+    chapter that teaches a plainer step asks for it explicitly (``engine="loop"``, ``trim=0.0``, ...).
+    ``model="iforest"`` always has ``rounds=1`` (the forest's one round)."""
 
     model: str = _param("model")
     rounds: int = _param("rounds")
@@ -53,9 +54,13 @@ class FederatedConfig:
     seed: int = _param("seed")
     engine: str = _param("engine")
     trim: float = _param("trim")
+    trees_per_client: int = _param("trees_per_client")
+    max_samples: int = _param("max_samples")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.model == "iforest":  # a forest grows in one round: there is nothing to repeat
+            object.__setattr__(self, "rounds", 1)
         for f in fields(self):
             if f.name == "score_method":
                 continue
@@ -73,10 +78,12 @@ class FederatedConfig:
         return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.trim)
 
     def model_spec(self, input_dim: int):  # -> models.ModelSpec (imported here: it needs PyTorch)
-        """The architecture this configuration builds for ``input_dim`` features."""
+        """The network this configuration trains in rounds for ``input_dim`` features (an ensemble's is its
+        autoencoder; an ``iforest`` has none: its spec names the kind and the features only)."""
         from fedad_tutorial.models import ModelSpec
 
-        return ModelSpec(self.model, input_dim, tuple(self.hidden), self.latent_dim, self.beta)
+        kind = "ae" if self.model == "ensemble" else self.model
+        return ModelSpec(kind, input_dim, tuple(self.hidden), self.latent_dim, self.beta)
 
 
 #: The :class:`Param` of every :class:`FederatedConfig` field, by name.

@@ -190,24 +190,9 @@ class Detector:
 
     @classmethod
     def _from_payload(cls, payload: dict) -> Detector:
-        """Check every part of a loaded payload, then build the detector.
-
-        The spec is compared with the shapes of the file's own tensors on PyTorch's ``meta`` device
-        (shapes only, no memory) before the model is built: a small file whose spec asks for huge
-        layers is rejected without allocating them.
-        """
+        """Check every part of a loaded payload (the model: :func:`model_from_state`), then build the detector."""
         spec = ModelSpec.from_dict(payload["spec"])
-        state = payload["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError("the weights are not a dictionary of tensors")
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in state.items()}
-        if found != expected:
-            raise ValueError(f"the weights' shapes do not match the model spec {spec.to_dict()}")
-        for name, tensor in state.items():
-            if not torch.isfinite(tensor).all():
-                raise ValueError(f"weights {name} hold NaN or infinite values")
+        model = model_from_state(spec, payload["state_dict"])
         mean, std = payload["scaler_mean"], payload["scaler_std"]
         feature_names = [str(f) for f in payload["feature_names"]]
         if len(feature_names) != spec.input_dim:
@@ -235,7 +220,46 @@ class Detector:
                     and torch.isfinite(feature_range).all() and (feature_range[0] <= feature_range[1]).all()):
                 raise ValueError("the feature range is not a finite low <= high pair per feature")
             feature_range = feature_range.double().numpy()
-        model = spec.build()
-        model.load_state_dict(state)
         return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method,
                    histogram, feature_range)
+
+
+def model_from_state(spec: ModelSpec, state) -> nn.Module:
+    """The model a file's (or a message's) spec and state dict describe, every part checked first;
+    ``ValueError`` (or ``KeyError``/``TypeError``) names what is wrong.
+
+    A network's spec is compared with the shapes of the state's tensors on PyTorch's ``meta`` device
+    (shapes only, no memory) before the model is built: a small file whose spec asks for huge layers
+    is rejected without allocating them. A forest's arrays are checked as trees
+    (:meth:`~fedad_tutorial.forest.Trees.check`); an ensemble's parts each as their own kind.
+    """
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("the weights are not a dictionary of tensors")
+    if spec.kind == "iforest":
+        from fedad_tutorial.forest import forest_model
+
+        return forest_model(spec.input_dim, state)
+    if spec.kind == "ensemble":
+        from dataclasses import replace
+
+        from fedad_tutorial.ensemble import EnsembleModel
+
+        parts = {prefix: {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")}
+                 for prefix in ("ae", "forest")}
+        extra = sorted(set(state) - {f"{p}.{k}" for p, part in parts.items() for k in part} - {"calibration"})
+        if extra:
+            raise ValueError(f"unexpected ensemble entries {extra[:3]}")
+        ae = model_from_state(replace(spec, kind="ae"), parts["ae"])
+        return EnsembleModel(ae, model_from_state(replace(spec, kind="iforest"), parts["forest"]),
+                             state["calibration"])
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise ValueError(f"the weights' shapes do not match the model spec {spec.to_dict()}")
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weights {name} hold NaN or infinite values")
+    model = spec.build()
+    model.load_state_dict(state)
+    return model.eval()

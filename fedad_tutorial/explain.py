@@ -63,12 +63,16 @@ Z_99 = 2.326
 def check_reconstruction(detector: Detector, what: str, source: str = "the model") -> None:
     """Raise :class:`UserError` unless ``detector`` reconstructs its input (an autoencoder or a VAE).
 
-    A Deep SVDD score is a distance between embeddings: it does not split into one term per metric,
-    so ``what`` (an explanation) has nothing honest to show for it.
+    A Deep SVDD score is a distance between embeddings, a forest's a path length through trees whose
+    splits depend on one another, and an ensemble's holds a forest's: none splits into one term per
+    metric, so ``what`` (an explanation) has nothing honest to show for them.
     """
-    if detector.spec.kind == "svdd":
+    why = {"svdd": "Deep SVDD (svdd), whose score is a distance between embeddings",
+           "iforest": "an isolation forest (iforest), whose score is a path length through trees",
+           "ensemble": "an ensemble (ensemble), whose score holds an isolation forest's path length"}
+    if detector.spec.kind in why:
         raise UserError(f"{what}: per-feature contributions need a reconstruction model (ae or vae); {source} is "
-                        "Deep SVDD (svdd), whose score is a distance between embeddings, not a sum over metrics")
+                        f"{why[detector.spec.kind]}, not a sum over metrics")
 
 
 @torch.no_grad()

@@ -52,6 +52,7 @@ from fedad_tutorial.data import Split
 from fedad_tutorial.defaults import RECOMMENDED
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import RowError, UserError
+from fedad_tutorial.forest import ForestModel, Trees, grow_trees, shared_max_samples
 from fedad_tutorial.metrics import detection_metrics
 from fedad_tutorial.models import fixed_buffers
 from fedad_tutorial.scaling import FLOAT32_MAX, FeatureStats, Scaler, federated_scaler
@@ -424,6 +425,13 @@ class Transport(Protocol):
     def model_file_counts(self, model: nn.Module) -> ModelFileCounts:
         """:class:`ModelFileCounts` of the final ``model`` (after ``evaluate(..., last=True)``)."""
 
+    def train_counts(self) -> list[int]:
+        """Each trainer's number of training rows (the forest's shared sub-sample size needs the smallest)."""
+
+    def trees(self, chosen: list[int], n_trees: int, max_samples: int, rnd: int) -> dict[int, Trees]:
+        """The ``chosen`` trainers' isolation trees (:func:`~fedad_tutorial.forest.grow_trees` on their own
+        scaled training rows, ``seed = config.seed +`` the trainer's client index), by trainer index."""
+
 
 def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *, progress: bool = False,
                      on_round: Callable[[int, Records], None] | None = None,
@@ -439,20 +447,8 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
     trainers :func:`sample_clients` picks with that seed, so a run depends only on its configuration.
     """
     aggregator, update_hook, initial_state = hooks
-    torch.manual_seed(config.seed + seed_offset)
-    model = config.model_spec(dim).build().eval()
-    if initial_state is not None:
-        try:
-            model.load_state_dict(initial_state)
-        except RuntimeError as exc:
-            raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
-    elif config.model == "svdd":  # the centre, from the initial weights, before any step
-        with torch.no_grad():
-            model.center.copy_(center_from_sums(*zip(*transport.center_sums(model), strict=True)))
     trainers = len(transport.trainer_names)
     records: Records = []
-    losses: dict[int, float] = {}
-    fixed = fixed_buffers(model)
     bar = tqdm(range(1, config.rounds + 1), desc=desc, unit="round", disable=not progress, leave=False)
 
     def report(rnd: int, evaluations: Evaluations, losses: dict[int, float]) -> None:
@@ -464,6 +460,31 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
             bar.set_postfix({"loss": f"{means['loss']:.4f}", **({"f1": f"{means['f1']:.3f}"} if "f1" in means else {})})
         if on_round is not None:
             on_round(rnd, rows)
+
+    def evaluate(model: nn.Module, rnd: int, losses: dict[int, float]) -> None:
+        threshold = None
+        if config.threshold == "global":
+            threshold = total_histogram(transport.histograms(model, rnd)).quantile(config.threshold_percentile)
+        transport.evaluate(model, rnd, threshold, rnd == config.rounds, functools.partial(report, rnd, losses=losses))
+
+    if config.model == "iforest":  # one round: every client grows its trees, the server pools them
+        model = grow_forest(transport, config, dim, 1)
+        evaluate(model, 1, {i: math.nan for i in range(trainers)})  # no loss: NaN, shown as '-'
+        bar.close()
+        return model, records, transport.model_file_counts(model) if model_file else None
+
+    torch.manual_seed(config.seed + seed_offset)
+    model = config.model_spec(dim).build().eval()
+    if initial_state is not None:
+        try:
+            model.load_state_dict(initial_state)
+        except RuntimeError as exc:
+            raise UserError(f"initial_state does not fit the configured model: {str(exc).splitlines()[0]}") from None
+    elif config.model == "svdd":  # the centre, from the initial weights, before any step
+        with torch.no_grad():
+            model.center.copy_(center_from_sums(*zip(*transport.center_sums(model), strict=True)))
+    losses: dict[int, float] = {}
+    fixed = fixed_buffers(model)
 
     for rnd in bar:
         chosen = sample_clients(trainers, config.fraction, config.seed + seed_offset, rnd)
@@ -479,12 +500,37 @@ def federated_rounds(transport: Transport, config: FederatedConfig, dim: int, *,
         _check_finite(config, rnd, "the server (aggregation)", 0.0, new_state)
         model.load_state_dict(new_state)
         losses = {i: loss for i, (_, loss, _) in updates.items()}
-        threshold = None
-        if config.threshold == "global":
-            threshold = total_histogram(transport.histograms(model, rnd)).quantile(config.threshold_percentile)
-        transport.evaluate(model, rnd, threshold, rnd == config.rounds,
-                           functools.partial(report, rnd, losses=losses))
+        if config.model == "ensemble" and rnd == config.rounds:  # the forest joins the last round's model
+            model = ensemble_of(transport, config, model, grow_forest(transport, config, dim, rnd), rnd)
+        evaluate(model, rnd, losses)
     return model, records, transport.model_file_counts(model) if model_file else None
+
+
+def grow_forest(transport: Transport, config: FederatedConfig, dim: int, rnd: int) -> ForestModel:
+    """The forest's one round, in one process or over Flower: every trainer grows
+    ``config.trees_per_client`` trees on its own training rows with one shared sub-sample size
+    (:func:`~fedad_tutorial.forest.shared_max_samples`), the server pools them in client order."""
+    psi = shared_max_samples(config.max_samples, transport.train_counts())
+    parts = transport.trees(list(range(len(transport.trainer_names))), config.trees_per_client, psi, rnd)
+    for i, part in parts.items():
+        try:
+            part.check(dim)
+        except ValueError as exc:
+            raise UserError(f"{transport.trainer_names[i]} sent trees that are not a forest ({exc})") from None
+        if part.max_samples != psi or part.n_trees != config.trees_per_client:
+            raise UserError(f"{transport.trainer_names[i]} sent {part.n_trees} trees on {part.max_samples} rows; "
+                            f"asked for {config.trees_per_client} on {psi}")
+    return ForestModel(dim, Trees.pool([parts[i] for i in sorted(parts)]))
+
+
+def ensemble_of(transport: Transport, config: FederatedConfig, ae: nn.Module, forest: ForestModel,
+                rnd: int) -> nn.Module:
+    """``--model ensemble``'s model: the trained autoencoder and the forest, each calibrated on the federation's
+    histogram of its training scores (:meth:`~fedad_tutorial.ensemble.EnsembleModel.calibrated`)."""
+    from fedad_tutorial.ensemble import EnsembleModel
+
+    return EnsembleModel.calibrated(ae, forest, [total_histogram(transport.histograms(part, rnd))
+                                                 for part in (ae, forest)])
 
 
 def model_detector(model: nn.Module, scaler: Scaler, feature_names: list[str], config: FederatedConfig,
@@ -587,7 +633,7 @@ class InProcess:
                               else ["the pooled training rows"])
         self.engine = get_engine(config.engine)
         self.rows = _EvaluationRows(splits, scalers)
-        self._scored: tuple[int, list[tuple[np.ndarray, np.ndarray]]] | None = None  # (round, scores)
+        self._scored: tuple[int, nn.Module, list[tuple[np.ndarray, np.ndarray]]] | None = None  # (round, model, scores)
 
     def center_sums(self, model: nn.Module) -> list[tuple[torch.Tensor, int]]:
         return [embedding_sums(model, rows) for rows in self.train_rows]
@@ -599,10 +645,11 @@ class InProcess:
                                                                                                 strict=True)}
 
     def _scores(self, model: nn.Module, rnd: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Round ``rnd``'s scores, computed once for its threshold and its evaluation."""
-        if self._scored is None or self._scored[0] != rnd:
-            self._scored = (rnd, self.rows.scores(model, self.config.score_method))
-        return self._scored[1]
+        """Round ``rnd``'s scores of ``model``, computed once for its threshold and its evaluation."""
+        if self._scored is None or self._scored[0] != rnd or self._scored[1] is not model:
+            self._scored = (rnd, model, self.rows.scores(model, self.config.score_method if model.spec.kind ==
+                                                         self.config.model else None))
+        return self._scored[2]
 
     def histograms(self, model: nn.Module, rnd: int) -> list[ScoreHistogram]:
         return [ScoreHistogram.of(train) for train, _ in self._scores(model, rnd)]
@@ -614,10 +661,18 @@ class InProcess:
                 for k, (split, (train, test)) in enumerate(zip(self.splits, self._scores(model, rnd), strict=True))})
 
     def model_file_counts(self, model: nn.Module) -> ModelFileCounts:
-        if self.rows.shared and self.scalers[0] is self.global_scaler and self._scored is not None:
-            scores = self._scored[1]  # the last evaluation's: the final model, the global scaler
+        if (self.rows.shared and self.scalers[0] is self.global_scaler and self._scored is not None
+                and self._scored[1] is model):
+            scores = self._scored[2]  # the last evaluation's: the final model, the global scaler
         else:
             scores = _EvaluationRows(self.splits, [self.global_scaler] * len(self.splits)).scores(
                 model, self.config.score_method)
         return ModelFileCounts([ScoreHistogram.of(train) for train, _ in scores],
                                [feature_counts(self.global_scaler.transform(s.train)) for s in self.splits])
+
+    def train_counts(self) -> list[int]:
+        return [int(rows.shape[0]) for rows in self.train_rows]
+
+    def trees(self, chosen: list[int], n_trees: int, max_samples: int, rnd: int) -> dict[int, Trees]:
+        return {i: grow_trees(self.train_rows[i].numpy(), n_trees, max_samples, self.config.seed + self.first_id + i)
+                for i in chosen}

@@ -26,9 +26,12 @@ from torch import nn
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.params import check, default
 
+#: The models that are one network trained in rounds (the others hold a forest).
+NETWORK_KINDS = ("ae", "vae", "svdd")
 #: The widest input a model accepts (a guard against absurd sizes, e.g. in a damaged model file).
 MAX_INPUT_DIM = 100_000
-SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo"), "svdd": ("distance",)}
+SCORE_METHODS = {"ae": ("reconstruction",), "vae": ("reconstruction", "elbo"), "svdd": ("distance",),
+                 "iforest": ("isolation",), "ensemble": ("calibrated",)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class ModelSpec:
         return cls(**{**data, "hidden": tuple(data["hidden"])})
 
     def build(self) -> Autoencoder | VAE | DeepSVDD:
+        """A fresh network of this architecture. A forest (``iforest``, or an ``ensemble``'s forest) is grown
+        from rows, not built: :mod:`fedad_tutorial.forest` and :mod:`fedad_tutorial.ensemble` make those."""
+        if self.kind not in NETWORK_KINDS:
+            raise UserError(f"a {self.kind} model is grown from the clients' trees, not built from a spec")
         return {"ae": Autoencoder, "vae": VAE, "svdd": DeepSVDD}[self.kind](self)
 
 
@@ -293,5 +300,5 @@ def check_score_method(kind: str, method: str | None) -> str:
 
 def default_score_method(kind: str) -> str:
     """The scoring a model uses unless told otherwise (AE: reconstruction, VAE: negative ELBO,
-    Deep SVDD: distance to the centre)."""
+    Deep SVDD: distance to the centre, forest: isolation, ensemble: the calibrated combination)."""
     return SCORE_METHODS[kind][-1]

@@ -25,7 +25,9 @@ from typing import Any
 
 from fedad_tutorial.errors import UserError
 
-MODEL_KINDS = ("ae", "vae", "svdd")
+MODEL_KINDS = ("ae", "vae", "svdd", "iforest", "ensemble")
+#: The models with no training rounds of their own: a federated isolation forest, grown in one round.
+FOREST_KINDS = ("iforest", "ensemble")
 ENGINES = ("loop", "vectorized")
 #: Random seeds are 32-bit (what NumPy's and PyTorch's generators accept everywhere).
 MAX_SEED = 2**32 - 1
@@ -88,7 +90,9 @@ def _number(value: float) -> str:
 #: (each step leaves the batch's highest-loss 10 % out, so the few anomalies hidden in unlabelled
 #: training rows are not learned; chapter 13 measures what this buys on real data).
 TRAINING: dict[str, Param] = {
-    "model": Param("autoencoder, VAE, or Deep SVDD (svdd: one-class, distance to a federated centre)",
+    "model": Param("autoencoder, VAE, Deep SVDD (svdd: one-class, distance to a federated centre), federated "
+                   "isolation forest (iforest: one round, chapter 07), or ensemble (the autoencoder and the forest, "
+                   "each calibrated on the federation's training scores, one score)",
                    choices=MODEL_KINDS, default="ae"),
     "rounds": Param("federated rounds", low=1, high=100_000, default=30),
     "local_epochs": Param("local epochs per round", low=1, high=10_000, default=5),
@@ -111,6 +115,10 @@ TRAINING: dict[str, Param] = {
                     choices=ENGINES, default="vectorized"),
     "trim": Param("share of each batch's highest-loss rows left out of each step (robust to unlabelled anomalies "
                   "in training; 0 = plain training)", low=0, high=0.5, high_open=True, default=0.1),
+    "trees_per_client": Param("iforest, ensemble: isolation trees each client grows on its own training rows",
+                              low=1, high=10_000, default=100),
+    "max_samples": Param("iforest, ensemble: rows each tree is grown on (lowered to the smallest client's "
+                         "training rows)", low=2, high=1_000_000, default=128),
 }
 
 #: The share of each client's rows held out for evaluation (``train_test_split``, ``--test-fraction``).

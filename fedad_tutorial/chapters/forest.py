@@ -6,7 +6,9 @@ of an unsuccessful search in a binary tree built on :math:`\\psi` rows (the sub-
 
 .. math:: s(x) = -2^{-E[h(x)] / c(\\psi)}
 
-(scikit-learn's ``score_samples``: higher = more normal). Trees never need each other, so a forest
+(scikit-learn's ``score_samples``: higher = more normal). :func:`average_path_length` (:math:`c`) and
+:func:`fit_client_forest` (a client's step) are the command line's (:mod:`fedad_tutorial.forest`, which
+keeps the trees as arrays for ``fedad simulate --model iforest``). Trees never need each other, so a forest
 federates without any training rounds: every client fits an :class:`~sklearn.ensemble.
 IsolationForest` on its own rows (standardised with the *global* scaler built from client summary
 statistics, :func:`~fedad_tutorial.scaling.federated_scaler`), sends its trees, and the server
@@ -39,29 +41,8 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from fedad_tutorial.errors import UserError
+from fedad_tutorial.forest import average_path_length, fit_client_forest, shared_max_samples
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
-
-
-def average_path_length(n: int) -> float:
-    """:math:`c(n)`: the average path length of an unsuccessful search in a binary tree of ``n`` rows.
-
-    >>> round(average_path_length(256), 4), average_path_length(2), average_path_length(1)
-    (10.2448, 1.0, 0.0)
-    """
-    if n <= 1:
-        return 0.0
-    if n == 2:
-        return 1.0
-    return float(2.0 * (np.log(n - 1.0) + np.euler_gamma) - 2.0 * (n - 1.0) / n)
-
-
-def fit_client_forest(rows: np.ndarray, n_trees: int = 100, max_samples: int = 128,
-                      seed: int = 0) -> IsolationForest:
-    """One client's isolation forest on its own (already scaled) rows, ``random_state=seed``."""
-    rows = np.asarray(rows, dtype=np.float32)
-    if rows.shape[0] < max_samples:
-        raise UserError(f"a client has {rows.shape[0]} rows, fewer than max_samples={max_samples}")
-    return IsolationForest(n_estimators=n_trees, max_samples=max_samples, random_state=seed).fit(rows)
 
 
 def pool_forests(forests: Sequence[IsolationForest]) -> IsolationForest:
@@ -145,7 +126,7 @@ class FederatedIsolationForest:
             raise UserError("no clients: the federation needs at least one")
         self.scaler_: Scaler = federated_scaler([FeatureStats.of(r) for r in client_rows])
         sizes = [int(np.asarray(r).shape[0]) for r in client_rows]
-        self.max_samples_ = int(min(self.max_samples, *sizes))
+        self.max_samples_ = shared_max_samples(self.max_samples, sizes)
         self.client_forests_ = [
             fit_client_forest(self.scaler_.transform(rows), n, self.max_samples_, self.seed + k)
             for k, (rows, n) in enumerate(zip(client_rows, self._tree_counts(sizes), strict=True))
