@@ -8,6 +8,10 @@ from real_panel import (
     ENSEMBLE_RULES,
     FENCES,
     MIN_CLIENT_ROWS,
+    MODELS_RUN,
+    WHICH_BEGIN,
+    WHICH_END,
+    cli_method,
     combine,
     fence_thresholds,
     histogram_rank,
@@ -22,6 +26,7 @@ from real_panel import (
     subsample,
     training_rank,
     versus_forest,
+    which_model,
     wins,
 )
 
@@ -198,3 +203,44 @@ def test_versus_forest_reports_mean_worst_table_and_cost():
     assert table.loc["x", "worst_vs_IF"] == pytest.approx(-0.2) and table.loc["x", "worst_table"] == "b"
     assert table.loc["x", "wins_vs_IF"] == 2 and table.loc["x", "seconds"] == pytest.approx(1.5)
     assert table.loc["x", "seed_std"] == pytest.approx(0.02 / np.sqrt(2))  # per-seed means 0.75 and 0.77
+
+
+def test_the_packages_ensemble_rule_is_the_larger_robust_z_score():
+    """``--model ensemble`` combines as the panel's ``max_z`` column, the rule docs/results.md justifies."""
+    import torch
+
+    from fedad_tutorial.ensemble import combine as package_rule
+
+    z = np.array([[-3.0, 0.5, 7.0], [2.0, 0.25, -1.0]])
+    assert package_rule(torch.tensor(z)).tolist() == z.max(axis=0).tolist()
+
+
+def _models_results() -> pd.DataFrame:
+    """Three data sets, two seeds: ``ae`` best on a, ``iforest`` on b, ``ensemble`` never worst by much."""
+    auc = {"a": {"IF central": 0.8, "ae": 0.95, "iforest": 0.8, "ensemble": 0.9},
+           "b": {"IF central": 0.9, "ae": 0.5, "iforest": 0.92, "ensemble": 0.85},
+           "c": {"IF central": 0.7, "ae": 0.8, "iforest": 0.7, "ensemble": 0.82}}
+    seconds = {"IF central": 0.1, "ae": 2.0, "iforest": 0.5, "ensemble": 2.5}
+    return pd.DataFrame([{"dataset": f"{i}_{ds}", "seed": s,
+                          "method": m if m == "IF central" else cli_method(m), "roc_auc": v + 0.01 * s,
+                          "pr_auc": v / 2 + (0.2 if m == "ae" else 0.0), "seconds": seconds[m]}
+                         for i, (ds, values) in enumerate(auc.items()) for m, v in values.items() for s in (0, 1)])
+
+
+def test_which_model_says_where_each_model_wins():
+    text = which_model(_models_results())
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines()[2:] if line.startswith("| `")}
+    assert list(rows) == ["ae", "iforest", "ensemble"]
+    assert "| 0.755 ± 0.007 | -0.400 (`1_b`) | 2 | 0.575 | 2.0 |" in rows["ae"]
+    assert "| 0.862 ± 0.007 | -0.050 (`1_b`) | 2 | 0.428 | 2.5 |" in rows["ensemble"]
+    assert ("Highest mean ROC-AUC: `ensemble`; smallest shortfall on its worst data set: `iforest`; highest mean "
+            "PR-AUC: `ae`; quickest: `iforest`.") in text
+    assert "`ae` on 1 (a); `iforest` on 1 (b); `ensemble` on 1 (c)." in text
+
+
+def test_readme_which_model_block_is_the_generated_one():
+    """README.md shows, between the markers, what ``python benchmarks/real_panel.py --which-model`` prints."""
+    readme = (MODELS_RUN.parents[2] / "README.md").read_text()
+    assert readme.count(WHICH_BEGIN) == 1 and readme.count(WHICH_END) == 1
+    block = readme.split(WHICH_BEGIN, 1)[1].split(WHICH_END, 1)[0].strip("\n")
+    assert block == which_model(pd.read_csv(MODELS_RUN))
