@@ -27,8 +27,9 @@ from fedad_tutorial.center import embedding_sums
 from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, node_split
 from fedad_tutorial.federated import client_record
-from fedad_tutorial.flower.settings import EVALUATION, MessageConfig, config_from_message
-from fedad_tutorial.flower.weights import from_record, to_record
+from fedad_tutorial.flower.settings import EVALUATION, SUBSAMPLE, MessageConfig, config_from_message
+from fedad_tutorial.flower.weights import model_from_record, to_record
+from fedad_tutorial.forest import grow_trees
 from fedad_tutorial.scaling import FeatureStats
 from fedad_tutorial.thresholds import ScoreHistogram, feature_counts
 from fedad_tutorial.training import client_generator, score_rows, train_local
@@ -58,9 +59,7 @@ def _split(context: Context, data_paths, mc: MessageConfig) -> tuple[Split, list
 
 
 def _model(msg: Message, mc: MessageConfig, dim: int) -> torch.nn.Module:
-    model = mc.spec(dim).build()
-    model.load_state_dict(from_record(msg.content["arrays"], model.state_dict()))
-    return model.eval()
+    return model_from_record(msg.content["arrays"], mc.spec(dim))
 
 
 def _scores(model, rows: np.ndarray, mc: MessageConfig) -> np.ndarray:
@@ -118,6 +117,21 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
         reply["arrays"] = to_record(model.state_dict())
         reply["metrics"] = MetricRecord({"num-examples": int(split.train.shape[0]), "loss": float(loss)})
         return Message(reply, reply_to=msg)
+
+    @app.train("trees")
+    def trees(msg: Message, context: Context) -> Message:
+        """A forest's one round: ``trees-per-client`` isolation trees on the node's scaled training rows, each on
+        the federation's shared sub-sample size, seeded ``seed + node index`` (as client ``k`` of ``simulate``);
+        they go back as arrays (:class:`~fedad_tutorial.forest.Trees`): split features, thresholds, children
+        and node sizes, never a row."""
+        mc = config_from_message(msg.content["config"])
+        split, _, k = _split(context, paths, mc)
+        grown = grow_trees(mc.scaler.transform(split.train), mc.config.trees_per_client,
+                           int(msg.content["config"][SUBSAMPLE]), mc.seed + k)
+        arrays = {name: Array(t.numpy().reshape(-1) if t.ndim == 0 else t.numpy()) for name, t in grown.state().items()}
+        return Message(RecordDict({"arrays": ArrayRecord(arrays),
+                                   "metrics": MetricRecord({"num-examples": int(split.train.shape[0])})}),
+                       reply_to=msg)
 
     @app.query("center")
     def center(msg: Message, context: Context) -> Message:

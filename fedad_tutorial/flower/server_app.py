@@ -60,13 +60,16 @@ from fedad_tutorial.flower.settings import (
     EVALUATION,
     HISTOGRAM,
     STATS,
+    SUBSAMPLE,
     THRESHOLD,
     TRAIN,
+    TREES,
     FlowerRunError,
     FlowerSettings,
     message_config,
 )
-from fedad_tutorial.flower.weights import from_record, to_record
+from fedad_tutorial.flower.weights import from_record, model_to_record, to_record
+from fedad_tutorial.forest import Trees
 from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
 from fedad_tutorial.thresholds import ScoreHistogram
@@ -245,7 +248,7 @@ class FlowerTransport:
         return updates
 
     def histograms(self, model: torch.nn.Module, rnd: int) -> list[ScoreHistogram]:
-        record = RecordDict({"arrays": to_record(model.state_dict()),
+        record = RecordDict({"arrays": model_to_record(model),
                              "config": message_config(self.settings, rnd, self.scaler)})
         got = self._send(self._messages(self._alive_ids(), record, HISTOGRAM), "histogram")
         return [_histogram(r) for r in got.values()]
@@ -257,7 +260,7 @@ class FlowerTransport:
             self._pending = (config, report)  # sent with the next round's training
             return
         config["last"] = True
-        record = RecordDict({"arrays": to_record(model.state_dict()), "config": config})
+        record = RecordDict({"arrays": model_to_record(model), "config": config})
         got = self._send(self._messages(self._alive_ids(), record, EVALUATE), "evaluate")
         report(self._evaluations(got))
         self._final = ModelFileCounts([_histogram(r) for r in got.values()],
@@ -267,6 +270,29 @@ class FlowerTransport:
         if self._final is None:
             raise FlowerRunError("the model file's counts come with the last round's evaluation, which was not sent")
         return self._final
+
+    def train_counts(self) -> list[int]:
+        return [n.n_train for n in self.nodes]
+
+    def trees(self, chosen: list[int], n_trees: int, max_samples: int, rnd: int) -> dict[int, Trees]:
+        ids = [self.nodes[k].node_id for k in chosen if self.nodes[k].node_id in self.alive]
+        log(INFO, "round %d: %d nodes grow %d isolation trees each", rnd, len(ids), n_trees)
+        if self._pending is not None:  # the previous round's evaluation goes first (an ensemble's last AE round)
+            raise FlowerRunError("an evaluation is pending before the forest's round")
+        config = message_config(self.settings, rnd, self.scaler)
+        config[SUBSAMPLE] = int(max_samples)
+        got = self._send(self._messages(ids, RecordDict({"config": config}), TREES), "trees")
+        out = {}
+        for i, reply in got.items():
+            try:
+                arrays = reply.content["arrays"]
+                out[self.position[i]] = Trees.from_state({name: arrays[name].numpy() for name in arrays})
+            except (KeyError, ValueError, TypeError) as exc:
+                raise UserError(f"{self.nodes[self.position[i]].label()} sent trees that are not a forest "
+                                f"({str(exc)[:160]})") from None
+        if not out:
+            raise FlowerRunError(f"round {rnd}: no trees")
+        return out
 
 
 def _histogram(reply: Message) -> ScoreHistogram:

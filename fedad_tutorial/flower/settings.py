@@ -30,11 +30,15 @@ STATS = "query.stats"  # count, sum and sum of squares of the training rows (for
 HISTOGRAM = "query.histogram"  # score histogram of the training rows (for a global threshold)
 CENTER = "query.center"  # sum and count of the training rows' embeddings (Deep SVDD's centre)
 TRAIN = "train"
+TREES = "train.trees"  # a forest's one round: the node's isolation trees, as arrays
 EVALUATE = "evaluate"
 #: The reply record of a node's metrics on its held-out rows (in ``evaluate`` and evaluating ``train`` replies).
 EVALUATION = "evaluation"
 #: The ``ConfigRecord`` key of the federation's threshold (a message evaluating with a global threshold).
 THRESHOLD = "threshold-value"
+#: The ``ConfigRecord`` key of a ``train.trees`` message's shared sub-sample size (``max-samples`` lowered to the
+#: smallest node's training rows).
+SUBSAMPLE = "subsample-size"
 
 Scalar = bool | int | float | str
 

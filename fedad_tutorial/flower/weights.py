@@ -6,6 +6,11 @@ each, at every hop between the ServerApp, the SuperLink, a SuperNode and its Cli
 end to end in one flat array, in the model's ``state_dict`` order: both sides build the same model
 from the message's settings, so the names and shapes need not travel. The bytes are the tensors'
 own (no conversion), so training and averaging see exactly the same numbers.
+
+A forest (``iforest``, and an ``ensemble``'s forest and calibration) mixes whole numbers and floats
+of shapes that depend on the data: :func:`model_to_record` sends it as one ``Array`` per state entry
+(a few, once per run), and :func:`model_from_record` rebuilds and checks it as a model file's
+(:func:`~fedad_tutorial.detector.model_from_state`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from torch import nn
+
+from fedad_tutorial.models import NETWORK_KINDS, ModelSpec
 
 _KEY = "weights"
 
@@ -37,3 +45,28 @@ def from_record(record: ArrayRecord, like: Mapping[str, torch.Tensor]) -> dict[s
     ends = np.cumsum(sizes)
     return {name: torch.from_numpy(flat[end - size:end].copy()).reshape(t.shape).to(dtype)
             for (name, t), size, end in zip(like.items(), sizes, ends, strict=True)}
+
+
+def model_to_record(model: nn.Module) -> ArrayRecord:
+    """A model to evaluate: a network's weights packed by :func:`to_record`; a forest's or an ensemble's state
+    entries one ``Array`` each, by name."""
+    if model.spec.kind in NETWORK_KINDS:
+        return to_record(model.state_dict())
+    return ArrayRecord({name: Array(np.ascontiguousarray(t.detach().cpu().numpy()))
+                        for name, t in model.state_dict().items()})
+
+
+def model_from_record(record: ArrayRecord, spec: ModelSpec) -> nn.Module:
+    """The model :func:`model_to_record` packed: an ensemble (it has a ``calibration``) or a forest (its
+    ``feature`` array) from its entries, checked; otherwise a network of ``spec``'s architecture."""
+    from dataclasses import replace
+
+    from fedad_tutorial.detector import model_from_state
+
+    if _KEY in record:
+        model = spec.build()
+        model.load_state_dict(from_record(record, model.state_dict()))
+        return model.eval()
+    kind = "ensemble" if "calibration" in record else "iforest"
+    state = {name: torch.from_numpy(record[name].numpy().copy()) for name in record}
+    return model_from_state(replace(spec, kind=kind), state)
