@@ -325,13 +325,14 @@ def _add_certs_command(sub, fmt) -> None:
 def config_from_args(args: argparse.Namespace) -> FederatedConfig:
     """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
     with every field the command has a flag for taken from the flags. Flags the model has no use for
-    (:data:`UNUSED`) are ignored, with one line on stderr naming those given."""
+    (:data:`UNUSED`) keep their defaults, with one line on stderr naming those given."""
     unused = [name for name in UNUSED.get(args.model, UNUSED["network"]) if name in getattr(args, "given", ())]
     if unused:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
         print(f"fedad {args.command}: note: --model {args.model} does not use {flags}; ignored", file=sys.stderr)
+    skip = UNUSED.get(args.model, UNUSED["network"]) if hasattr(args, "model") else ()
     return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
-                                         if param.cli and hasattr(args, name)})
+                                         if param.cli and hasattr(args, name) and name not in skip})
 
 
 #: The training flags a model has no use for: a forest grows in one round, with no network, loss or engine;
@@ -561,14 +562,16 @@ def _cmd_server(args: argparse.Namespace) -> int:
     keys = server_keys(args.certificates, args.insecure, args.authorized_keys)
     check_run_dir(args.output_dir)
     check_port(*split_address(args.address))
-    settings = FlowerSettings(config=config_from_args(args), test_fraction=args.test_fraction,
+    config = config_from_args(args)
+    settings = FlowerSettings(config=config, test_fraction=args.test_fraction,
                               min_clients=args.min_clients, wait_timeout=args.wait_timeout,
                               round_timeout=args.round_timeout, output_dir=str(args.output_dir))
     mode = f"TLS, {len(keys)} authorized node key(s)" if keys is not None else "no TLS, no authentication"
     print(f"Flower server on {args.address} ({mode}): waiting for {args.min_clients} clients "
-          f"(at most {args.wait_timeout:g} s), then {args.rounds} rounds", flush=True)
+          f"(at most {args.wait_timeout:g} s), then {config.rounds} round{'s' if config.rounds > 1 else ''}",
+          flush=True)
     print(_header("round"), flush=True)
-    progress = ServerProgress(args.rounds, args.min_clients, args.quiet,
+    progress = ServerProgress(config.rounds, args.min_clients, args.quiet,
                               lambda means: _format_row(str(means["round"]), means))
     try:
         with _locked(args.output_dir):  # a second server on the same folder stops here, before any Flower state

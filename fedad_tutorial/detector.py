@@ -32,7 +32,7 @@ from torch import nn
 from fedad_tutorial import __version__
 from fedad_tutorial.atomic import atomic_path, describe_mode
 from fedad_tutorial.errors import RowError, UserError
-from fedad_tutorial.models import ModelSpec, check_score_method, default_score_method
+from fedad_tutorial.models import NETWORK_KINDS, ModelSpec, check_score_method, default_score_method
 from fedad_tutorial.scaling import FLOAT32_MAX, Scaler
 from fedad_tutorial.thresholds import ScoreHistogram
 
@@ -192,7 +192,7 @@ class Detector:
     def _from_payload(cls, payload: dict) -> Detector:
         """Check every part of a loaded payload (the model: :func:`model_from_state`), then build the detector."""
         spec = ModelSpec.from_dict(payload["spec"])
-        model = model_from_state(spec, payload["state_dict"])
+        check_network_state(spec, payload["state_dict"])  # a forest's arrays are checked as it is built, below
         mean, std = payload["scaler_mean"], payload["scaler_std"]
         feature_names = [str(f) for f in payload["feature_names"]]
         if len(feature_names) != spec.input_dim:
@@ -220,21 +220,37 @@ class Detector:
                     and torch.isfinite(feature_range).all() and (feature_range[0] <= feature_range[1]).all()):
                 raise ValueError("the feature range is not a finite low <= high pair per feature")
             feature_range = feature_range.double().numpy()
+        model = model_from_state(spec, payload["state_dict"], checked=True)  # last: every other check has passed
         return cls(model.eval(), Scaler(mean.numpy(), std.numpy()), threshold, feature_names, score_method,
                    histogram, feature_range)
 
 
-def model_from_state(spec: ModelSpec, state) -> nn.Module:
-    """The model a file's (or a message's) spec and state dict describe, every part checked first;
-    ``ValueError`` (or ``KeyError``/``TypeError``) names what is wrong.
-
-    A network's spec is compared with the shapes of the state's tensors on PyTorch's ``meta`` device
-    (shapes only, no memory) before the model is built: a small file whose spec asks for huge layers
-    is rejected without allocating them. A forest's arrays are checked as trees
-    (:meth:`~fedad_tutorial.forest.Trees.check`); an ensemble's parts each as their own kind.
-    """
+def check_network_state(spec: ModelSpec, state) -> None:
+    """Raise ``ValueError`` unless ``state`` is a dictionary of tensors and, for a network, its shapes are the
+    spec's and its numbers finite. The spec's shapes come from PyTorch's ``meta`` device (shapes only, no
+    memory): a small file whose spec asks for huge layers is rejected without allocating them. A forest's
+    arrays (an ``iforest``'s, an ``ensemble``'s) are checked by :func:`model_from_state` as they are built."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("the weights are not a dictionary of tensors")
+    if spec.kind not in NETWORK_KINDS:
+        return
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if found != expected:
+        raise ValueError(f"the weights' shapes do not match the model spec {spec.to_dict()}")
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weights {name} hold NaN or infinite values")
+
+
+def model_from_state(spec: ModelSpec, state, checked: bool = False) -> nn.Module:
+    """The model a file's (or a message's) spec and state dict describe, every part checked first
+    (``checked``: :func:`check_network_state` has passed already); ``ValueError`` (or ``KeyError``/
+    ``TypeError``) names what is wrong. A forest's arrays are checked as trees
+    (:meth:`~fedad_tutorial.forest.Trees.check`); an ensemble's parts each as their own kind."""
+    if not checked:
+        check_network_state(spec, state)
     if spec.kind == "iforest":
         from fedad_tutorial.forest import forest_model
 
@@ -252,14 +268,6 @@ def model_from_state(spec: ModelSpec, state) -> nn.Module:
         ae = model_from_state(replace(spec, kind="ae"), parts["ae"])
         return EnsembleModel(ae, model_from_state(replace(spec, kind="iforest"), parts["forest"]),
                              state["calibration"])
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in spec.build().state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if found != expected:
-        raise ValueError(f"the weights' shapes do not match the model spec {spec.to_dict()}")
-    for name, tensor in state.items():
-        if not torch.isfinite(tensor).all():
-            raise ValueError(f"weights {name} hold NaN or infinite values")
     model = spec.build()
     model.load_state_dict(state)
     return model.eval()

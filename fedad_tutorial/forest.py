@@ -245,8 +245,11 @@ def grow_trees(rows: np.ndarray, n_trees: int, max_samples: int, seed: int) -> T
 
 def shared_max_samples(max_samples: int, row_counts: Sequence[int]) -> int:
     """The sub-sample size every client uses: ``max_samples``, lowered to the smallest client's rows
-    (one size for all keeps pooling exact; chapter 07's rule)."""
-    return int(min(max_samples, *row_counts))
+    (one size for all keeps pooling exact; chapter 07's rule). A client with fewer than 2 rows: :class:`UserError`."""
+    psi = int(min(max_samples, *row_counts))
+    if psi < 2:
+        raise UserError(f"a client has {psi} training row(s); each client needs at least 2 to grow isolation trees")
+    return psi
 
 
 class ForestModel(nn.Module):
@@ -267,8 +270,10 @@ class ForestModel(nn.Module):
         nodes = trees.feature.shape[1]
         base = np.arange(trees.n_trees)[:, None] * nodes
         self.register_buffer("_value", torch.from_numpy(value.ravel()), persistent=False)
-        children = np.stack([np.where(leaf, -1, trees.left + base), np.where(leaf, -1, trees.right + base)])
-        self.register_buffer("_next", torch.from_numpy(children.reshape(2, -1)), persistent=False)
+        # the next node of a row at each node, left children then right ones, flat; a leaf leads to itself
+        here = np.arange(trees.n_trees * nodes).reshape(trees.n_trees, nodes)
+        children = np.stack([np.where(leaf, here, trees.left + base), np.where(leaf, here, trees.right + base)])
+        self.register_buffer("_next", torch.from_numpy(children.reshape(-1)), persistent=False)
         self._steps = int(depth.max())  # the deepest reachable node: no path is longer
         self._norm = trees.n_trees * average_path_length(trees.max_samples)
 
@@ -277,22 +282,25 @@ class ForestModel(nn.Module):
         return Trees.from_state(self.state_dict())
 
     def path_lengths(self, x: torch.Tensor) -> torch.Tensor:
-        """Each row's path length summed over the trees (float64), rows on dim 0."""
+        """Each row's path length summed over the trees (float64), rows on dim 0. The walk is NumPy's ``take``
+        on flat arrays (several times faster than PyTorch's gathers at this size)."""
         trees, nodes = self.feature.shape
-        out = torch.zeros(x.shape[0], dtype=torch.float64)
-        feature, threshold = self.feature.reshape(-1), self.threshold.reshape(-1)
-        start = torch.arange(trees, dtype=torch.int64)[:, None] * nodes
+        feature, threshold = self.feature.numpy().reshape(-1), self.threshold.numpy().reshape(-1)
+        following, value = self._next.numpy(), self._value.numpy()
+        rows = x.detach().numpy().astype(np.float64)
+        out = np.zeros(rows.shape[0], dtype=np.float64)
+        start = np.arange(trees, dtype=np.int64)[:, None] * nodes
         step = max(1, SCORE_ELEMENTS // trees)
-        for lo in range(0, x.shape[0], step):
-            chunk = x[lo:lo + step].double()
-            node = start.expand(trees, chunk.shape[0]).clone()  # (trees, rows): every row at every root
-            cols = torch.arange(chunk.shape[0])[None, :].expand_as(node)
-            for _ in range(self._steps):
-                go_right = chunk[cols, feature[node]] > threshold[node]
-                nxt = self._next[go_right.long(), node]
-                node = torch.where(nxt < 0, node, nxt)
-            out[lo:lo + step] = self._value[node].sum(dim=0)
-        return out
+        for lo in range(0, rows.shape[0], step):
+            chunk = rows[lo:lo + step]
+            node = np.repeat(start, chunk.shape[0], axis=1)  # (trees, rows): every row at every root
+            row_start = (np.arange(chunk.shape[0], dtype=np.int64) * chunk.shape[1])[None, :]
+            for _ in range(self._steps):  # one level per step; a row at a leaf stays there
+                right = np.take(chunk, row_start + np.take(feature, node)) > np.take(threshold, node)
+                node = np.take(following, right * (trees * nodes) + node)
+            # a running sum, tree after tree (as scikit-learn adds them): a row's score never depends on its chunk
+            out[lo:lo + step] = np.cumsum(np.take(value, node), axis=0)[-1]
+        return torch.from_numpy(out)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
