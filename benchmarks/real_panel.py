@@ -630,7 +630,8 @@ def which_model(results: pd.DataFrame) -> str:
     for method in columns:
         tables = [d.split("_", 1)[-1] for d in roc.index[best == method]]
         parts.append(f"{name(method)} on {len(tables)}" + (f" ({', '.join(tables)})" if tables else ""))
-    lines.append(f"Best of the {len(columns)} on a data set (its mean ROC-AUC over the seeds): {'; '.join(parts)}.")
+    lines.append(f"Best of the {len(columns)} on a data set (its mean ROC-AUC over the seeds; a tie goes to the first "
+                 f"listed): {'; '.join(parts)}.")
     return "\n".join(lines)
 
 
