@@ -5,6 +5,8 @@ Usage::
     nice -n 10 python benchmarks/real_panel.py DATA_DIR                      # the panel: 17 data sets, seeds 0-2
     python benchmarks/real_panel.py DATA_DIR --datasets 14_glass 42_WBC --seeds 0   # a quick look
     python benchmarks/real_panel.py DATA_DIR --candidates default sized ensemble --no-cli --name candidates
+    nice -n 10 python benchmarks/real_panel.py DATA_DIR --max-train 10000 --models ae iforest ensemble --rules \
+        --name real_panel_models                                            # the README's "Which model"
 
 ``DATA_DIR`` holds ADBench ``.npz`` files (arrays ``X`` and ``y``, 1 = anomaly). The protocol is
 ADBench's for unsupervised detectors: per seed a stratified 70/30 split, every method fits on the
@@ -26,10 +28,14 @@ Columns:
   process (the code of the command, without a start-up per call). F1 and alarm rate at the model's
   saved threshold (the ``is_anomaly`` column) and at the 99th percentile of the federation's
   training scores (the model's histogram, as ``fedad score --percentile 99``);
+- ``fedad --model M`` (``--models``): the same with ``--model M`` (``iforest``: chapter 07's federated forest,
+  ``ensemble``: the AE and the forest, see :func:`fedad_tutorial.ensemble.combine`);
 - ``IF central`` / ``PCA`` / ``norm``: :mod:`fedad_tutorial.chapters.baselines` on the pooled training rows
   (PCA: reconstruction error with ``min(3, d - 1)`` components);
 - ``IF federated``: :class:`~fedad_tutorial.chapters.forest.FederatedIsolationForest` as chapter 07 builds it
   (100 trees per client, 128-row sub-samples, pooled trees);
+- ``rule:NAME`` (``--rules``): the default AE and chapter 07's forest trained once through the library, alone
+  and combined by each of :data:`ENSEMBLE_RULES` (how ``--model ensemble``'s rule was chosen);
 - ``--candidates``: changes to the default measured through the library
   (:func:`~fedad_tutorial.federated.run_federated` on the clients' rows held out as ``simulate``
   does), named ``cand:NAME`` (see :data:`CANDIDATES`).
@@ -64,6 +70,7 @@ from fedad_tutorial.config import FederatedConfig
 from fedad_tutorial.data import NodeData, hold_out
 from fedad_tutorial.defaults import SIMULATE
 from fedad_tutorial.metrics import average_precision, detection_metrics, roc_auc
+from fedad_tutorial.params import MODEL_KINDS
 from fedad_tutorial.partition import load_npz
 from fedad_tutorial.scaling import Scaler
 
@@ -87,6 +94,11 @@ def fence_thresholds(quantile: Callable[[float], float]) -> dict[str, float]:
     q1, q3 = quantile(25.0), quantile(75.0)
     return {name: q3 + k * (q3 - q1) for name, k in FENCES.items()}
 FEDAD = "fedad"
+
+
+def cli_method(model: str) -> str:
+    """The column of ``fedad simulate --model model`` (``fedad`` alone for the default, ``ae``)."""
+    return FEDAD if model == SIMULATE.model else f"{FEDAD} --model {model}"
 
 
 # --- protocol pieces --------------------------------------------------------------------------------------------
@@ -400,11 +412,75 @@ def candidate(fold: Fold, name: str) -> dict:
     return {**_metrics(fold.test_labels, test_scores, thresholds), "seconds": seconds}
 
 
+# --- combination rules of the AE + forest ensemble, measured through the library -----------------------------------
+
+#: Rules that combine the default AE's score with the federated forest's into one, each score first calibrated on
+#: the federation's training-score histogram (no parameter fitted to labels). Chosen before the panel was run.
+ENSEMBLE_RULES: dict[str, str] = {
+    "mean_z": "mean of the two robust z-scores, (score - median) / IQR of the training scores",
+    "max_z": "the larger of the two robust z-scores",
+    "mean_rank": "mean of the two training percentiles (share of the training scores below, from the histogram)",
+    "max_rank": "the larger of the two training percentiles",
+}
+
+
+def histogram_rank(histogram, scores: np.ndarray) -> np.ndarray:
+    """Each score's share of the training scores below it, in [0, 1], read from the federation's histogram
+    (linear inside a bin; 1 above the largest training score): the calibration a rank rule needs."""
+    from fedad_tutorial.thresholds import bin_edges
+
+    cumulative = np.concatenate([[0.0], np.cumsum(histogram.counts)]) / histogram.total
+    return np.interp(np.asarray(scores, dtype=np.float64), bin_edges(), cumulative)
+
+
+def combine(rule: str, pair: Sequence[np.ndarray], histograms: Sequence) -> np.ndarray:
+    """The ensemble score of rule ``rule`` (see :data:`ENSEMBLE_RULES`) from two detectors' scores and the
+    histograms of their training scores."""
+    from fedad_tutorial.ensemble import RobustCalibration
+
+    if rule.endswith("_z"):
+        calibrated = [RobustCalibration.of(h).z(s) for s, h in zip(pair, histograms, strict=True)]
+    else:
+        calibrated = [histogram_rank(h, s) for s, h in zip(pair, histograms, strict=True)]
+    return np.mean(calibrated, axis=0) if rule.startswith("mean") else np.max(calibrated, axis=0)
+
+
+def ensemble_rules(fold: Fold) -> dict[str, dict]:
+    """The default AE (as ``fedad simulate`` trains it: :data:`SIMULATE`, 30 % of each client's rows held out)
+    and chapter 07's federated forest (100 trees per client, 128-row sub-samples) on the same clients' training
+    rows, alone (``rule:ae``, ``rule:iforest``) and combined by every rule of :data:`ENSEMBLE_RULES`
+    (``rule:NAME``); each trained once, the rules scored from the same scores. Time: AE training, forest
+    fitting, their sum for the rules."""
+    from fedad_tutorial.federated import run_federated
+    from fedad_tutorial.thresholds import federated_histogram
+
+    names = [f"x{j + 1}" for j in range(fold.dim)]
+    splits = hold_out([NodeData(f"node_{k + 1}", rows, names) for k, rows in enumerate(fold.clients)],
+                      TEST_FRACTION, SIMULATE.seed)
+    start = time.perf_counter()
+    detector = run_federated(splits, SIMULATE, progress=False).detector
+    ae_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    forest = FederatedIsolationForest(trees_per_client=100, max_samples=128, seed=SIMULATE.seed)
+    forest.fit([s.train for s in splits])
+    forest_seconds = time.perf_counter() - start
+    scorers = (detector.decision_function, forest.decision_function)
+    histograms = [federated_histogram([score(s.train) for s in splits]) for score in scorers]
+    test = [score(fold.test) for score in scorers]
+    out = {"rule:ae": {**_metrics(fold.test_labels, test[0]), "seconds": ae_seconds},
+           "rule:iforest": {**_metrics(fold.test_labels, test[1]), "seconds": forest_seconds}}
+    for rule in ENSEMBLE_RULES:
+        out[f"rule:{rule}"] = {**_metrics(fold.test_labels, combine(rule, test, histograms)),
+                               "seconds": ae_seconds + forest_seconds}
+    return out
+
+
 # --- the panel and its tables -------------------------------------------------------------------------------------
 
 
 def run_panel(paths: Sequence[Path], seeds: Sequence[int], max_train: int | None, candidates: Sequence[str] = (),
-              cli: bool = True, say: Callable[[str], None] = print) -> pd.DataFrame:
+              models: Sequence[str] = (SIMULATE.model,), rules: bool = False, say: Callable[[str], None] = print
+              ) -> pd.DataFrame:
     """One row per data set, seed and method: ``dataset, seed, method, roc_auc, pr_auc, f1_*, alarms_*, seconds,
     train_rows, train_rows_full``."""
     rows = []
@@ -414,10 +490,13 @@ def run_panel(paths: Sequence[Path], seeds: Sequence[int], max_train: int | None
             start = time.perf_counter()
             fold = make_fold(path.stem, table.features, table.labels, seed, max_train)
             results = baselines(fold)
-            if cli:
-                results[FEDAD] = command_line(fold)
+            for model in models:
+                results[cli_method(model)] = command_line(
+                    fold, *(() if model == SIMULATE.model else ("--model", model)))
             for name in candidates:
                 results[f"cand:{name}"] = candidate(fold, name)
+            if rules:
+                results.update(ensemble_rules(fold))
             for method, values in results.items():
                 rows.append({"dataset": fold.dataset, "seed": seed, "method": method, **values,
                              "train_rows": len(fold.train), "train_rows_full": fold.train_rows_full})
@@ -454,11 +533,35 @@ def plot(roc: pd.DataFrame, path: Path, methods: Sequence[str], title: str) -> N
     plot_panel(roc, methods, title).savefig(path, dpi=110)
 
 
+def versus_forest(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: mean ROC-AUC over data sets (each the mean over seeds), the spread of that mean over
+    seeds (std of the per-seed means), the worst data set's difference to the central isolation forest and its
+    name, data sets won against it, mean PR-AUC and mean seconds per run (one data set and seed)."""
+    roc, _ = per_dataset(results, "roc_auc")
+    pr, _ = per_dataset(results, "pr_auc")
+    by_seed = results.groupby(["method", "seed"])["roc_auc"].mean().unstack()
+    seconds = results.groupby("method")["seconds"].mean()
+    rows = []
+    for method in roc.columns:
+        gap = roc[method] - roc["IF central"]
+        rows.append({"method": method, "roc_auc": roc[method].mean(), "seed_std": by_seed.loc[method].std(),
+                     "worst_vs_IF": gap.min(), "worst_table": gap.idxmin(), "wins_vs_IF": int((gap > 0).sum()),
+                     "pr_auc": pr[method].mean(), "seconds": seconds[method]})
+    return pd.DataFrame(rows)
+
+
 def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = None) -> str:
-    """The markdown page: ROC-AUC, PR-AUC, F1 tables, wins, cost and (if any) the candidates' summary."""
+    """The markdown page: every method against the central forest, ROC-AUC, PR-AUC, F1 tables, wins, cost and
+    (if any) the candidates' summary."""
     roc, roc_std = per_dataset(results, "roc_auc")
     pr, pr_std = per_dataset(results, "pr_auc")
-    parts = [header, "## ROC-AUC (mean ± std over seeds)\n", markdown_table(roc, roc_std),
+    parts = [header, "## Against the central isolation forest\n",
+             "Means over data sets; `seed_std`: std over seeds of the mean over data sets; `worst_vs_IF`: the "
+             "largest shortfall of a data set's mean ROC-AUC below the central forest's (`worst_table`); "
+             "`seconds`: mean wall time per data set and seed (the baselines: fit and scoring; `fedad`: "
+             "`simulate`; `rule:*`: training).\n",
+             frame_markdown(versus_forest(results)),
+             "\n## ROC-AUC (mean ± std over seeds)\n", markdown_table(roc, roc_std),
              "\n## PR-AUC (average precision)\n", markdown_table(pr, pr_std)]
     neural = [m for m in roc.columns if m not in BASELINES]
     for method in neural:
@@ -472,7 +575,7 @@ def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = Non
                      f"federation's training scores), {BUDGET_PERCENTILE:g}th percentile, Tukey's fences "
                      f"Q3 + k IQR of the training scores (k = {', '.join(f'{k:g}' for k in FENCES.values())})\n")
         rate = results.groupby("dataset")["test_rate"].first() if "test_rate" in results else None
-        for method in neural:
+        for method in (m for m in neural if results.loc[results["method"] == m, f1_cols].notna().any(axis=None)):
             sub = results[results["method"] == method]
             table = sub.groupby("dataset")[f1_cols].mean().loc[roc.index]
             if rate is not None:
@@ -489,6 +592,49 @@ def report(results: pd.DataFrame, header: str, timing: pd.DataFrame | None = Non
     return "\n".join(parts)
 
 
+# --- the README's "Which model" block, from the command line's run of the panel ---------------------------------
+
+#: The lines around README.md's "Which model" block (:func:`which_model` writes what goes between them).
+WHICH_BEGIN = "<!-- which model: begin (generated by `python benchmarks/real_panel.py --which-model`) -->"
+WHICH_END = "<!-- which model: end -->"
+#: The run the block is generated from (``--models ae iforest ensemble``, see the module's usage).
+MODELS_RUN = Path(__file__).parent / "results" / "real_panel_models.csv"
+#: The command line's models the block compares, in its order.
+WHICH_MODELS = ("ae", "iforest", "ensemble")
+
+
+def which_model(results: pd.DataFrame) -> str:
+    """README.md's "Which model" block: the command line's models on the panel against the central forest
+    (mean ROC-AUC and its spread over seeds, worst data set, PR-AUC, ``simulate``'s time) and, in words,
+    which model leads on each measure and on which data sets each is the best of the three."""
+    columns = {cli_method(m): m for m in WHICH_MODELS if cli_method(m) in set(results["method"])}
+    table = versus_forest(results).set_index("method")
+    models = table.loc[list(columns)]
+    n = results["dataset"].nunique()
+    lines = [f"| `--model` | mean ROC-AUC ± spread over seeds | worst data set vs central forest | data sets "
+             f"ahead of it (of {n}) | mean PR-AUC | seconds per `simulate` |", "| --- | --- | --- | --- | --- | --- |"]
+    for method, model in columns.items():
+        row = table.loc[method]
+        lines.append(f"| `{model}` | {row.roc_auc:.3f} ± {row.seed_std:.3f} | {row.worst_vs_IF:+.3f} "
+                     f"(`{row.worst_table}`) | {row.wins_vs_IF} | {row.pr_auc:.3f} | {row.seconds:.1f} |")
+    forest = table.loc["IF central"]
+    lines.append(f"| isolation forest on the pooled rows (not federated: the reference) | {forest.roc_auc:.3f} ± "
+                 f"{forest.seed_std:.3f} | | | {forest.pr_auc:.3f} | |")
+    name = lambda method: f"`{columns[method]}`"  # noqa: E731
+    lines += ["", f"Highest mean ROC-AUC: {name(models['roc_auc'].idxmax())}; smallest shortfall on its worst "
+              f"data set: {name(models['worst_vs_IF'].idxmax())}; highest mean PR-AUC: "
+              f"{name(models['pr_auc'].idxmax())}; quickest: {name(models['seconds'].idxmin())}."]
+    roc, _ = per_dataset(results[results["method"].isin(list(columns))])
+    best = roc.idxmax(axis=1)
+    parts = []
+    for method in columns:
+        tables = [d.split("_", 1)[-1] for d in roc.index[best == method]]
+        parts.append(f"{name(method)} on {len(tables)}" + (f" ({', '.join(tables)})" if tables else ""))
+    lines.append(f"Best of the {len(columns)} on a data set (its mean ROC-AUC over the seeds; a tie goes to the first "
+                 f"listed): {'; '.join(parts)}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path, nargs="?", help="folder with the ADBench .npz files")
@@ -498,14 +644,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="subsample larger training parts to this many rows (0: never)")
     parser.add_argument("--candidates", nargs="*", default=[], choices=sorted(CANDIDATES), metavar="NAME",
                         help=f"candidate defaults to measure: {', '.join(CANDIDATES)}")
-    parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the `fedad` command-line column")
+    parser.add_argument("--rules", action="store_true",
+                        help="the AE + forest ensemble's combination rules (rule:NAME columns, see ENSEMBLE_RULES)")
+    parser.add_argument("--models", nargs="+", default=[SIMULATE.model], choices=MODEL_KINDS, metavar="MODEL",
+                        help=f"the command line's models to run ({', '.join(MODEL_KINDS)}; default: "
+                             f"{SIMULATE.model}, the `fedad` column)")
+    parser.add_argument("--no-cli", dest="cli", action="store_false", help="skip the command line's columns")
     parser.add_argument("--tables-from", type=Path, nargs="+", default=None, metavar="CSV",
                         help="no run: the tables of earlier runs' CSVs, merged (the first file's row wins)")
     parser.add_argument("--plot", nargs="+", default=None, metavar="METHOD",
                         help="methods in the figure (default: IF central, norm, fedad and up to 3 candidates)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="real_panel", help="output file stem")
+    parser.add_argument("--which-model", action="store_true",
+                        help=f"no run: print README.md's 'Which model' block from {MODELS_RUN.name}")
     args = parser.parse_args(argv)
+    if args.which_model:
+        print(WHICH_BEGIN, which_model(pd.read_csv(MODELS_RUN)), WHICH_END, sep="\n")
+        return 0
     command = f"python benchmarks/real_panel.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     before = machine()
     timing = None
@@ -525,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, header, timing)
     (args.out / f"{args.name}.md").write_text(text)
     roc, _ = per_dataset(results)
-    shown = args.plot or ["IF central", "norm", FEDAD] + [m for m in roc.columns if m.startswith("cand:")][:3]
+    shown = args.plot or ["IF central", "norm"] + [m for m in roc.columns if m.startswith(FEDAD)] \
+        + [m for m in roc.columns if m.startswith("cand:")][:3]
     seeds = sorted(results["seed"].unique())
     plot(roc, args.out / f"{args.name}.png", shown,
          f"ADBench Classical, {CLIENTS} non-IID clients, seeds {', '.join(map(str, seeds))}\n"
@@ -546,7 +703,7 @@ def _run(args: argparse.Namespace, command: str, before: str) -> tuple[pd.DataFr
         raise SystemExit(f"no matching .npz in {args.data_dir}")
     max_train = args.max_train or None
     start = time.perf_counter()
-    results = run_panel(paths, args.seeds, max_train, args.candidates, args.cli,
+    results = run_panel(paths, args.seeds, max_train, args.candidates, args.models if args.cli else (), args.rules,
                         say=lambda line: print(line, flush=True))
     rates = {p.stem: float(load_npz(p).labels.mean()) for p in paths}
     results["test_rate"] = results["dataset"].map(rates)
@@ -557,7 +714,7 @@ def _run(args: argparse.Namespace, command: str, before: str) -> tuple[pd.DataFr
               f"on the training part without labels; ROC-AUC and PR-AUC on the test part. Federation: {CLIENTS} "
               f"non-IID clients (k-means profiles of the standardised training rows, each row moved to a random "
               f"other client with probability {MIX}). `fedad` = `fedad simulate` + `fedad score` with every "
-              f"default. Training parts subsampled to {max_train} rows: "
+              f"default (`fedad --model M`: the same with `--model M`). Training parts subsampled to {max_train} rows: "
               f"{', '.join(subsampled) if len(subsampled) else 'none'}.\n\n"
               f"Machine: {before} at the start; {machine()} at the end (shared: timings are inflated).\n\n")
     return results, header

@@ -5,9 +5,16 @@ import pandas as pd
 import pytest
 from real_panel import (
     CLIENTS,
+    ENSEMBLE_RULES,
     FENCES,
     MIN_CLIENT_ROWS,
+    MODELS_RUN,
+    WHICH_BEGIN,
+    WHICH_END,
+    cli_method,
+    combine,
     fence_thresholds,
+    histogram_rank,
     latent_distance,
     make_fold,
     markdown_table,
@@ -18,8 +25,12 @@ from real_panel import (
     stratified_split,
     subsample,
     training_rank,
+    versus_forest,
+    which_model,
     wins,
 )
+
+from fedad_tutorial.thresholds import ScoreHistogram
 
 
 def _table(n: int = 400, d: int = 4, rate: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -155,3 +166,81 @@ def test_latent_distance_is_the_mahalanobis_distance_of_the_code():
 def test_training_rank_is_the_share_of_training_scores_at_or_below():
     rank = training_rank(np.array([3.0, 1.0, 2.0, 2.0]))
     np.testing.assert_allclose(rank(np.array([0.5, 1.0, 2.0, 2.5, 9.0])), [0.0, 0.25, 0.75, 0.75, 1.0])
+
+
+def test_histogram_rank_is_the_share_of_training_scores_below():
+    train = np.random.default_rng(0).gamma(2.0, size=20_000)
+    rank = histogram_rank(ScoreHistogram.of(train), np.array([0.0, *np.percentile(train, [10, 50, 90]), 1e3]))
+    np.testing.assert_allclose(rank, [0.0, 0.1, 0.5, 0.9, 1.0], atol=0.002)  # within a shared bin of the exact share
+
+
+def test_rules_combine_calibrated_scores():
+    rng = np.random.default_rng(1)
+    # two detectors on different scales: one in (0, 1), one an error a thousand times larger
+    small, large = rng.uniform(0.4, 0.6, 5000), rng.gamma(2.0, 1000.0, 5000)
+    histograms = [ScoreHistogram.of(small), ScoreHistogram.of(large)]
+    z = [(np.array([0.7, 0.5]) - np.median(small)) / np.subtract(*np.percentile(small, [75, 25])),
+         (np.array([2000.0, 9000.0]) - np.median(large)) / np.subtract(*np.percentile(large, [75, 25]))]
+    pair = [np.array([0.7, 0.5]), np.array([2000.0, 9000.0])]
+    np.testing.assert_allclose(combine("mean_z", pair, histograms), np.mean(z, axis=0), rtol=0.01)
+    np.testing.assert_allclose(combine("max_z", pair, histograms), np.max(z, axis=0), rtol=0.01)
+    # a row one detector finds far out stays high under max whatever the other says; the mean halves it
+    assert combine("max_z", pair, histograms)[1] == pytest.approx(z[1][1], rel=0.01)
+    ranks = [(small < 0.7).mean(), (small < 0.5).mean()], [(large < 2000).mean(), (large < 9000).mean()]
+    np.testing.assert_allclose(combine("mean_rank", pair, histograms), np.mean(ranks, axis=0), atol=0.005)
+    np.testing.assert_allclose(combine("max_rank", pair, histograms), np.max(ranks, axis=0), atol=0.005)
+    assert set(ENSEMBLE_RULES) == {"mean_z", "max_z", "mean_rank", "max_rank"}
+
+
+def test_versus_forest_reports_mean_worst_table_and_cost():
+    results = pd.DataFrame([
+        {"dataset": ds, "seed": s, "method": m, "roc_auc": v + 0.02 * s, "pr_auc": v / 2, "seconds": 1.0 + s}
+        for ds, values in {"a": {"IF central": 0.8, "x": 0.9}, "b": {"IF central": 0.9, "x": 0.7},
+                           "c": {"IF central": 0.6, "x": 0.65}}.items()
+        for m, v in values.items() for s in (0, 1)])
+    table = versus_forest(results).set_index("method")
+    assert table.loc["x", "roc_auc"] == pytest.approx(0.76) and table.loc["x", "pr_auc"] == pytest.approx(0.375)
+    assert table.loc["x", "worst_vs_IF"] == pytest.approx(-0.2) and table.loc["x", "worst_table"] == "b"
+    assert table.loc["x", "wins_vs_IF"] == 2 and table.loc["x", "seconds"] == pytest.approx(1.5)
+    assert table.loc["x", "seed_std"] == pytest.approx(0.02 / np.sqrt(2))  # per-seed means 0.75 and 0.77
+
+
+def test_the_packages_ensemble_rule_is_the_larger_robust_z_score():
+    """``--model ensemble`` combines as the panel's ``max_z`` column, the rule docs/results.md justifies."""
+    import torch
+
+    from fedad_tutorial.ensemble import combine as package_rule
+
+    z = np.array([[-3.0, 0.5, 7.0], [2.0, 0.25, -1.0]])
+    assert package_rule(torch.tensor(z)).tolist() == z.max(axis=0).tolist()
+
+
+def _models_results() -> pd.DataFrame:
+    """Three data sets, two seeds: ``ae`` best on a, ``iforest`` on b, ``ensemble`` never worst by much."""
+    auc = {"a": {"IF central": 0.8, "ae": 0.95, "iforest": 0.8, "ensemble": 0.9},
+           "b": {"IF central": 0.9, "ae": 0.5, "iforest": 0.92, "ensemble": 0.85},
+           "c": {"IF central": 0.7, "ae": 0.8, "iforest": 0.7, "ensemble": 0.82}}
+    seconds = {"IF central": 0.1, "ae": 2.0, "iforest": 0.5, "ensemble": 2.5}
+    return pd.DataFrame([{"dataset": f"{i}_{ds}", "seed": s,
+                          "method": m if m == "IF central" else cli_method(m), "roc_auc": v + 0.01 * s,
+                          "pr_auc": v / 2 + (0.2 if m == "ae" else 0.0), "seconds": seconds[m]}
+                         for i, (ds, values) in enumerate(auc.items()) for m, v in values.items() for s in (0, 1)])
+
+
+def test_which_model_says_where_each_model_wins():
+    text = which_model(_models_results())
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines()[2:] if line.startswith("| `")}
+    assert list(rows) == ["ae", "iforest", "ensemble"]
+    assert "| 0.755 ± 0.007 | -0.400 (`1_b`) | 2 | 0.575 | 2.0 |" in rows["ae"]
+    assert "| 0.862 ± 0.007 | -0.050 (`1_b`) | 2 | 0.428 | 2.5 |" in rows["ensemble"]
+    assert ("Highest mean ROC-AUC: `ensemble`; smallest shortfall on its worst data set: `iforest`; highest mean "
+            "PR-AUC: `ae`; quickest: `iforest`.") in text
+    assert "`ae` on 1 (a); `iforest` on 1 (b); `ensemble` on 1 (c)." in text
+
+
+def test_readme_which_model_block_is_the_generated_one():
+    """README.md shows, between the markers, what ``python benchmarks/real_panel.py --which-model`` prints."""
+    readme = (MODELS_RUN.parents[2] / "README.md").read_text()
+    assert readme.count(WHICH_BEGIN) == 1 and readme.count(WHICH_END) == 1
+    block = readme.split(WHICH_BEGIN, 1)[1].split(WHICH_END, 1)[0].strip("\n")
+    assert block == which_model(pd.read_csv(MODELS_RUN))
