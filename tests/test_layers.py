@@ -19,7 +19,8 @@ PACKAGE = Path(fedad_tutorial.__file__).parent
 
 CORE = {"errors", "limits", "atomic", "outputs", "threads", "params", "config", "defaults", "data", "csvio", "scaling",
         "models", "training", "vectorized", "federated", "thresholds", "metrics", "detector", "scoring", "runs",
-        "plots", "explain", "progress", "tensorboard_log", "partition", "center", "privacy"}
+        "plots", "explain", "progress", "tensorboard_log", "partition", "center", "privacy", "forest",
+        "ensemble"}
 CHAPTERS = {"chapters"}  # the sub-package fedad_tutorial.chapters, one module per chapter
 APPS = {"cli", "flag_table", "flower"}
 COURSE = {"exercises"}
