@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -30,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedad_tutorial.atomic import atomic_path, describe_mode
+from fedad_tutorial.atomic import atomic_path
 from fedad_tutorial.errors import UserError
-from fedad_tutorial.flower.files import shown
+from fedad_tutorial.flower.files import read_bounded, shown
 from fedad_tutorial.flower.settings import FlowerSettings
 from fedad_tutorial.outputs import CHECKPOINT, MARKER, is_run_dir, write_marker
 from fedad_tutorial.scaling import Scaler
@@ -144,27 +143,9 @@ def _bad(path: Path, why: str) -> UserError:
 
 def _read(path: Path) -> bytes:
     """The checkpoint's bytes: a regular file (never through a symlink), at most MAX_CHECKPOINT_BYTES."""
-    mode = os.lstat(path).st_mode  # FileNotFoundError: the caller says what a missing checkpoint means
-    if stat.S_ISLNK(mode):
-        raise _bad(path, "is a symbolic link, not a checkpoint written by fedad server")
-    if not stat.S_ISREG(mode):  # a FIFO, a socket or a device is never even opened
-        raise _bad(path, f"is {describe_mode(mode)}, not a checkpoint (a regular file)")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise _bad(path, f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _bad(path, f"is {describe_mode(info.st_mode)}, not a checkpoint (a regular file)")
-        if info.st_size > MAX_CHECKPOINT_BYTES:
-            raise _bad(path, f"{info.st_size} bytes, larger than any checkpoint fedad writes "
-                             f"(at most {MAX_CHECKPOINT_BYTES} bytes)")
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(MAX_CHECKPOINT_BYTES + 1)
-    finally:
-        os.close(fd)
+    # FileNotFoundError: the caller says what a missing checkpoint means
+    return read_bounded(path, MAX_CHECKPOINT_BYTES, lambda why: _bad(path, f"{why} (a checkpoint fedad writes)"),
+                        follow=False)
 
 
 def _check(condition: bool, path: Path, what: str) -> None:

@@ -17,6 +17,7 @@ import os
 import shutil
 import stat
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from fedad_tutorial.atomic import describe_mode
@@ -39,28 +40,47 @@ def control_character(text: str) -> bool:
     return any(unicodedata.category(c)[0] == "C" for c in text)
 
 
-def read_regular(path: str | os.PathLike, what: str) -> bytes:
-    """The bytes of ``path`` (``what`` names it in messages): a regular file (a symlink to one is fine)
-    of at most :data:`MAX_INPUT_BYTES`; anything else is a one-line :class:`UserError`, at once."""
+def read_bounded(path: str | os.PathLike, limit: int, fail: Callable[[str], UserError], *,
+                 follow: bool = True) -> bytes:
+    """The bytes of the regular file ``path``, of at most ``limit`` bytes. Anything else raises
+    ``fail(why)`` at once (``why``: the special file's kind, the OS error or the size, in words), before a
+    FIFO or a device is ever opened, so a hostile path can neither block nor flood the caller.
+    ``follow=False`` refuses a symbolic link too; a missing file raises :class:`FileNotFoundError` then,
+    for a caller to whom "nothing there" means something of its own."""
     try:
-        mode = os.stat(path).st_mode  # a device or FIFO is not even opened
-        if not stat.S_ISREG(mode):
-            raise UserError(f"{shown(path)}: {describe_mode(mode)}, not {what} (a regular file is needed)")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        mode = (os.stat if follow else os.lstat)(path).st_mode
+    except FileNotFoundError:
+        if not follow:
+            raise
+        raise fail("cannot be read (no such file or directory)") from None
     except OSError as exc:
-        raise UserError(f"{shown(path)}: cannot read {what} ({(exc.strerror or str(exc)).lower()})") from None
+        raise fail(f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    if stat.S_ISLNK(mode):
+        raise fail("is a symbolic link, not a regular file")
+    if not stat.S_ISREG(mode):
+        raise fail(f"is {describe_mode(mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+                     | (0 if follow else os.O_NOFOLLOW))
+    except OSError as exc:
+        raise fail(f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # replaced since the check above
-            raise UserError(f"{shown(path)}: {describe_mode(info.st_mode)}, not {what} (a regular file is needed)")
-        if info.st_size > MAX_INPUT_BYTES:
-            raise UserError(f"{shown(path)}: {info.st_size} bytes, too large for {what} "
-                            f"(at most {MAX_INPUT_BYTES} bytes)")
+            raise fail(f"is {describe_mode(info.st_mode)}, not a regular file")
+        if info.st_size > limit:
+            raise fail(f"is too large ({info.st_size} bytes; at most {limit})")
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(MAX_INPUT_BYTES + 1)
+            return handle.read(limit + 1)
     finally:
         os.close(fd)
+
+
+def read_regular(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of ``path`` (``what`` names it in messages): a regular file (a symlink to one is fine)
+    of at most :data:`MAX_INPUT_BYTES`; anything else is a one-line :class:`UserError`, at once."""
+    return read_bounded(path, MAX_INPUT_BYTES, lambda why: UserError(f"{shown(path)}: {why}; {what} is expected"))
 
 
 def refuse_existing(path: Path, hint: str) -> None:
