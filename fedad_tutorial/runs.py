@@ -52,7 +52,7 @@ def run_privacy(result: FederationResult, data: dict) -> dict | None:
 
 
 def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, figure: bool = True,
-              heldout: dict[str, ScoreHistogram] | None = None, **extra) -> Path:
+              heldout: dict[str, ScoreHistogram] | None = None, unfinished: bool = False, **extra) -> Path:
     """Write a complete run folder for ``result`` to ``output_dir`` (replacing an older one only on success).
 
     ``output_dir`` must pass :func:`~fedad_tutorial.outputs.check_run_dir` (commands check it, with
@@ -61,9 +61,10 @@ def write_run(output_dir: str | Path, result: FederationResult, data: dict, *, f
     method, the final round's means and rows, ``privacy`` (the run's DP-FedAvg guarantee, or null
     without DP-FedAvg), then ``extra`` entries. ``heldout``: the final model's held-out score histograms
     for TensorBoard (:func:`~fedad_tutorial.tensorboard_log.heldout_histograms`), if the caller has them.
-    With ``figure=False`` no figure is drawn (and Matplotlib is not imported).
+    With ``figure=False`` no figure is drawn (and Matplotlib is not imported). ``unfinished``: the folder
+    may hold an unfinished server run's checkpoint (``fedad server`` finishing that run, which replaces it).
     """
-    output_dir = check_run_dir(output_dir)
+    output_dir = check_run_dir(output_dir, unfinished=unfinished)
     detector = result.detector
     privacy = run_privacy(result, data)
     summary = {

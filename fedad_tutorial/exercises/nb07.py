@@ -24,7 +24,7 @@ from fedad_tutorial.exercises.checking import exercise, expect, learner_array, l
 def check_average_path_length(learner_fn: Callable[[int], float], seed: int = 707) -> None:
     """``learner_fn(n)`` must return :math:`c(n) = 2 H(n-1) - 2 (n-1)/n` with
     :math:`H(i) \\approx \\ln i + \\gamma`, and ``c(2) = 1``, ``c(1) = 0`` (as
-    :func:`~fedad_tutorial.chapters.forest.average_path_length`), within 1e-9 on fresh sizes."""
+    :func:`~fedad_tutorial.forest.average_path_length`), within 1e-9 on fresh sizes."""
     rng = np.random.default_rng(seed)
     for n in [1, 2, 3, *rng.integers(4, 5000, size=6).tolist()]:
         got, want = learner_number(learner_fn(int(n)), f"c({n})"), average_path_length(int(n))

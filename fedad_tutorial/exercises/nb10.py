@@ -46,7 +46,7 @@ def check_clipped_average(learner_fn: Callable[[StateDict, list[StateDict], floa
 
     ``update_k = states[k] - global_state`` over all tensors together; clipping scales it by
     ``min(1, clip / norm)``. Checked on fresh weights against
-    :func:`fedad_tutorial.chapters.privacy.dp_fedavg_aggregator` without noise, within 1e-5, with
+    :func:`fedad_tutorial.privacy.dp_fedavg_aggregator` without noise, within 1e-5, with
     ``num_clients`` equal to and larger than the number of updates.
     """
     rng = np.random.default_rng(seed)
@@ -75,7 +75,7 @@ def check_add_noise(learner_fn: Callable[[StateDict, float, float, int, torch.Ge
     """``learner_fn(state, clip, noise_multiplier, num_clients, generator)`` -> ``state`` + noise.
 
     The noise is Gaussian, drawn from ``generator``, with standard deviation
-    ``noise_multiplier * clip / num_clients`` per coordinate (:func:`fedad_tutorial.chapters.privacy.noise_std`).
+    ``noise_multiplier * clip / num_clients`` per coordinate (:func:`fedad_tutorial.privacy.noise_std`).
     Checked on a large fresh state: the noise's mean is near 0 and its standard deviation within 2 %
     of the target; the same generator seed gives the same result; the input is not modified.
     """
@@ -104,7 +104,7 @@ def check_rounds_for_budget(learner_fn: Callable[[float, float, float, float], i
     """``learner_fn(noise_multiplier, sample_rate, delta, target_epsilon)`` -> the most rounds with
     ``epsilon <= target_epsilon``.
 
-    Checked on fresh settings against :func:`fedad_tutorial.chapters.privacy.epsilon`: the answer ``r``
+    Checked on fresh settings against :func:`fedad_tutorial.privacy.epsilon`: the answer ``r``
     satisfies ``epsilon(r) <= target < epsilon(r + 1)`` (0 if even one round exceeds the budget).
     """
     rng = np.random.default_rng(seed)

@@ -499,7 +499,7 @@ def run_server(grid: Grid, settings: FlowerSettings, progress=None, allowed: dic
                             for n in nodes}}
         if new_output:  # still free after training?
             check_new_output(settings.output_dir)
-        write_run(settings.output_dir, fed, data, flower=flower)
+        write_run(settings.output_dir, fed, data, flower=flower, unfinished=True)  # its own checkpoint
     return fed
 
 
