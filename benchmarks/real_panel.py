@@ -708,7 +708,12 @@ def _run(args: argparse.Namespace, command: str, before: str) -> tuple[pd.DataFr
     rates = {p.stem: float(load_npz(p).labels.mean()) for p in paths}
     results["test_rate"] = results["dataset"].map(rates)
     subsampled = results.loc[results["train_rows"] < results["train_rows_full"], "dataset"].unique()
-    header = (f"# Real-data panel: ADBench Classical data sets\n\nProduced by `{command}` in "
+    models = args.models if args.cli and args.models != [SIMULATE.model] else []  # the default run: no subtitle
+    what = ([f"the command line's --model {', '.join(models)}"] if models else []) + \
+        (["the ensemble's candidate rules"] if args.rules else []) + \
+        ([f"candidates {', '.join(args.candidates)}"] if args.candidates else [])
+    header = (f"# Real-data panel: ADBench Classical data sets{': ' + '; '.join(what) if what else ''}\n\n"
+              f"Produced by `{command}` in "
               f"{time.perf_counter() - start:.0f} s.\n\n"
               f"Protocol: stratified 70/30 split per seed (seeds {', '.join(map(str, args.seeds))}); every method fits "
               f"on the training part without labels; ROC-AUC and PR-AUC on the test part. Federation: {CLIENTS} "
