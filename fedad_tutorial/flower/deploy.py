@@ -516,6 +516,7 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
     Between messages it waits on ``notified`` (the SuperNode's pipe), asking the SuperNode for a
     task only when told of a message, or every :data:`FALLBACK_POLL` s."""
     import httpx
+    from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
 
     from fedad_tutorial.flower.preflight import supernode_failure
 
@@ -533,6 +534,8 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
     while True:
         try:
             message = worker.step()
+        except ObjectPullError:  # a message whose contents never came (PULL_MAX_TIME): its server is gone
+            raise ServerLost(answered) from None
         except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
             code = exit_code.check()
             lost()

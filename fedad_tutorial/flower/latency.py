@@ -9,7 +9,8 @@ back, and Flower 1.41 waits at several of those hops with sleeps sized for large
   in separate requests), so whoever pulls it soon after, the SuperNode from the SuperLink, the
   ClientApp from the SuperNode, the ServerApp its replies, often finds a part missing and retries
   after a back-off that starts at 1 s and doubles (:func:`shorten_pull_backoff` starts it at
-  :data:`PULL_BACKOFF` instead; the doubling, the cap and the limits on tries and time are Flower's);
+  :data:`PULL_BACKOFF` instead; the doubling, the cap and the limit on tries are Flower's, and our ClientApp
+  worker gives up after :data:`PULL_MAX_TIME` s, where Flower waits two hours);
 - the ServerApp's ``Grid.send_and_receive`` sleeps 3 s between polls for replies (our
   :class:`~fedad_tutorial.flower.runtime.FastGrid` polls after
   :data:`~fedad_tutorial.flower.runtime.POLL` s, less often while the nodes train);
@@ -36,14 +37,21 @@ NOTIFY_FD = "FEDAD_NOTIFY_FD"
 SUPERNODE_FACTOR = 10.0
 #: The first back-off (seconds) when a pulled message's contents are not all uploaded yet.
 PULL_BACKOFF = 0.05
+#: Seconds our ClientApp worker waits for a message's contents to reach its SuperNode. Flower waits two hours; a
+#: server killed between handing out a task and sending its contents would hold the node that long,
+#: where it should notice the loss and join the restarted server (``fedad server --resume``).
+PULL_MAX_TIME = 30.0
 
 
-def shorten_pull_backoff() -> None:
-    """Start Flower's object-pull back-off at :data:`PULL_BACKOFF` s in this process."""
+def shorten_pull_backoff(max_time: float | None = None) -> None:
+    """Start Flower's object-pull back-off at :data:`PULL_BACKOFF` s in this process; with ``max_time``, give up
+    after that many seconds (Flower's ``ObjectPullError``) instead of Flower's two hours."""
     from flwr.supercore.inflatable import inflatable_utils
 
     for function in (inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree):
         function.__kwdefaults__["initial_backoff"] = PULL_BACKOFF
+        if max_time is not None:
+            function.__kwdefaults__["max_time"] = max_time
 
 
 def shorten_supernode_sleeps() -> None:

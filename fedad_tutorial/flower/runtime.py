@@ -49,7 +49,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.superlink.grid import HttpGrid
 
-from fedad_tutorial.flower.latency import shorten_pull_backoff
+from fedad_tutorial.flower.latency import PULL_MAX_TIME, shorten_pull_backoff
 
 #: The app bundle's identity: ``[tool.flwr.app] publisher`` and the components it must name.
 PUBLISHER = "fedad"
@@ -238,7 +238,7 @@ class ClientWorker:
     """Take the ClientApp tasks of a local SuperNode and answer them with fedad's ClientApp."""
 
     def __init__(self, address: str, secret: bytes, app: ClientApp) -> None:
-        shorten_pull_backoff()  # a task is handed out before its message's contents reach the SuperNode
+        shorten_pull_backoff(PULL_MAX_TIME)  # a task is handed out before its message's contents reach the SuperNode
         self.address, self.app = address, app
         self.acquirer = _client(address, None, "SuperExec", secret=secret, retry=False)
         self.refused: list[str] = []
