@@ -233,5 +233,9 @@ def describe(privacy: dict) -> str:
                f"{privacy['clients_per_round']} of {privacy['clients']} clients per round, {privacy['rounds']} rounds")
     if eps is None or math.isinf(eps):
         return f"Differential privacy: DP-FedAvg without noise ({setting}): no guarantee (epsilon infinite)"
-    return (f"Differential privacy: epsilon {eps:.3g} at delta {privacy['delta']:g}, client-level "
+    line = (f"Differential privacy: epsilon {eps:.3g} at delta {privacy['delta']:g}, client-level "
             f"(DP-FedAvg: {setting}; Opacus RDP accountant)")
+    if privacy["delta"] * privacy["clients"] >= 1:  # a mechanism publishing one client's whole data meets it
+        line += (f"; warning: delta is not below 1 / {privacy['clients']} clients, so this guarantee allows one "
+                 f"client's contribution to be revealed outright (lower --dp-delta)")
+    return line

@@ -83,3 +83,16 @@ def test_bad_settings_are_refused():
                 lambda: epsilon(1.0, 0.5, 10, 0.0)):
         with pytest.raises(UserError):
             bad()
+
+
+def test_a_delta_not_below_one_over_the_clients_is_flagged_on_the_last_line():
+    """(epsilon, delta) with delta >= 1/K holds for a mechanism that publishes one of K clients' data whole."""
+    from fedad_tutorial.privacy import describe
+
+    run = {"epsilon": 3.0, "clip": 1.0, "noise_multiplier": 1.0, "clients_per_round": 5, "clients": 10, "rounds": 20}
+    assert "warning" not in describe({**run, "delta": 1e-5})
+    assert "warning" not in describe({**run, "delta": 0.099})
+    line = describe({**run, "delta": 0.1})
+    assert line.endswith("; warning: delta is not below 1 / 10 clients, so this guarantee allows one client's "
+                         "contribution to be revealed outright (lower --dp-delta)")
+    assert "warning" not in describe({**run, "delta": 0.1, "epsilon": math.inf})  # no guarantee claimed at all

@@ -104,9 +104,6 @@ def _kill_group(proc) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known bug, issue 27 left open: a client sometimes never notices that its "
-                   "server was killed (its worker is stuck in a call to its SuperNode, which keeps retrying), so the "
-                   "resumed server waits for it in vain")
 @pytest.mark.parametrize("secure", [True, False], ids=["tls", "insecure"])
 def test_a_server_killed_after_a_round_resumes_to_the_uninterrupted_runs_model(data, tls, procs, tmp_path, secure):
     """Over TLS with node keys (or ``--insecure``, nodes known by ``--node-id`` and data), two clients, 5 rounds:

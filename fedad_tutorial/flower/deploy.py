@@ -26,6 +26,7 @@ import os
 import re
 import select
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -510,8 +511,9 @@ def _supernode_session(data_path: Path, node_id: int, server_address: str, root_
 def _serve_messages(worker, node, log: Path, host: str, port: int, address: str, wait_timeout: float,
                     key: PublicKey | None, name: str, say: Callable[[str], None], notified: int,
                     answered_before: int = 0) -> str:
-    """Answer messages until the last one; :class:`ServerLost` as soon as the server does not accept
-    connections (checked every second), RuntimeError if the SuperNode stops for another reason.
+    """Answer messages until the last one; :class:`ServerLost` as soon as the server is gone (a
+    :class:`~fedad_tutorial.flower.watch.ServerWatch` looks, whatever call this thread waits in),
+    RuntimeError if the SuperNode stops for another reason.
 
     Between messages it waits on ``notified`` (the SuperNode's pipe), asking the SuperNode for a
     task only when told of a message, or every :data:`FALLBACK_POLL` s."""
@@ -519,56 +521,58 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
     from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
 
     from fedad_tutorial.flower.preflight import supernode_failure
+    from fedad_tutorial.flower.supernode import FORGOTTEN
+    from fedad_tutorial.flower.watch import ServerWatch
 
     answered = 0
+    exit_code = _LogWatch(log)
 
-    def lost() -> None:
-        if not reachable(host, port):
-            raise ServerLost(answered)
+    def stopped(code: int | None = None) -> RuntimeError:
+        """Why the SuperNode stopped answering before the last message: the server is lost, or a failure."""
+        try:
+            node.wait(timeout=2.0)  # a SuperNode that ends on its own (its exit status says why) is ending now
+        except subprocess.TimeoutExpired:
+            pass
+        if watch.lost.is_set() or node.poll() == FORGOTTEN or not reachable(host, port):
+            return ServerLost(answered)
+        code = exit_code.check() if code is None else code
+        return RuntimeError(supernode_failure(_tail(log, 12), address, key, code if code is not None else node.poll()))
 
     checked = time.monotonic()
-    misses = 0  # checks in a row that found the server's port closed
-    exit_code = _LogWatch(log)
     connected = False
     finished_at = None
-    while True:
-        try:
-            message = worker.step()
-        except ObjectPullError:  # a message whose contents never came (PULL_MAX_TIME): its server is gone
-            raise ServerLost(answered) from None
-        except httpx.TransportError:  # the SuperNode's Runtime API is gone: it stopped
-            code = exit_code.check()
-            lost()
-            raise RuntimeError(supernode_failure(_tail(log, 12), address, key,
-                                                 code if code is not None else node.poll())) from None
-        now = time.monotonic()
-        if message is not None:
-            answered += 1
-            if message.metadata.message_type == EVALUATE and message.content["config"].get("last", False):
-                finished_at = now
-        if node.poll() is not None:
-            if finished_at is not None:
+    with ServerWatch(node, host, port) as watch:
+        while True:
+            try:
+                message = worker.step()
+            except ObjectPullError:  # a message whose contents never came (PULL_MAX_TIME): its server is gone
+                raise ServerLost(answered) from None
+            except (httpx.TransportError, httpx.HTTPStatusError):  # the SuperNode's Runtime API stopped answering
+                raise stopped() from None
+            now = time.monotonic()
+            if message is not None:
+                answered += 1
+                if message.metadata.message_type == EVALUATE and message.content["config"].get("last", False):
+                    finished_at = now
+                    watch.finish()
+            if node.poll() is not None or watch.lost.is_set():
+                if finished_at is not None:
+                    break
+                raise stopped(node.poll())
+            if now - checked > 1.0:
+                checked = now
+                code = exit_code.check()
+                if exit_code.node_id is not None and not connected:
+                    connected = True
+                    say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
+                if code is not None and finished_at is None:  # Flower reported its exit but may linger
+                    raise stopped(code)
+                if watch.closed and finished_at is not None:
+                    break  # the server stopped after collecting the last replies
+            if finished_at is not None and now - finished_at > wait_timeout:
                 break
-            lost()
-            raise RuntimeError(supernode_failure(_tail(log, 12), address, key, node.returncode))
-        if now - checked > 1.0:
-            checked = now
-            code = exit_code.check()
-            if exit_code.node_id is not None and not connected:
-                connected = True
-                say(f"{name}: connected to the fedad server at {address} (Flower node id {exit_code.node_id})")
-            if code is not None and finished_at is None:  # Flower reported its exit but may linger
-                lost()
-                raise RuntimeError(supernode_failure(_tail(log, 12), address, key, code))
-            misses = 0 if reachable(host, port) else misses + 1
-            if misses and finished_at is not None:
-                break  # the server stopped after collecting the last replies
-            if misses >= 2:  # closed twice a second apart: killed or restarting, and join() waits for it
-                raise ServerLost(answered)
-        if finished_at is not None and now - finished_at > wait_timeout:
-            break
-        if message is None and select.select([notified], [], [], FALLBACK_POLL)[0]:
-            os.read(notified, 4096)  # drain: the next step takes the task
+            if message is None and select.select([notified], [], [], FALLBACK_POLL)[0]:
+                os.read(notified, 4096)  # drain: the next step takes the task
     if worker.failures:
         raise RuntimeError(f"{name}: training finished, but this node failed to answer: {worker.failures[-1]}")
     return f"{name}: training finished ({answered_before + answered} messages answered)"

@@ -57,6 +57,9 @@ COMPONENTS = {"serverapp": "fedad_tutorial.flower.server_app:app", "clientapp": 
 _ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 _C = TypeVar("_C", bound=ProtobufClient)
 POLL = 0.05  # seconds between polls of a local Runtime API
+#: Seconds a client's worker retries a call its own SuperNode does not answer (Flower retries for ever): a
+#: SuperNode stopped because its server was lost (see :mod:`~fedad_tutorial.flower.watch`) must not hold the worker.
+LOCAL_GIVE_UP = 5.0
 #: The ServerApp's polls for replies start :data:`POLL` s apart and grow by this factor up to
 #: :data:`MAX_POLL`: quick for quick replies, and not one SuperLink request every 50 ms while the nodes train.
 POLL_GROWTH, MAX_POLL = 1.3, 0.25
@@ -80,16 +83,19 @@ def local_client(kind: type[_C], address: str, root_certificates: bytes | None, 
 
 
 def _client(address: str, root_certificates: bytes | None, component: str, *, secret: bytes | None = None,
-            token: str | None = None, retry: bool = True) -> RuntimeHttpClient:
-    """A Runtime API client; ``retry=False``: one try per call (the caller decides what a failure means)."""
+            token: str | None = None, give_up: float | None = None) -> RuntimeHttpClient:
+    """A Runtime API client whose failing calls are retried (Flower's back-off) for ``give_up`` seconds
+    (``0``: one try, the caller decides what a failure means; ``None``: Flower's default, for ever)."""
     interceptors: list = [RuntimeVersionHttpInterceptor(component_name=component)]
     if secret is not None:
         interceptors.append(SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={_ACQUIRE}))
     if token is not None:
         interceptors.append(RuntimeTokenHttpInterceptor(token))
     invoker = make_simple_http_retry_invoker()
-    if not retry:
+    if give_up == 0:
         invoker.max_tries = 1
+    elif give_up is not None:
+        invoker.max_time = give_up
     return local_client(RuntimeHttpClient, address, root_certificates, interceptors, retry_invoker=invoker)
 
 
@@ -240,7 +246,7 @@ class ClientWorker:
     def __init__(self, address: str, secret: bytes, app: ClientApp) -> None:
         shorten_pull_backoff(PULL_MAX_TIME)  # a task is handed out before its message's contents reach the SuperNode
         self.address, self.app = address, app
-        self.acquirer = _client(address, None, "SuperExec", secret=secret, retry=False)
+        self.acquirer = _client(address, None, "SuperExec", secret=secret, give_up=0)
         self.refused: list[str] = []
         self.failures: list[str] = []
 
@@ -250,13 +256,13 @@ class ClientWorker:
     def step(self) -> Message | None:
         """Handle at most one pending message; return the message handled (``None`` if none was waiting).
 
-        ``httpx.TransportError`` if the local SuperNode does not answer."""
+        ``httpx.TransportError`` if the local SuperNode does not answer for :data:`LOCAL_GIVE_UP` s."""
         from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message
 
         claimed = _acquire(self.acquirer, TaskType.CLIENT_APP)
         if claimed is None:
             return None
-        client = _client(self.address, None, "flwr-clientapp", token=claimed[1])
+        client = _client(self.address, None, "flwr-clientapp", token=claimed[1], give_up=LOCAL_GIVE_UP)
         try:
             with _Heartbeat(client):
                 message, context, _run, fab = pull_task_input(client)
