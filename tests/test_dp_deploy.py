@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import test_flower
 import torch
 
 from fedad_tutorial.chapters import privacy as chapter
 from fedad_tutorial.chapters.robust import update_norm
 from fedad_tutorial.cli import main
 from fedad_tutorial.config import FederatedConfig
-from fedad_tutorial.csvio import read_node_csv, write_node_csv
-from fedad_tutorial.data import hold_out, make_cloud_federation
+from fedad_tutorial.csvio import read_node_csv
+from fedad_tutorial.data import hold_out
 from fedad_tutorial.detector import Detector
 from fedad_tutorial.errors import UserError
 from fedad_tutorial.federated import RecordingAggregator, run_federated
@@ -39,12 +40,7 @@ CLI = [sys.executable, "-m", "fedad_tutorial.cli"]
 DP = {"dp_clip": 0.3, "dp_noise_multiplier": 0.8}
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dp_data")
-    for node in make_cloud_federation(3, 150, 8, seed=5):
-        write_node_csv(root / f"{node.name}.csv", node)
-    return root
+data = test_flower.data  # the same three nodes' CSVs as the other deployment tests
 
 
 def _splits(data: Path, names=("node_1", "node_2", "node_3")):
