@@ -333,11 +333,11 @@ def config_from_args(args: argparse.Namespace) -> FederatedConfig:
     """The :class:`FederatedConfig` of a ``run``/``simulate``/``server`` command line: ``FederatedConfig()``
     with every field the command has a flag for taken from the flags. Flags the model has no use for
     (:data:`UNUSED`) keep their defaults, with one line on stderr naming those given."""
-    unused = [name for name in UNUSED.get(args.model, UNUSED["network"]) if name in getattr(args, "given", ())]
+    skip = UNUSED.get(args.model, UNUSED["network"])
+    unused = [name for name in skip if name in getattr(args, "given", ())]
     if unused:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in unused)
         print(f"fedad {args.command}: note: --model {args.model} does not use {flags}; ignored", file=sys.stderr)
-    skip = UNUSED.get(args.model, UNUSED["network"]) if hasattr(args, "model") else ()
     return replace(FederatedConfig(), **{name: getattr(args, name) for name, param in PARAMS.items()
                                          if param.cli and hasattr(args, name) and name not in skip})
 

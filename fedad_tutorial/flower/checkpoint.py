@@ -99,10 +99,8 @@ def save_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
     """Replace ``RUN/checkpoint.pt`` in one rename (a folder that does not exist yet is made a run folder
     first, with its marker, so that the final ``write_run`` may replace it)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        run_dir.mkdir(parents=True)
-        write_marker(run_dir, _version())
-    elif not (run_dir / MARKER).exists():
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / MARKER).exists():
         write_marker(run_dir, _version())
     path = checkpoint_path(run_dir)
     with atomic_path(path) as tmp:

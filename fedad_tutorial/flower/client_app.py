@@ -33,7 +33,7 @@ from fedad_tutorial.csvio import read_node_csv
 from fedad_tutorial.data import Split, node_split
 from fedad_tutorial.federated import client_record
 from fedad_tutorial.flower.settings import EVALUATION, SUBSAMPLE, MessageConfig, config_from_message, key
-from fedad_tutorial.flower.weights import model_from_record, to_record
+from fedad_tutorial.flower.weights import model_from_record, state_to_record, to_record
 from fedad_tutorial.forest import grow_trees
 from fedad_tutorial.scaling import FeatureStats
 from fedad_tutorial.thresholds import ScoreHistogram, feature_counts
@@ -147,8 +147,7 @@ def make_client_app(data_paths: list[str] | None = None) -> ClientApp:
         split, _, k = _split(context, paths, mc)
         grown = grow_trees(mc.scaler.transform(split.train), mc.config.trees_per_client,
                            int(msg.content["config"][SUBSAMPLE]), mc.seed + k)
-        arrays = {name: Array(t.numpy().reshape(-1) if t.ndim == 0 else t.numpy()) for name, t in grown.state().items()}
-        return Message(RecordDict({"arrays": ArrayRecord(arrays),
+        return Message(RecordDict({"arrays": state_to_record(grown.state()),
                                    "metrics": MetricRecord({"num-examples": int(split.train.shape[0])})}),
                        reply_to=msg)
 

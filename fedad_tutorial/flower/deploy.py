@@ -521,7 +521,6 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
     from flwr.supercore.inflatable.inflatable_utils import ObjectPullError
 
     from fedad_tutorial.flower.preflight import supernode_failure
-    from fedad_tutorial.flower.supernode import FORGOTTEN
     from fedad_tutorial.flower.watch import ServerWatch
 
     answered = 0
@@ -533,7 +532,7 @@ def _serve_messages(worker, node, log: Path, host: str, port: int, address: str,
             node.wait(timeout=2.0)  # a SuperNode that ends on its own (its exit status says why) is ending now
         except subprocess.TimeoutExpired:
             pass
-        if watch.lost.is_set() or node.poll() == FORGOTTEN or not reachable(host, port):
+        if watch.server_gone():
             return ServerLost(answered)
         code = exit_code.check() if code is None else code
         return RuntimeError(supernode_failure(_tail(log, 12), address, key, code if code is not None else node.poll()))

@@ -75,7 +75,7 @@ from fedad_tutorial.flower.settings import (
     FlowerSettings,
     message_config,
 )
-from fedad_tutorial.flower.weights import from_record, model_to_record, to_record
+from fedad_tutorial.flower.weights import from_record, model_to_record, state_from_record, to_record
 from fedad_tutorial.forest import Trees
 from fedad_tutorial.runs import write_run
 from fedad_tutorial.scaling import FeatureStats, Scaler, federated_scaler
@@ -356,8 +356,7 @@ class FlowerTransport:
         out = {}
         for i, reply in got.items():
             try:
-                arrays = reply.content["arrays"]
-                out[self.position[i]] = Trees.from_state({name: arrays[name].numpy() for name in arrays})
+                out[self.position[i]] = Trees.from_state(state_from_record(reply.content["arrays"]))
             except (KeyError, ValueError, TypeError) as exc:
                 raise UserError(f"{self.nodes[self.position[i]].label()} sent trees that are not a forest "
                                 f"({str(exc)[:160]})") from None

@@ -47,6 +47,11 @@ class ServerWatch:
         self._stop.set()
         self._thread.join()
 
+    def server_gone(self) -> bool:
+        """Whether the server is lost, asked now by a caller whose SuperNode stopped answering (the watch may
+        not have looked since): as the watch found, as the SuperNode's exit says, or as the port is now."""
+        return self.lost.is_set() or self.node.poll() == FORGOTTEN or not reachable(self.host, self.port)
+
     def finish(self) -> None:
         """The last message is answered: from now on the server may stop."""
         self._finished.set()

@@ -52,8 +52,18 @@ def model_to_record(model: nn.Module) -> ArrayRecord:
     entries one ``Array`` each, by name."""
     if model.spec.kind in NETWORK_KINDS:
         return to_record(model.state_dict())
-    return ArrayRecord({name: Array(np.ascontiguousarray(t.detach().cpu().numpy()))
-                        for name, t in model.state_dict().items()})
+    return state_to_record(model.state_dict())
+
+
+def state_to_record(state: Mapping[str, torch.Tensor]) -> ArrayRecord:
+    """State entries of mixed dtypes and data-dependent shapes (a forest's trees, an ensemble's parts), one
+    ``Array`` each, by name; :func:`state_from_record` reads them back."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(t.detach().cpu().numpy())) for name, t in state.items()})
+
+
+def state_from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """The entries :func:`state_to_record` packed, as tensors (unchecked: the model built from them checks)."""
+    return {name: torch.from_numpy(record[name].numpy().copy()) for name in record}
 
 
 def model_from_record(record: ArrayRecord, spec: ModelSpec) -> nn.Module:
@@ -68,5 +78,4 @@ def model_from_record(record: ArrayRecord, spec: ModelSpec) -> nn.Module:
         model.load_state_dict(from_record(record, model.state_dict()))
         return model.eval()
     kind = "ensemble" if "calibration" in record else "iforest"
-    state = {name: torch.from_numpy(record[name].numpy().copy()) for name in record}
-    return model_from_state(replace(spec, kind=kind), state)
+    return model_from_state(replace(spec, kind=kind), state_from_record(record))
